@@ -1,0 +1,418 @@
+/* SHA-256 over OpenSSL EVP: the digest is fetched once per hasher, each
+ * worker thread owns one EVP_MD_CTX and one 1 MiB read buffer. */
+#define _GNU_SOURCE
+#include "hash.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "json.h"
+#include "pathwalk.h"
+
+#define READ_CHUNK (1u << 20)
+
+struct fsn_hasher {
+  EVP_MD *md;
+};
+
+static int crypto_fail(fsn_err *err, const char *what) {
+  unsigned long e = ERR_get_error();
+  char text[256] = "unknown OpenSSL error";
+  if (e) ERR_error_string_n(e, text, sizeof text);
+  ERR_clear_error();
+  return fsn_fail(err, "ECRYPTO", "%s: %s", what, text);
+}
+
+fsn_hasher *fsn_hasher_new(fsn_err *err) {
+  fsn_hasher *h = calloc(1, sizeof *h);
+  if (!h) { fsn_fail(err, "ENOMEM", "out of memory"); return NULL; }
+  h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+  if (!h->md) {
+    crypto_fail(err, "fetch SHA256");
+    free(h);
+    return NULL;
+  }
+  return h;
+}
+
+void fsn_hasher_free(fsn_hasher *h) {
+  if (!h) return;
+  EVP_MD_free(h->md);
+  free(h);
+}
+
+static void to_hex(const unsigned char *d, char hex[FSN_HEX_LEN + 1]) {
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < 32; i++) {
+    hex[2 * i] = digits[d[i] >> 4];
+    hex[2 * i + 1] = digits[d[i] & 15];
+  }
+  hex[FSN_HEX_LEN] = 0;
+}
+
+int fsn_sha256_hex(fsn_hasher *h, const void *data, size_t len,
+                   char hex[FSN_HEX_LEN + 1], fsn_err *err) {
+  unsigned char d[32];
+  unsigned int n = 0;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  if (!ctx) return fsn_fail(err, "ENOMEM", "out of memory");
+  int ok = EVP_DigestInit_ex2(ctx, h->md, NULL) &&
+           EVP_DigestUpdate(ctx, data, len) && EVP_DigestFinal_ex(ctx, d, &n);
+  EVP_MD_CTX_free(ctx);
+  if (!ok) return crypto_fail(err, "sha256");
+  to_hex(d, hex);
+  return 0;
+}
+
+/* {=== one stream ===} */
+
+/* Hash fd to its end; with out >= 0, write every byte read there as well. */
+static int hash_stream(EVP_MD_CTX *ctx, const EVP_MD *md, int fd, int out,
+                       unsigned char *buf, const char *what, uint64_t *size,
+                       char hex[FSN_HEX_LEN + 1], fsn_err *err) {
+  unsigned char d[32];
+  unsigned int n = 0;
+  uint64_t total = 0;
+  if (!EVP_DigestInit_ex2(ctx, md, NULL)) return crypto_fail(err, what);
+  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  for (;;) {
+    ssize_t r = read(fd, buf, READ_CHUNK);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return fsn_fail_errno(err, errno, "read '%s'", what);
+    }
+    if (r == 0) break;
+    if (!EVP_DigestUpdate(ctx, buf, (size_t)r)) return crypto_fail(err, what);
+    if (out >= 0 && fsn_write_all(out, buf, (size_t)r) != 0)
+      return fsn_fail_errno(err, errno, "write copy of '%s'", what);
+    total += (uint64_t)r;
+  }
+  if (!EVP_DigestFinal_ex(ctx, d, &n)) return crypto_fail(err, what);
+  to_hex(d, hex);
+  *size = total;
+  return 0;
+}
+
+int fsn_hash_file(fsn_hasher *h, const char *path, char hex[FSN_HEX_LEN + 1],
+                  uint64_t *size, fsn_err *err) {
+  int fd = fsn_open_regular(AT_FDCWD, path, path, err);
+  if (fd < 0) return -1;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  unsigned char *buf = malloc(READ_CHUNK);
+  int rc;
+  if (!ctx || !buf) rc = fsn_fail(err, "ENOMEM", "out of memory");
+  else rc = hash_stream(ctx, h->md, fd, -1, buf, path, size, hex, err);
+  free(buf);
+  EVP_MD_CTX_free(ctx);
+  close(fd);
+  return rc;
+}
+
+/* {=== tree walk ===} */
+
+void fsn_tree_init(fsn_tree *t) { memset(t, 0, sizeof *t); }
+
+void fsn_tree_free(fsn_tree *t) {
+  for (size_t i = 0; i < t->count; i++) free(t->files[i].path);
+  for (size_t i = 0; i < t->ndirs; i++) free(t->dirs[i]);
+  free(t->files);
+  free(t->dirs);
+  fsn_tree_init(t);
+}
+
+int fsn_path_component_cmp(const char *a, const char *b) {
+  /* Mapping '/' below every other byte makes byte order component order:
+   * the path whose component ends first sorts first. */
+  const unsigned char *p = (const unsigned char *)a, *q = (const unsigned char *)b;
+  for (;; p++, q++) {
+    unsigned x = *p == '/' ? 1 : (*p ? (unsigned)*p + 1 : 0);
+    unsigned y = *q == '/' ? 1 : (*q ? (unsigned)*q + 1 : 0);
+    if (x != y) return x < y ? -1 : 1;
+    if (!x) return 0;
+  }
+}
+
+static int cmp_files(const void *a, const void *b) {
+  return fsn_path_component_cmp(((const fsn_tree_file *)a)->path,
+                                ((const fsn_tree_file *)b)->path);
+}
+
+static const char *kind_name(mode_t m) {
+  if (S_ISLNK(m)) return "a symbolic link";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISSOCK(m)) return "a socket";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  return "not a regular file or directory";
+}
+
+static char *join(const char *dir, const char *name) {
+  size_t a = strlen(dir), b = strlen(name);
+  char *p = malloc(a + b + 2);
+  if (!p) return NULL;
+  if (a) { memcpy(p, dir, a); p[a] = '/'; a++; }
+  memcpy(p + a, name, b + 1);
+  return p;
+}
+
+static int walk(int dirfd, const char *rel, const char *root, fsn_tree *t,
+                int depth, fsn_err *err) {
+  if (depth > 256) return fsn_fail(err, "EUNSAFE", "tree '%s': deeper than 256 levels at '%s'", root, rel);
+  int fd2 = dup(dirfd);
+  if (fd2 < 0) return fsn_fail_errno(err, errno, "tree '%s': dup", root);
+  DIR *d = fdopendir(fd2);
+  if (!d) { int e = errno; close(fd2); return fsn_fail_errno(err, e, "tree '%s': read '%s'", root, rel); }
+  int rc = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *de = readdir(d);
+    if (!de) {
+      if (errno) rc = fsn_fail_errno(err, errno, "tree '%s': read '%s'", root, rel);
+      break;
+    }
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+    char *path = join(rel, de->d_name);
+    if (!path) { rc = fsn_fail(err, "ENOMEM", "out of memory"); break; }
+    struct stat st;
+    if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      rc = fsn_fail_errno(err, errno, "tree '%s': stat '%s'", root, path);
+      free(path);
+      break;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub < 0) {
+        rc = fsn_fail_errno(err, errno, "tree '%s': open '%s'", root, path);
+        free(path);
+        break;
+      }
+      if (t->ndirs == t->dircap) {
+        size_t cap = t->dircap ? t->dircap * 2 : 16;
+        char **nd = realloc(t->dirs, cap * sizeof *nd);
+        if (!nd) { close(sub); free(path); rc = fsn_fail(err, "ENOMEM", "out of memory"); break; }
+        t->dirs = nd;
+        t->dircap = cap;
+      }
+      t->dirs[t->ndirs++] = path;
+      rc = walk(sub, path, root, t, depth + 1, err);
+      close(sub);
+      if (rc) break;
+    } else if (S_ISREG(st.st_mode)) {
+      if (t->count == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        fsn_tree_file *nf = realloc(t->files, cap * sizeof *nf);
+        if (!nf) { free(path); rc = fsn_fail(err, "ENOMEM", "out of memory"); break; }
+        t->files = nf;
+        t->cap = cap;
+      }
+      fsn_tree_file *f = &t->files[t->count++];
+      memset(f, 0, sizeof *f);
+      f->path = path;
+      f->size = (uint64_t)st.st_size;
+      f->dev = st.st_dev;
+      f->ino = st.st_ino;
+    } else {
+      rc = fsn_fail(err, "EUNSAFE", "tree '%s': '%s' is %s", root, path, kind_name(st.st_mode));
+      free(path);
+      break;
+    }
+  }
+  closedir(d);
+  return rc;
+}
+
+/* {=== worker pool ===} */
+
+typedef struct job {
+  const fsn_hasher *h;
+  fsn_tree *t;
+  int src_root, dst_root; /* dst_root < 0: hash only */
+  int sync;
+  const char *src_name;
+  size_t next; /* atomic */
+  int stop;    /* atomic */
+  pthread_mutex_t mu;
+  size_t err_index;
+  fsn_err err;
+} job;
+
+static void record_error(job *j, size_t i, const fsn_err *e) {
+  pthread_mutex_lock(&j->mu);
+  if (i < j->err_index) {
+    j->err_index = i;
+    j->err = *e;
+  }
+  pthread_mutex_unlock(&j->mu);
+  __atomic_store_n(&j->stop, 1, __ATOMIC_RELAXED);
+}
+
+static int do_file(job *j, EVP_MD_CTX *ctx, unsigned char *buf, fsn_tree_file *f,
+                   fsn_err *e) {
+  char what[4200];
+  snprintf(what, sizeof what, "%s/%s", j->src_name, f->path);
+  int fd = fsn_open_regular(j->src_root, f->path, what, e);
+  if (fd < 0) return -1;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_dev != f->dev || st.st_ino != f->ino) {
+    close(fd);
+    return fsn_fail(e, "EUNSAFE", "tree '%s': '%s' changed while it was read", j->src_name, f->path);
+  }
+  int out = -1;
+  if (j->dst_root >= 0) {
+    out = fsn_create_beneath(j->dst_root, f->path, 0600, e);
+    if (out < 0) { close(fd); return -1; }
+  }
+  int rc = hash_stream(ctx, j->h->md, fd, out, buf, what, &f->size, f->hex, e);
+  if (rc == 0 && out >= 0 && j->sync && fsync(out) != 0)
+    rc = fsn_fail_errno(e, errno, "fsync copy of '%s'", what);
+  if (out >= 0 && close(out) != 0 && rc == 0)
+    rc = fsn_fail_errno(e, errno, "close copy of '%s'", what);
+  close(fd);
+  return rc;
+}
+
+static void *worker(void *arg) {
+  job *j = arg;
+  fsn_err e;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  unsigned char *buf = malloc(READ_CHUNK);
+  if (!ctx || !buf) {
+    fsn_fail(&e, "ENOMEM", "out of memory");
+    record_error(j, 0, &e);
+  }
+  while (ctx && buf && !__atomic_load_n(&j->stop, __ATOMIC_RELAXED)) {
+    size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+    if (i >= j->t->count) break;
+    if (do_file(j, ctx, buf, &j->t->files[i], &e) != 0) record_error(j, i, &e);
+  }
+  free(buf);
+  EVP_MD_CTX_free(ctx);
+  return NULL;
+}
+
+static int online_cpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+static int run_pool(job *j, int threads, fsn_err *err) {
+  if (threads <= 0) threads = online_cpus();
+  if ((size_t)threads > j->t->count) threads = j->t->count ? (int)j->t->count : 1;
+  if (threads > 64) threads = 64;
+  pthread_t tid[64];
+  int started = 0;
+  j->err_index = (size_t)-1;
+  pthread_mutex_init(&j->mu, NULL);
+  for (int i = 1; i < threads; i++) {
+    if (pthread_create(&tid[i], NULL, worker, j) != 0) break;
+    started++;
+  }
+  worker(j); /* the calling thread works too */
+  for (int i = 1; i <= started; i++) pthread_join(tid[i], NULL);
+  pthread_mutex_destroy(&j->mu);
+  if (j->err_index != (size_t)-1) {
+    *err = j->err;
+    return -1;
+  }
+  return 0;
+}
+
+static int finish_digest(const fsn_hasher *h, fsn_tree *t, fsn_err *err) {
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  fsn_buf lossy;
+  fsn_buf_init(&lossy);
+  int ok = ctx && EVP_DigestInit_ex2(ctx, h->md, NULL);
+  t->bytes = 0;
+  for (size_t i = 0; ok && i < t->count; i++) {
+    fsn_tree_file *f = &t->files[i];
+    fsn_buf_reset(&lossy);
+    fsn_utf8_lossy(&lossy, f->path, strlen(f->path));
+    fsn_buf_addc(&lossy, 0);
+    fsn_buf_add(&lossy, f->hex, FSN_HEX_LEN);
+    fsn_buf_addc(&lossy, '\n');
+    if (lossy.oom) { ok = 0; break; }
+    ok = EVP_DigestUpdate(ctx, lossy.data, lossy.len);
+    t->bytes += f->size;
+  }
+  unsigned char d[32];
+  unsigned int n = 0;
+  if (ok) ok = EVP_DigestFinal_ex(ctx, d, &n);
+  int oom = lossy.oom || !ctx;
+  fsn_buf_free(&lossy);
+  EVP_MD_CTX_free(ctx);
+  if (oom) return fsn_fail(err, "ENOMEM", "out of memory");
+  if (!ok) return crypto_fail(err, "tree digest");
+  to_hex(d, t->digest);
+  return 0;
+}
+
+static int open_root(const char *root, fsn_err *err) {
+  int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) return fd;
+  int e = errno;
+  struct stat st;
+  if ((e == ELOOP || e == ENOTDIR) && lstat(root, &st) == 0) {
+    if (S_ISLNK(st.st_mode))
+      return fsn_fail(err, "EUNSAFE", "tree '%s': is a symbolic link", root);
+    return fsn_fail(err, "ENOTDIR", "tree '%s': not a directory", root);
+  }
+  return fsn_fail_errno(err, e, "tree '%s'", root);
+}
+
+int fsn_hash_tree(fsn_hasher *h, const char *root, int threads, fsn_tree *out,
+                  fsn_err *err) {
+  fsn_tree_init(out);
+  int rfd = open_root(root, err);
+  if (rfd < 0) return -1;
+  int rc = walk(rfd, "", root, out, 0, err);
+  if (rc == 0) {
+    qsort(out->files, out->count, sizeof *out->files, cmp_files);
+    job j = {.h = h, .t = out, .src_root = rfd, .dst_root = -1, .src_name = root};
+    rc = run_pool(&j, threads, err);
+  }
+  if (rc == 0) rc = finish_digest(h, out, err);
+  close(rfd);
+  if (rc) fsn_tree_free(out);
+  return rc;
+}
+
+int fsn_copy_tree(fsn_hasher *h, const char *src, const char *dst, int threads,
+                  int sync, fsn_tree *out, fsn_err *err) {
+  fsn_tree_init(out);
+  int sfd = open_root(src, err);
+  if (sfd < 0) return -1;
+  int dfd = -1, rc = walk(sfd, "", src, out, 0, err);
+  if (rc == 0) {
+    if (mkdir(dst, 0700) != 0) rc = fsn_fail_errno(err, errno, "copy '%s' to '%s'", src, dst);
+    else if ((dfd = open(dst, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+      rc = fsn_fail_errno(err, errno, "copy '%s' to '%s'", src, dst);
+  }
+  /* Parents come before children in walk order. */
+  for (size_t i = 0; rc == 0 && i < out->ndirs; i++)
+    if (fsn_mkdir_beneath(dfd, out->dirs[i], 0700, err) != 0) rc = -1;
+  if (rc == 0) {
+    qsort(out->files, out->count, sizeof *out->files, cmp_files);
+    job j = {.h = h, .t = out, .src_root = sfd, .dst_root = dfd, .sync = sync, .src_name = src};
+    rc = run_pool(&j, threads, err);
+  }
+  for (size_t i = out->ndirs; rc == 0 && sync && i > 0; i--)
+    if (fsn_fsync_beneath(dfd, out->dirs[i - 1], err) != 0) rc = -1;
+  if (rc == 0 && sync && fsync(dfd) != 0)
+    rc = fsn_fail_errno(err, errno, "fsync '%s'", dst);
+  if (rc == 0 && sync) rc = fsn_fsync_parent(dst, err);
+  if (rc == 0) rc = finish_digest(h, out, err);
+  if (dfd >= 0) close(dfd);
+  close(sfd);
+  if (rc) fsn_tree_free(out);
+  return rc;
+}

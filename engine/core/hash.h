@@ -1,0 +1,62 @@
+/* SHA-256 of strings, files and directory trees, and copy-while-hashing.
+ * The tree digest is the manifest contract (canic-backup-model.md §5.2):
+ * regular files only, component-wise path order, SHA-256 over
+ * "path NUL file-hex LF". Traversal never follows a symlink. */
+#ifndef FSN_HASH_H
+#define FSN_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "err.h"
+
+/* The fetched digest, shared read-only by every worker thread. */
+typedef struct fsn_hasher fsn_hasher;
+
+fsn_hasher *fsn_hasher_new(fsn_err *err);
+void fsn_hasher_free(fsn_hasher *h);
+
+#define FSN_HEX_LEN 64
+
+int fsn_sha256_hex(fsn_hasher *h, const void *data, size_t len,
+                   char hex[FSN_HEX_LEN + 1], fsn_err *err);
+
+/* Hash a regular file; the last component is opened no-follow. */
+int fsn_hash_file(fsn_hasher *h, const char *path, char hex[FSN_HEX_LEN + 1],
+                  uint64_t *size, fsn_err *err);
+
+typedef struct fsn_tree_file {
+  char *path; /* relative, '/'-joined, raw bytes of the names */
+  uint64_t size;
+  char hex[FSN_HEX_LEN + 1];
+  dev_t dev;
+  ino_t ino;
+} fsn_tree_file;
+
+typedef struct fsn_tree {
+  fsn_tree_file *files; /* in digest order */
+  size_t count, cap;
+  char **dirs; /* relative directory paths, parents first (copy only) */
+  size_t ndirs, dircap;
+  uint64_t bytes;
+  char digest[FSN_HEX_LEN + 1];
+} fsn_tree;
+
+void fsn_tree_init(fsn_tree *t);
+void fsn_tree_free(fsn_tree *t);
+
+/* threads <= 0 means one per online CPU. */
+int fsn_hash_tree(fsn_hasher *h, const char *root, int threads, fsn_tree *out,
+                  fsn_err *err);
+
+/* Copy src into dst, a new directory (0700; files 0600) that must not exist,
+ * and describe the bytes actually copied. With sync, every copied file and
+ * directory is fsynced. On failure dst is left for the caller to remove. */
+int fsn_copy_tree(fsn_hasher *h, const char *src, const char *dst, int threads,
+                  int sync, fsn_tree *out, fsn_err *err);
+
+/* Component-wise comparison of '/'-joined relative paths. */
+int fsn_path_component_cmp(const char *a, const char *b);
+
+#endif

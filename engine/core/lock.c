@@ -1,0 +1,149 @@
+/* flock-based locks with human-readable owner info. */
+#define _GNU_SOURCE
+#include "lock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pathwalk.h"
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int open_lock_file(const char *path, fsn_err *err) {
+  struct stat st;
+  if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    const char *kind = S_ISLNK(st.st_mode) ? "a symbolic link"
+                       : S_ISDIR(st.st_mode) ? "a directory" : "a special file";
+    return fsn_fail(err, "EUNSAFE", "lock '%s': is %s", path, kind);
+  }
+  int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == ELOOP) return fsn_fail(err, "EUNSAFE", "lock '%s': is a symbolic link", path);
+    return fsn_fail_errno(err, errno, "lock '%s'", path);
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return fsn_fail(err, "EUNSAFE", "lock '%s': not a regular file", path);
+  }
+  return fd;
+}
+
+/* Reads the owner text into a short one-line description. */
+static void describe_owner(int fd, char *out, size_t cap) {
+  char text[2048];
+  ssize_t n = pread(fd, text, sizeof text - 1, 0);
+  if (n <= 0) {
+    snprintf(out, cap, "an unknown process (no owner recorded yet)");
+    return;
+  }
+  text[n] = 0;
+  char pid[32] = "?", host[256] = "?", started[64] = "?", argv[1024] = "";
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    if (!strncmp(line, "pid=", 4)) snprintf(pid, sizeof pid, "%s", line + 4);
+    else if (!strncmp(line, "host=", 5)) snprintf(host, sizeof host, "%s", line + 5);
+    else if (!strncmp(line, "started=", 8)) snprintf(started, sizeof started, "%s", line + 8);
+    else if (!strncmp(line, "argv=", 5)) snprintf(argv, sizeof argv, "%s", line + 5);
+  }
+  if (strlen(argv) > 120) strcpy(argv + 117, "...");
+  snprintf(out, cap, "pid %s on %s since %s%s%s%s", pid, host, started,
+           argv[0] ? " (" : "", argv, argv[0] ? ")" : "");
+}
+
+int fsn_lock_acquire(fsn_lock *l, const char *path, long wait_ms,
+                     const char *owner_text, fsn_err *err) {
+  l->fd = -1;
+  int fd = open_lock_file(path, err);
+  if (fd < 0) return -1;
+  long long deadline = now_ms() + (wait_ms > 0 ? wait_ms : 0);
+  long step = 1;
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) break;
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EWOULDBLOCK) {
+      close(fd);
+      return fsn_fail_errno(err, e, "lock '%s'", path);
+    }
+    long long left = deadline - now_ms();
+    if (wait_ms < 0 || left <= 0) {
+      char who[1600];
+      describe_owner(fd, who, sizeof who);
+      close(fd);
+      return fsn_fail(err, "ELOCKED", "'%s' is locked by %s", path, who);
+    }
+    long sleep_ms = step < left ? step : (long)left;
+    struct timespec ts = {sleep_ms / 1000, (sleep_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    if (step < 500) step *= 2;
+  }
+  /* Only the holder touches the content, so a refused attempt never erases
+   * the real owner's description. */
+  if (owner_text) {
+    size_t n = strlen(owner_text);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, owner_text, n, 0) != (ssize_t)n) {
+      int e = errno;
+      close(fd);
+      return fsn_fail_errno(err, e, "lock '%s': write owner", path);
+    }
+  }
+  l->fd = fd;
+  return 0;
+}
+
+void fsn_lock_release(fsn_lock *l) {
+  if (l->fd < 0) return;
+  /* Closing our descriptor releases our hold; a child that inherited the
+   * same open file description keeps the lock alive until it exits. */
+  close(l->fd);
+  l->fd = -1;
+}
+
+int fsn_lock_owner(const char *path, fsn_buf *out, fsn_err *err) {
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ELOOP) return fsn_fail(err, "EUNSAFE", "lock '%s': is a symbolic link", path);
+    return fsn_fail_errno(err, errno, "lock '%s'", path);
+  }
+  char chunk[4096];
+  ssize_t n;
+  while ((n = read(fd, chunk, sizeof chunk)) > 0) fsn_buf_add(out, chunk, (size_t)n);
+  close(fd);
+  return 0;
+}
+
+void fsn_lock_default_owner(fsn_buf *out) {
+  char host[256] = "?";
+  gethostname(host, sizeof host - 1);
+  host[sizeof host - 1] = 0;
+  time_t t = time(NULL);
+  struct tm tm;
+  char when[32];
+  gmtime_r(&t, &tm);
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  fsn_buf_addf(out, "pid=%ld\nhost=%s\nstarted=%s\nargv=", (long)getpid(), host, when);
+  int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char cmd[1024];
+    ssize_t n = read(fd, cmd, sizeof cmd - 1);
+    close(fd);
+    for (ssize_t i = 0; i < n; i++) {
+      if (cmd[i] == '\n') cmd[i] = ' ';
+      if (cmd[i] == 0) cmd[i] = (i == n - 1) ? 0 : ' ';
+    }
+    if (n > 0) {
+      cmd[n] = 0;
+      fsn_buf_adds(out, cmd);
+    }
+  }
+  fsn_buf_addc(out, '\n');
+}

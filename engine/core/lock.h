@@ -1,0 +1,31 @@
+/* Advisory locks: flock(2) on a sidecar file opened no-follow. The kernel
+ * lock is the only authority, so a SIGKILLed holder never blocks anyone;
+ * the owner text inside the file is only for messages. */
+#ifndef FSN_LOCK_H
+#define FSN_LOCK_H
+
+#include <stddef.h>
+
+#include "buf.h"
+#include "err.h"
+
+typedef struct fsn_lock {
+  int fd; /* -1 when released */
+} fsn_lock;
+
+/* Acquire an exclusive lock on path (created 0600 if missing). wait_ms < 0:
+ * try once; otherwise keep trying with back-off for that long. owner_text,
+ * if not NULL, replaces the file's content once the lock is held.
+ * Errors: ELOCKED (message names the holder), EUNSAFE (symlink, not a
+ * regular file), errno codes. */
+int fsn_lock_acquire(fsn_lock *l, const char *path, long wait_ms,
+                     const char *owner_text, fsn_err *err);
+void fsn_lock_release(fsn_lock *l);
+
+/* The owner text of a lock file (possibly stale), for messages. */
+int fsn_lock_owner(const char *path, fsn_buf *out, fsn_err *err);
+
+/* Default owner text: pid, host, start time and argv of this process. */
+void fsn_lock_default_owner(fsn_buf *out);
+
+#endif

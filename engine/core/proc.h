@@ -1,0 +1,66 @@
+/* Child processes without a shell: argv + env, a private process group,
+ * bounded capture of stdout/stderr (the tail is kept, every byte counted),
+ * a timeout that sends SIGTERM to the group and SIGKILL after a grace
+ * period, and a poll-based wait over many children at once. */
+#ifndef FSN_PROC_H
+#define FSN_PROC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "err.h"
+
+typedef struct fsn_ring {
+  char *data;
+  size_t cap, head, len;
+  uint64_t total;
+} fsn_ring;
+
+typedef struct fsn_spawn_opts {
+  char *const *argv;   /* argv[0] is searched in the child's PATH if it has no '/' */
+  char *const *envp;   /* the child's whole environment */
+  const char *cwd;     /* NULL: inherit */
+  const char *stdin_data; /* NULL: /dev/null */
+  size_t stdin_len;
+  const int *inherit_fds; /* kept open (same numbers) in the child */
+  size_t n_inherit;
+  size_t capture_limit;   /* per stream */
+  long timeout_ms;        /* <= 0: none */
+  long kill_grace_ms;
+} fsn_spawn_opts;
+
+typedef struct fsn_proc {
+  pid_t pid;       /* 0 when never started */
+  int pidfd;       /* -1 if the kernel has no pidfd_open */
+  int out_fd, err_fd;
+  fsn_ring out, err;
+  long long start_ms, end_ms, deadline_ms, kill_at_ms;
+  long grace_ms;
+  int term_sent, kill_sent, timed_out;
+  int reaped, status, signal; /* status -1 when killed by a signal */
+  int finished;
+} fsn_proc;
+
+void fsn_proc_init(fsn_proc *p);
+int fsn_proc_spawn(fsn_proc *p, const fsn_spawn_opts *o, fsn_err *err);
+/* Non-blocking progress: drain pipes, reap, enforce the timeout. */
+void fsn_proc_step(fsn_proc *p);
+/* Wait until one of ps[0..n) has finished (exited and its pipes closed);
+ * returns its index, or -1 when timeout_ms (< 0: forever) runs out. */
+int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms);
+/* Signal the whole process group (no-op once reaped). */
+int fsn_proc_kill(fsn_proc *p, int sig, fsn_err *err);
+/* Kill the group if the child is still running, reap it, close pipes, free
+ * buffers. Idempotent. */
+void fsn_proc_close(fsn_proc *p);
+/* Linear copy of a ring's kept tail into out (cap >= ring len). */
+size_t fsn_ring_copy(const fsn_ring *r, char *out);
+long long fsn_now_ms(void);
+
+/* Builds a child environment: base, minus every name in unset, with every
+ * "NAME=value" of set replacing or adding. One malloc'd block. */
+char **fsn_env_build(char *const *base, char *const *set, size_t nset,
+                     char *const *unset, size_t nunset);
+
+#endif
