@@ -346,10 +346,11 @@ static int parse_value(parser *ps) {
     if (literal(ps, "null")) return cb(ps, at, ps->h->null_value(ps->ctx));
     break;
   default:
+    if (*ps->p == '-' && ps->end - ps->p > 1 && ps->p[1] == 'I') break;
     if (*ps->p == '-' || (*ps->p >= '0' && *ps->p <= '9'))
       return parse_number(ps);
   }
-  if (*ps->p == 'N' || *ps->p == 'I' || (*ps->p == '-' && ps->p[1] == 'I'))
+  if (*ps->p == 'N' || *ps->p == 'I' || *ps->p == '-')
     return fail_at(ps, at, "NaN and Infinity are not JSON");
   return fail_at(ps, at, "unexpected character");
 }

@@ -1,0 +1,124 @@
+/* Unit tests of hashing: strings, files, trees (the manifest contract's
+ * examples), refusal of unsafe entries, copy_tree. */
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "hash.h"
+
+static void put(const char *path, const char *data) {
+  FILE *f = fopen(path, "wb");
+  fputs(data, f);
+  fclose(f);
+}
+
+static char P[4][512];
+static const char *at(int slot, const char *dir, const char *rel) {
+  snprintf(P[slot], sizeof P[slot], "%s/%s", dir, rel);
+  return P[slot];
+}
+
+static void test_strings_and_files(fsn_hasher *h, const char *tmp) {
+  char hex[65];
+  uint64_t size = 0;
+  fsn_err err;
+  CHECK(fsn_sha256_hex(h, "", 0, hex, &err) == 0);
+  CHECK_STR(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(fsn_sha256_hex(h, "app snapshot", 12, hex, &err) == 0);
+  CHECK_STR(hex, "e2cac2614be96c3c77c67a808947928422533f173d2806ef749c42265c8ca08a");
+  put(at(0, tmp, "f.bin"), "app snapshot");
+  CHECK(fsn_hash_file(h, at(0, tmp, "f.bin"), hex, &size, &err) == 0);
+  CHECK_STR(hex, "e2cac2614be96c3c77c67a808947928422533f173d2806ef749c42265c8ca08a");
+  CHECK(size == 12);
+  CHECK(fsn_hash_file(h, at(0, tmp, "missing"), hex, &size, &err) == -1);
+  CHECK_STR(err.code, "ENOENT");
+  symlink("f.bin", at(1, tmp, "link"));
+  CHECK(fsn_hash_file(h, at(1, tmp, "link"), hex, &size, &err) == -1);
+  CHECK_STR(err.code, "EUNSAFE");
+  mkfifo(at(2, tmp, "fifo"), 0600);
+  CHECK(fsn_hash_file(h, at(2, tmp, "fifo"), hex, &size, &err) == -1);
+  CHECK_STR(err.code, "EUNSAFE");
+  CHECK(fsn_hash_file(h, tmp, hex, &size, &err) == -1);
+  CHECK_STR(err.code, "EISDIR");
+}
+
+static void test_tree(fsn_hasher *h, const char *tmp) {
+  fsn_tree t;
+  fsn_err err;
+  mkdir(at(0, tmp, "one"), 0700);
+  put(at(0, tmp, "one/snapshot.bin"), "app snapshot");
+  CHECK(fsn_hash_tree(h, at(0, tmp, "one"), 0, &t, &err) == 0);
+  CHECK_STR(t.digest, "e25f06e07b6815cc3e23d409f84b71affebc05dbfb5f81f55634c6bea5976c87");
+  fsn_tree_free(&t);
+
+  /* Created in reverse order: the digest must not depend on it. */
+  mkdir(at(0, tmp, "two"), 0700);
+  mkdir(at(0, tmp, "two/nested"), 0700);
+  put(at(0, tmp, "two/nested/b.txt"), "b");
+  put(at(0, tmp, "two/a.txt"), "a");
+  mkdir(at(0, tmp, "two/empty"), 0700);
+  for (int threads = 1; threads <= 3; threads++) {
+    CHECK(fsn_hash_tree(h, at(0, tmp, "two"), threads, &t, &err) == 0);
+    CHECK_STR(t.digest, "e4d330f138b8f1b3044e84b5dcbe4fd1cb7e043d0c20810c083d791b6de01266");
+    CHECK(t.count == 2 && t.bytes == 2);
+    CHECK_STR(t.files[0].path, "a.txt");
+    CHECK_STR(t.files[1].path, "nested/b.txt");
+    fsn_tree_free(&t);
+  }
+
+  mkdir(at(0, tmp, "empty"), 0700);
+  CHECK(fsn_hash_tree(h, at(0, tmp, "empty"), 0, &t, &err) == 0);
+  CHECK_STR(t.digest, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  fsn_tree_free(&t);
+
+  /* A symlink anywhere inside is refused with its path. */
+  symlink("../one/snapshot.bin", at(0, tmp, "two/nested/evil"));
+  CHECK(fsn_hash_tree(h, at(0, tmp, "two"), 0, &t, &err) == -1);
+  CHECK_STR(err.code, "EUNSAFE");
+  CHECK(strstr(err.msg, "nested/evil") != NULL);
+  unlink(at(0, tmp, "two/nested/evil"));
+  /* The root itself as a symlink is refused too. */
+  symlink("two", at(0, tmp, "tworef"));
+  CHECK(fsn_hash_tree(h, at(0, tmp, "tworef"), 0, &t, &err) == -1);
+  CHECK_STR(err.code, "EUNSAFE");
+  CHECK(fsn_hash_tree(h, at(0, tmp, "nothere"), 0, &t, &err) == -1);
+  CHECK_STR(err.code, "ENOENT");
+}
+
+static void test_order(void) {
+  CHECK(fsn_path_component_cmp("a/b", "a-b/x") < 0);
+  CHECK(fsn_path_component_cmp("a", "a/b") < 0);
+  CHECK(fsn_path_component_cmp("a/b", "a/b") == 0);
+  CHECK(fsn_path_component_cmp("b", "a/z") > 0);
+}
+
+static void test_copy(fsn_hasher *h, const char *tmp) {
+  fsn_tree t;
+  fsn_err err;
+  CHECK(fsn_copy_tree(h, at(0, tmp, "two"), at(1, tmp, "copy"), 2, 1, &t, &err) == 0);
+  CHECK_STR(t.digest, "e4d330f138b8f1b3044e84b5dcbe4fd1cb7e043d0c20810c083d791b6de01266");
+  fsn_tree_free(&t);
+  struct stat st;
+  CHECK(stat(at(1, tmp, "copy"), &st) == 0 && (st.st_mode & 0777) == 0700);
+  CHECK(stat(at(1, tmp, "copy/nested/b.txt"), &st) == 0 && (st.st_mode & 0777) == 0600);
+  CHECK(stat(at(1, tmp, "copy/empty"), &st) == 0 && S_ISDIR(st.st_mode));
+  CHECK(fsn_copy_tree(h, at(0, tmp, "two"), at(1, tmp, "copy"), 2, 0, &t, &err) == -1);
+  CHECK_STR(err.code, "EEXIST");
+}
+
+int main(void) {
+  const char *tmp = check_tmpdir();
+  fsn_err err;
+  fsn_hasher *h = fsn_hasher_new(&err);
+  CHECK(h != NULL);
+  test_strings_and_files(h, tmp);
+  test_tree(h, tmp);
+  test_order();
+  test_copy(h, tmp);
+  fsn_hasher_free(h);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+  if (system(cmd) != 0) return 2;
+  return check_done("test_hash");
+}

@@ -1,0 +1,114 @@
+/* Unit tests of child processes: capture, exit status, timeout with group
+ * kill, tail capture, stdin, env, exec failure, wait_any over several. */
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "proc.h"
+
+extern char **environ;
+
+static int run(char **argv, const char *in, size_t cap, long timeout, fsn_proc *p, fsn_err *err) {
+  fsn_spawn_opts o;
+  memset(&o, 0, sizeof o);
+  o.argv = argv;
+  o.envp = environ;
+  o.stdin_data = in;
+  o.stdin_len = in ? strlen(in) : 0;
+  o.capture_limit = cap;
+  o.timeout_ms = timeout;
+  o.kill_grace_ms = 200;
+  if (fsn_proc_spawn(p, &o, err) != 0) return -1;
+  fsn_proc_wait_any(&p, 1, -1);
+  return 0;
+}
+
+static char *tail(const fsn_ring *r) {
+  static char out[4096];
+  size_t n = fsn_ring_copy(r, out);
+  out[n] = 0;
+  return out;
+}
+
+int main(void) {
+  fsn_proc p;
+  fsn_err err;
+  char *echo_argv[] = {"sh", "-c", "printf out; printf err >&2; exit 7", NULL};
+  CHECK(run(echo_argv, NULL, 1024, 0, &p, &err) == 0);
+  CHECK(p.status == 7 && p.signal == 0 && !p.timed_out);
+  CHECK_STR(tail(&p.out), "out");
+  CHECK_STR(tail(&p.err), "err");
+  fsn_proc_close(&p);
+
+  /* Only the tail is kept, every byte is counted. */
+  char *big_argv[] = {"sh", "-c", "seq 1 10000", NULL};
+  CHECK(run(big_argv, NULL, 6, 0, &p, &err) == 0);
+  CHECK_STR(tail(&p.out), "10000\n");
+  CHECK(p.out.total == 48894);
+  fsn_proc_close(&p);
+
+  char *cat_argv[] = {"cat", NULL};
+  CHECK(run(cat_argv, "from stdin", 1024, 0, &p, &err) == 0);
+  CHECK_STR(tail(&p.out), "from stdin");
+  fsn_proc_close(&p);
+
+  /* Timeout: SIGTERM to the whole group, including a grandchild. */
+  char *hang_argv[] = {"sh", "-c", "sleep 30 & sleep 30", NULL};
+  long long t0 = fsn_now_ms();
+  CHECK(run(hang_argv, NULL, 1024, 100, &p, &err) == 0);
+  CHECK(p.timed_out && p.signal == SIGTERM);
+  CHECK(fsn_now_ms() - t0 < 5000);
+  fsn_proc_close(&p);
+
+  /* A program that ignores SIGTERM gets SIGKILL after the grace period. */
+  char *stubborn_argv[] = {"sh", "-c", "trap '' TERM; sleep 30", NULL};
+  CHECK(run(stubborn_argv, NULL, 1024, 100, &p, &err) == 0);
+  CHECK(p.timed_out && (p.signal == SIGKILL || p.signal == SIGTERM));
+  fsn_proc_close(&p);
+
+  char *missing_argv[] = {"fleetsnap-no-such-program", NULL};
+  CHECK(run(missing_argv, NULL, 1024, 0, &p, &err) == -1);
+  CHECK_STR(err.code, "ENOENT");
+  /* Executable bit but not a program: the exec error reaches the parent. */
+  char junk[] = "/tmp/fsn-junk-XXXXXX";
+  int jfd = mkstemp(junk);
+  CHECK(write(jfd, "\x7f\x01garbage", 9) == 9);
+  close(jfd);
+  chmod(junk, 0700);
+  char *noexec_argv[] = {junk, NULL};
+  CHECK(run(noexec_argv, NULL, 1024, 0, &p, &err) == -1);
+  CHECK_STR(err.code, "ENOEXEC");
+  unlink(junk);
+
+  /* Environment building. */
+  char *base[] = {"A=1", "B=2", "FLEETSNAP_FAILPOINT=x:1", NULL};
+  char *set[] = {"B=3", "C=4"};
+  char *unset[] = {"FLEETSNAP_FAILPOINT"};
+  char **env = fsn_env_build(base, set, 2, unset, 1);
+  CHECK_STR(env[0], "A=1");
+  CHECK_STR(env[1], "B=3");
+  CHECK_STR(env[2], "C=4");
+  CHECK(env[3] == NULL);
+  free(env);
+
+  /* wait_any returns the first to finish. */
+  fsn_proc a, b;
+  char *slow_argv[] = {"sleep", "1", NULL};
+  char *fast_argv[] = {"true", NULL};
+  fsn_spawn_opts o;
+  memset(&o, 0, sizeof o);
+  o.envp = environ;
+  o.capture_limit = 64;
+  o.argv = slow_argv;
+  CHECK(fsn_proc_spawn(&a, &o, &err) == 0);
+  o.argv = fast_argv;
+  CHECK(fsn_proc_spawn(&b, &o, &err) == 0);
+  fsn_proc *both[] = {&a, &b};
+  CHECK(fsn_proc_wait_any(both, 2, -1) == 1);
+  CHECK(fsn_proc_wait_any(both, 1, 10) == -1); /* still sleeping */
+  fsn_proc_close(&a); /* kills and reaps */
+  fsn_proc_close(&b);
+  fsn_proc_close(&b); /* idempotent */
+  return check_done("test_proc");
+}
