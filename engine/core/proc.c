@@ -59,8 +59,8 @@ char **fsn_env_build(char *const *base, char *const *set, size_t nset,
     if (listed(base[i], unset, nunset, 0) || listed(base[i], set, nset, 1)) continue;
     env[k++] = base[i];
   }
-  for (size_t i = 0; i < nset; i++)
-    if (!listed(set[i], unset, nunset, 0)) env[k++] = set[i];
+  /* What the caller sets explicitly always reaches the child. */
+  for (size_t i = 0; i < nset; i++) env[k++] = set[i];
   env[k] = NULL;
   return env;
 }

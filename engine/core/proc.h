@@ -58,8 +58,8 @@ void fsn_proc_close(fsn_proc *p);
 size_t fsn_ring_copy(const fsn_ring *r, char *out);
 long long fsn_now_ms(void);
 
-/* Builds a child environment: base, minus every name in unset, with every
- * "NAME=value" of set replacing or adding. One malloc'd block. */
+/* Builds a child environment: base minus every name in unset, then every
+ * "NAME=value" of set (replacing or adding; set wins over unset). */
 char **fsn_env_build(char *const *base, char *const *set, size_t nset,
                      char *const *unset, size_t nunset);
 

@@ -1,6 +1,7 @@
 /* luaopen_fleetsnap_engine: the engine state and the submodule tables. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "aux.h"
 
@@ -120,8 +121,22 @@ static int l_failpoint(lua_State *L) {
   return 1;
 }
 
+static int push_clock(lua_State *L, clockid_t id) {
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000000000 + ts.tv_nsec);
+  return 1;
+}
+
+/* Monotonic nanoseconds, for durations. */
+static int l_monotonic_ns(lua_State *L) { return push_clock(L, CLOCK_MONOTONIC); }
+/* Wall-clock nanoseconds since the epoch (the IC's u64 timestamp unit). */
+static int l_realtime_ns(lua_State *L) { return push_clock(L, CLOCK_REALTIME); }
+
 static const luaL_Reg engine_funcs[] = {
   {"failpoint", l_failpoint},
+  {"monotonic_ns", l_monotonic_ns},
+  {"realtime_ns", l_realtime_ns},
   {NULL, NULL},
 };
 

@@ -82,8 +82,8 @@ static int do_spawn(lua_State *L) {
   size_t nset;
   char **set = string_array(L, set_idx, "env", &nset);
 
-  /* unset_env, plus the failpoint variable: a child must never inherit the
-   * parent's crash point. */
+  /* unset_env, plus the failpoint variable: a child never inherits the
+   * parent's crash point (a crash test passes one explicitly in env). */
   lua_newtable(L);
   int unset_idx = lua_gettop(L);
   lua_pushliteral(L, "FLEETSNAP_FAILPOINT");

@@ -28,7 +28,7 @@ static const char *e_str(void *c, const char *s, size_t n, int is_key) {
     fsn_buf_add(&e->out, s, n);
     fsn_buf_addc(&e->out, ':');
     e->need_comma[e->depth] = 0;
-    return strcmp(s, "reject") == 0 ? "rejected key" : NULL;
+    return n == 6 && memcmp(s, "reject", 6) == 0 ? "rejected key" : NULL;
   }
   sep(e);
   fsn_buf_addc(&e->out, '\'');

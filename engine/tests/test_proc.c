@@ -83,13 +83,16 @@ int main(void) {
 
   /* Environment building. */
   char *base[] = {"A=1", "B=2", "FLEETSNAP_FAILPOINT=x:1", NULL};
-  char *set[] = {"B=3", "C=4"};
+  char *set[] = {"B=3", "C=4", "FLEETSNAP_FAILPOINT=y:2"};
   char *unset[] = {"FLEETSNAP_FAILPOINT"};
   char **env = fsn_env_build(base, set, 2, unset, 1);
   CHECK_STR(env[0], "A=1");
   CHECK_STR(env[1], "B=3");
   CHECK_STR(env[2], "C=4");
   CHECK(env[3] == NULL);
+  free(env);
+  env = fsn_env_build(base, set, 3, unset, 1); /* an explicit set wins */
+  CHECK_STR(env[3], "FLEETSNAP_FAILPOINT=y:2");
   free(env);
 
   /* wait_any returns the first to finish. */

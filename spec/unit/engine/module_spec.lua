@@ -1,0 +1,45 @@
+local helpers = require "helpers"
+
+describe("require 'fleetsnap'", function()
+  it("gives the engine and its parts", function()
+    local fleetsnap = require "fleetsnap"
+    local engine = require "fleetsnap.engine"
+    assert.equal(engine, fleetsnap.engine)
+    assert.equal(engine.json, fleetsnap.json)
+    assert.equal(engine.hash, fleetsnap.hash)
+    assert.is_string(fleetsnap.version)
+  end)
+
+  it("returns nil for a module that does not exist", function()
+    assert.is_nil(require("fleetsnap").no_such_module)
+  end)
+
+  it("leaves _G unchanged", function()
+    local r = helpers.lua([[
+      local before = {}
+      for k in pairs(_G) do before[k] = true end
+      require "fleetsnap"
+      require "fleetsnap.engine"
+      for k in pairs(_G) do
+        if not before[k] and k ~= "fleetsnap" then error("new global " .. k) end
+      end
+      if rawget(_G, "fleetsnap") ~= nil then error("global fleetsnap") end
+    ]])
+    assert.equal(0, r.status, r.stderr)
+  end)
+end)
+
+describe("engine clocks", function()
+  local engine = require "fleetsnap.engine"
+
+  it("monotonic_ns never goes back", function()
+    local a = engine.monotonic_ns()
+    local b = engine.monotonic_ns()
+    assert.is_true(math.type(a) == "integer" and b >= a)
+  end)
+
+  it("realtime_ns is nanoseconds since the epoch", function()
+    local ns = engine.realtime_ns()
+    assert.is_true(math.abs(ns // 1000000000 - os.time()) <= 2)
+  end)
+end)
