@@ -220,3 +220,13 @@ describe("engine.fs.lstat and list", function()
     assert.equal("ENOENT", select(3, fs.list(dir .. "/none")))
   end)
 end)
+
+describe("engine.fs.fsync_dir", function()
+  it("syncs a directory", function()
+    assert.is_true(fs.fsync_dir("/tmp"))
+  end)
+
+  it("fails with ENOENT for a missing directory", function()
+    assert.equal("ENOENT", select(3, fs.fsync_dir("/no/such/dir")))
+  end)
+end)
