@@ -1,0 +1,137 @@
+--- Textual principals of the Internet Computer: validation exactly as
+-- `Principal::from_text` does it (case-insensitive, base32 without padding,
+-- CRC-32 check, canonical dash grouping), and encoding from raw bytes.
+local M = {}
+
+local ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+local CRC_TABLE = {}
+for i = 0, 255 do
+  local c = i
+  for _ = 1, 8 do
+    if c & 1 == 1 then
+      c = 0xEDB88320 ~ (c >> 1)
+    else
+      c = c >> 1
+    end
+  end
+  CRC_TABLE[i] = c
+end
+
+--- CRC-32 (IEEE 802.3) of a byte string.
+function M.crc32(s)
+  local c = 0xFFFFFFFF
+  for i = 1, #s do
+    c = CRC_TABLE[(c ~ s:byte(i)) & 0xFF] ~ (c >> 8)
+  end
+  return c ~ 0xFFFFFFFF
+end
+
+local DECODE = {}
+for i = 1, #ALPHABET do
+  DECODE[ALPHABET:byte(i)] = i - 1
+end
+
+local function base32_encode(bytes)
+  local out, bits, nbits = {}, 0, 0
+  for i = 1, #bytes do
+    bits = (bits << 8) | bytes:byte(i)
+    nbits = nbits + 8
+    while nbits >= 5 do
+      nbits = nbits - 5
+      local v = (bits >> nbits) & 31
+      out[#out + 1] = ALPHABET:sub(v + 1, v + 1)
+    end
+  end
+  if nbits > 0 then
+    local v = (bits << (5 - nbits)) & 31
+    out[#out + 1] = ALPHABET:sub(v + 1, v + 1)
+  end
+  return table.concat(out)
+end
+
+local function base32_decode(text)
+  local rem = #text % 8
+  if rem == 1 or rem == 3 or rem == 6 then
+    return nil
+  end
+  local out, bits, nbits = {}, 0, 0
+  for i = 1, #text do
+    local v = DECODE[text:byte(i)]
+    if not v then
+      return nil
+    end
+    bits = ((bits << 5) | v) & 0xFFFF
+    nbits = nbits + 5
+    if nbits >= 8 then
+      nbits = nbits - 8
+      out[#out + 1] = string.char((bits >> nbits) & 0xFF)
+    end
+  end
+  return table.concat(out)
+end
+
+--- Canonical text of a raw principal (0 to 29 bytes).
+function M.to_text(bytes)
+  assert(type(bytes) == "string" and #bytes <= 29, "principal: 0 to 29 raw bytes expected")
+  local text = base32_encode(string.pack(">I4", M.crc32(bytes)) .. bytes)
+  local groups = {}
+  for i = 1, #text, 5 do
+    groups[#groups + 1] = text:sub(i, i + 4)
+  end
+  return table.concat(groups, "-")
+end
+
+--- Raw bytes of a textual principal, or nil and the reason in the words of
+-- the Internet Computer's own parser.
+function M.from_text(text)
+  if type(text) ~= "string" then
+    return nil, "Text must be in valid Base32 encoding."
+  end
+  local lower = text:lower()
+  local raw = base32_decode((lower:gsub("-", "")))
+  if not raw then
+    return nil, "Text must be in valid Base32 encoding."
+  end
+  if #raw < 4 then
+    return nil, "Text is too short."
+  end
+  if #raw > 33 then
+    return nil, "Text is too long."
+  end
+  local bytes = raw:sub(5)
+  if string.unpack(">I4", raw) ~= M.crc32(bytes) then
+    return nil, "CRC32 check sequence doesn't match with calculated from Principal bytes."
+  end
+  local canonical = M.to_text(bytes)
+  if canonical ~= lower then
+    return nil, string.format('Text should be separated by - (dash) every 5 characters: expected "%s"', canonical)
+  end
+  return bytes
+end
+
+--- The canonical (lowercase) text of a valid principal, or nil, a message
+-- naming the input, and "EPRINCIPAL".
+function M.parse(text, what)
+  local bytes, reason = M.from_text(text)
+  if not bytes then
+    return nil, string.format("%s %q is not a valid principal: %s", what or "principal", tostring(text), reason),
+      "EPRINCIPAL"
+  end
+  return M.to_text(bytes)
+end
+
+function M.is_valid(text)
+  return M.from_text(text) ~= nil
+end
+
+--- The id of the canister with the given index (8-byte big-endian counter
+-- followed by 0x01 0x01, as the IC allocates them).
+function M.canister_id(index)
+  return M.to_text(string.pack(">I8", index) .. "\1\1")
+end
+
+M.MANAGEMENT = "aaaaa-aa"
+M.ANONYMOUS = "2vxsx-fae"
+
+return M
