@@ -59,6 +59,7 @@ const char *fsn_errno_name(int e) {
   case ECHILD: return "ECHILD";
   case EFBIG: return "EFBIG";
   case ETIMEDOUT: return "ETIMEDOUT";
+  case ESRCH: return "ESRCH";
   default: return "EIO";
   }
 }

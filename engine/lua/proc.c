@@ -1,5 +1,7 @@
 /* engine.proc: spawn, wait_any, run. */
+#include <errno.h>
 #include <signal.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -267,7 +269,28 @@ static const luaL_Reg meta[] = {
   {NULL, NULL},
 };
 
+static int l_pid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
+/* Sends sig to a process (or, with a negative pid, a process group). */
+static int l_signal(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  int sig = (int)luaL_optinteger(L, 2, SIGTERM);
+  luaL_argcheck(L, pid != 0 && pid != -1, 1, "refusing to signal every process");
+  if (kill((pid_t)pid, sig) != 0) {
+    fsn_err err;
+    fsn_fail_errno(&err, errno, "signal %d to %lld", sig, (long long)pid);
+    return fsn_lua_fail(L, &err);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
+  {"pid", l_pid},
+  {"signal", l_signal},
   {"spawn", l_spawn},
   {"run", l_run},
   {"wait_any", l_wait_any},

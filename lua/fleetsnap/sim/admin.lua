@@ -1,0 +1,287 @@
+--- `icp-sim sim ...`: the simulator's own administration, which the real
+-- icp does not have: build a fleet, show it, change live memory, count the
+-- committed effects.
+local argparse = require "argparse"
+local engine = require "fleetsnap.engine"
+local principal = require "fleetsnap.principal"
+local Home = require "fleetsnap.sim.home"
+
+local json, fs = engine.json, engine.fs
+
+local M = {}
+
+local KINDS = { "hub", "shard", "store", "index", "worker", "ledger", "router", "vault" }
+local OPERATOR = "operator"
+
+local function parser()
+  local p = argparse("icp-sim sim", "Administer the icp simulator's fleet ($ICP_SIM_HOME).")
+  p:command_target("command")
+  local init = p:command("init", "Create a fleet: a Canic root plus members in a balanced tree.")
+  init:option("--members", "Members below the root.", "6"):convert(math.tointeger)
+  init:option("--depth", "Levels below the root.", "2"):convert(math.tointeger)
+  init:option("--heap", "Heap bytes per canister.", "65536"):convert(math.tointeger)
+  init:option("--stable", "Stable memory bytes per canister.", "65536"):convert(math.tointeger)
+  init:option("--seed", "Seed for ids, roles and memory contents.", "1"):convert(math.tointeger)
+  init:option("--snapshot-limit", "Snapshots allowed per canister.", "10"):convert(math.tointeger)
+  local show = p:command("show", "Show the fleet and each canister's state digest.")
+  show:flag("--json", "Print JSON.")
+  local mutate = p:command("mutate", "Change live memory of a canister, or of all.")
+  mutate:argument("canister", "Canister id."):args("?")
+  mutate:flag("--all", "Every canister.")
+  local effects = p:command("effects", "Committed effects per canister.")
+  effects:flag("--json", "Print JSON.")
+  return p
+end
+
+-- {=== fleet construction ===}
+
+local function rng(seed)
+  local state = seed * 6364136223846793005 + 1442695040888963407
+  return function()
+    state = state * 6364136223846793005 + 1442695040888963407
+    return (state >> 11) & 0x1FFFFFFFFFFFFF
+  end
+end
+
+--- Deterministic bytes: a 64 KiB pseudo-random block, each copy of it
+-- stamped with a digest of (label, offset) so no two regions are equal.
+local function write_blob(path, size, label, seed)
+  local f = assert(io.open(path, "wb"))
+  if size > 0 then
+    local next_ = rng(seed + #label)
+    local words = {}
+    for i = 1, 8192 do words[i] = string.pack("<I8", next_()) end
+    local block = table.concat(words)
+    local off = 0
+    while off < size do
+      local stamp = engine.hash.sha256(label .. ":" .. off)
+      local piece = stamp .. block:sub(#stamp + 1)
+      f:write(piece:sub(1, math.min(#piece, size - off)))
+      off = off + #piece
+    end
+  end
+  f:close()
+end
+
+local function module_bytes(role, seed)
+  -- A minimal Wasm header and a custom section naming the role: every role
+  -- has its own module hash.
+  local name = "fleetsnap-sim"
+  local payload = string.char(#name) .. name .. role .. ":" .. seed
+  return "\0asm\1\0\0\0" .. "\0" .. string.char(#payload) .. payload
+end
+
+-- Level sizes for `members` spread over `depth` levels under the root, the
+-- smallest branching factor that fits, every level used.
+local function level_sizes(members, depth)
+  depth = math.max(1, math.min(depth, members))
+  local b = 1
+  while true do
+    local total, width = 0, 1
+    for _ = 1, depth do
+      width = width * b
+      total = total + width
+    end
+    if total >= members then break end
+    b = b + 1
+  end
+  local sizes, left, width = {}, members - depth, 1
+  for k = 1, depth do
+    width = width * b
+    local extra = math.min(left, math.max(0, math.min(width, (sizes[k - 1] or 1) * b) - 1))
+    sizes[k] = 1 + extra
+    left = left - extra
+  end
+  return sizes
+end
+
+local function init(home_dir, a)
+  if (a.members or -1) < 0 or (a.depth or 0) < 1 or (a.heap or -1) < 0 or (a.stable or -1) < 0 then
+    io.stderr:write("icp-sim sim init: --members >= 0, --depth >= 1, --heap and --stable >= 0\n")
+    return 2
+  end
+  if fs.lstat(home_dir .. "/sim.json") then
+    io.stderr:write("icp-sim sim init: " .. home_dir .. " already holds a fleet\n")
+    return 1
+  end
+  assert(engine.proc.run({ argv = { "mkdir", "-p", home_dir .. "/canisters" } }).status == 0)
+  local home = assert(Home.open(home_dir))
+  local seed = a.seed
+  local operator = principal.to_text(engine.hash.sha256("icp-sim operator " .. seed)
+    :sub(1, 56):gsub("..", function(h) return string.char(tonumber(h, 16)) end) .. "\2")
+  home:write_json(home:path("identities.json"), {
+    default = OPERATOR,
+    identities = { [OPERATOR] = operator, anonymous = principal.ANONYMOUS },
+  }, true)
+  local base = 0x100 + (seed % 4096) * 1000
+  local now = engine.realtime_ns()
+  local root = principal.canister_id(base)
+  local nodes = { { id = root, role = "root", parent = nil, depth = 0 } }
+  local sizes = level_sizes(a.members, a.depth)
+  local prev = { nodes[1] }
+  local n = 0
+  local kinds = {}
+  local shuffle = rng(seed)
+  for i, k in ipairs(KINDS) do kinds[i] = k end
+  for i = #kinds, 2, -1 do
+    local j = shuffle() % i + 1
+    kinds[i], kinds[j] = kinds[j], kinds[i]
+  end
+  for level = 1, a.members > 0 and #sizes or 0 do
+    local cur = {}
+    for i = 1, sizes[level] do
+      n = n + 1
+      local parent = prev[(i - 1) % #prev + 1]
+      local node = { id = principal.canister_id(base + n), role = string.format("%s-%d", kinds[(n - 1) % #kinds + 1], n),
+        parent = parent.id, depth = level }
+      nodes[#nodes + 1] = node
+      cur[#cur + 1] = node
+    end
+    prev = cur
+  end
+  for order, node in ipairs(nodes) do
+    local dir = home:canister_dir(node.id)
+    assert(fs.mkdir_private(dir))
+    assert(fs.mkdir_private(dir .. "/live"))
+    assert(fs.mkdir_private(dir .. "/live/wasm_chunk_store"))
+    assert(fs.mkdir_private(dir .. "/snapshots"))
+    local f = assert(io.open(dir .. "/live/wasm_module.bin", "wb"))
+    f:write(module_bytes(node.role, seed))
+    f:close()
+    write_blob(dir .. "/live/wasm_memory.bin", a.heap, node.id .. "/heap", seed)
+    write_blob(dir .. "/live/stable_memory.bin", a.stable, node.id .. "/stable", seed)
+    if order % 3 == 1 then
+      -- Some canisters keep Wasm chunks (large modules installed in pieces).
+      for c = 1, 2 do
+        local chunk = ("chunk " .. node.id .. " " .. c .. " "):rep(40):sub(1, 1024)
+        local h = engine.hash.sha256(chunk)
+        local cf = assert(io.open(dir .. "/live/wasm_chunk_store/" .. h .. ".bin", "wb"))
+        cf:write(chunk)
+        cf:close()
+      end
+    end
+    local controllers = { operator }
+    if node.parent then controllers[#controllers + 1] = root end
+    home:save_canister({
+      id = node.id, role = node.role, parent = node.parent or json.null, order = order, depth = node.depth,
+      status = "running", controllers = json.array(controllers), created_at = now, version = 1,
+      next_snapshot_counter = 0, cycles = 3000000000000,
+      globals = json.array({ json.object({ i32 = 42 }), json.object({ i64 = order }) }),
+      certified_data_hex = engine.hash.sha256(node.id):sub(1, 64), global_timer = "inactive",
+      hook = "condition_not_satisfied", effects = json.object({}),
+    })
+  end
+  home:write_json(home:path("sim.json"), { root = root, seed = seed, snapshot_limit = a.snapshot_limit,
+    invocation_counter = 0, fault_counters = json.object({}) }, true)
+  io.stdout:write(string.format("icp-sim: fleet of %d members under root %s (depth %d) in %s\n", a.members, root,
+    #sizes, home_dir))
+  return 0
+end
+
+local function members(home)
+  local list = {}
+  for _, cid in ipairs(home:canister_ids()) do
+    list[#list + 1] = home:canister(cid)
+  end
+  table.sort(list, function(x, y) return x.order < y.order end)
+  return list
+end
+
+local function show(home, a)
+  local sim = assert(home:read_json(home:path("sim.json")))
+  local out = {}
+  for _, c in ipairs(members(home)) do
+    out[#out + 1] = json.ordered({ canister_id = c.id, role = c.role, parent = c.parent, status = c.status,
+      state_sha256 = home:state_sha256(c.id) }, { "canister_id", "role", "parent", "status", "state_sha256" })
+  end
+  if a.json then
+    io.stdout:write(json.encode(json.ordered({ root = sim.root, members = json.array(out) }, { "root", "members" }))
+      .. "\n")
+  else
+    io.stdout:write(string.format("root %s\n", sim.root))
+    for _, m in ipairs(out) do
+      io.stdout:write(string.format("%-27s  %-12s  %-8s  %s  parent %s\n", m.canister_id, m.role, m.status,
+        m.state_sha256:sub(1, 16), m.parent == json.null and "-" or m.parent))
+    end
+  end
+  return 0
+end
+
+local function mutate(home, a)
+  local targets = {}
+  if a.all then
+    targets = home:canister_ids()
+  elseif a.canister and home:canister(a.canister) then
+    targets = { a.canister }
+  else
+    io.stderr:write("icp-sim sim mutate: name a canister of the fleet, or --all\n")
+    return 2
+  end
+  home:transact(function(sim)
+    sim.mutations = (sim.mutations or 0) + 1
+    for _, cid in ipairs(targets) do
+      local live = home:canister_dir(cid) .. "/live/"
+      for _, blob in ipairs({ "wasm_memory.bin", "stable_memory.bin" }) do
+        local st = fs.lstat(live .. blob)
+        if st and st.size > 0 then
+          local f = assert(io.open(live .. blob, "r+b"))
+          local stamp = engine.hash.sha256("mutation " .. sim.mutations .. " " .. cid)
+          f:seek("set", (sim.mutations * 4099) % st.size)
+          f:write(stamp:sub(1, math.min(#stamp, st.size - (sim.mutations * 4099) % st.size)))
+          f:close()
+        end
+      end
+    end
+  end)
+  io.stdout:write(string.format("icp-sim: mutated %d canister(s)\n", #targets))
+  return 0
+end
+
+local EFFECTS = { "stop", "start", "snapshot_create", "snapshot_load", "snapshot_upload", "snapshot_delete" }
+
+local function effects(home, a)
+  local doc = {}
+  for _, c in ipairs(members(home)) do
+    local e = {}
+    for _, k in ipairs(EFFECTS) do e[k] = (c.effects or {})[k] or 0 end
+    doc[c.id] = json.ordered(e, EFFECTS)
+  end
+  if a.json then
+    io.stdout:write(json.encode(json.object(doc)) .. "\n")
+  else
+    for _, c in ipairs(members(home)) do
+      local e = doc[c.id]
+      io.stdout:write(string.format("%-27s stop %d start %d create %d load %d upload %d delete %d\n", c.id, e.stop,
+        e.start, e.snapshot_create, e.snapshot_load, e.snapshot_upload, e.snapshot_delete))
+    end
+  end
+  return 0
+end
+
+function M.run(argv)
+  local rest = {}
+  for i = 2, #argv do rest[#rest + 1] = argv[i] end
+  local ok, a = parser():pparse(rest)
+  if not ok then
+    io.stderr:write("icp-sim sim: " .. a .. "\n")
+    return 2
+  end
+  local dir = os.getenv("ICP_SIM_HOME")
+  if not dir or dir == "" then
+    io.stderr:write("icp-sim sim: set ICP_SIM_HOME to the simulator's state directory\n")
+    return 2
+  end
+  if a.command == "init" then
+    return init(dir, a)
+  end
+  local home, err = Home.open(dir)
+  if not home or not fs.lstat(dir .. "/sim.json") then
+    io.stderr:write("icp-sim sim: " .. (err or (dir .. " holds no fleet: run `icp-sim sim init` first")) .. "\n")
+    return 1
+  end
+  if a.command == "show" then return show(home, a) end
+  if a.command == "mutate" then return mutate(home, a) end
+  return effects(home, a)
+end
+
+return M

@@ -1,0 +1,474 @@
+--- The icp commands icp-sim serves, over the home's state. Each handler
+-- writes what icp would print into ctx and returns the exit code.
+local engine = require "fleetsnap.engine"
+local canic = require "fleetsnap.canic"
+local text = require "fleetsnap.sim.text"
+local Home = require "fleetsnap.sim.home"
+
+local json = engine.json
+
+local M = {}
+
+local function hex(bytes)
+  return (bytes:gsub(".", function(ch) return string.format("%02x", ch:byte()) end))
+end
+
+--- The failure a fault asks for, before any side effect; nil if none.
+function M.injected_failure(ctx)
+  local f = ctx.faults
+  if f.fail then
+    if f.fail == "transport" then
+      return ctx.fail((text.transport(ctx.url, ctx.canister)))
+    elseif f.fail == "http503" or f.fail == "http429" then
+      return ctx.fail((text.http(f.fail == "http503" and 503 or 429)))
+    elseif f.fail == "local" then
+      return ctx.fail("Error: simulated local failure (icp-sim fault 'local')\n")
+    end
+    local code = f.fail:match("^reject:(IC%d%d%d%d)$")
+    if code then
+      return ctx.fail(text.reject(code, { canister = ctx.canister, reason = code == "IC0406" and "limit" or nil,
+        limit = f.limit, controllers = {}, sender = ctx.caller }))
+    end
+    return ctx.fail("Error: icp-sim: unknown failure kind '" .. f.fail .. "'\n")
+  end
+end
+
+-- The management call's common checks: the canister exists and the caller
+-- controls it. Returns the canister, or nil and the exit code.
+function M.controlled(ctx, c, opts)
+  opts = opts or {}
+  if not c or ctx.faults.missing_canister then
+    return nil, ctx.fail(text.reject("IC0301", { canister = ctx.canister, query = opts.query }))
+  end
+  local controls = false
+  for _, p in ipairs(c.controllers) do
+    if p == ctx.caller then controls = true end
+  end
+  if ctx.faults.not_controller or not controls then
+    return nil, ctx.fail(text.reject("IC0512", { canister = ctx.canister, controllers = c.controllers,
+      sender = ctx.caller }))
+  end
+  return c
+end
+
+local function effective_status(ctx, c)
+  return ctx.faults.force_status or c.status
+end
+
+local function label(ctx)
+  return string.format("%s (%s)", ctx.canister_label, ctx.canister)
+end
+
+-- The stopped-check icp makes before create and restore.
+local function require_stopped(ctx, c)
+  local s = effective_status(ctx, c)
+  if s == "running" then
+    return ctx.fail(string.format("Error: Canister %s is currently running. Please stop the canister first with "
+      .. "`icp canister stop`.\n", label(ctx)))
+  elseif s == "stopping" then
+    return ctx.fail(string.format("Error: Canister %s is still stopping. Please wait for it to fully stop.\n",
+      label(ctx)))
+  end
+end
+
+-- {=== lifecycle ===}
+
+local function lifecycle(ctx, to_status, effect)
+  if ctx.faults.hang then return ctx.hang() end
+  local failed = M.injected_failure(ctx)
+  if failed then return failed end
+  local home = ctx.home
+  if effect == "stop" and (ctx.faults.force_status == "stopping") then
+    -- A stop that never completes: icp keeps polling until killed.
+    return ctx.hang()
+  end
+  return home:transact(function(sim)
+    local c, rc = M.controlled(ctx, home:canister(ctx.canister))
+    if not c then return rc end
+    Home.tick(sim)
+    if ctx.faults.silent or (effect == "stop" and ctx.faults.stop_noop) then
+      return 0
+    end
+    c.status = to_status
+    Home.count_effect(c, effect)
+    home:save_canister(c)
+    return 0
+  end)
+end
+
+function M.stop(ctx) return lifecycle(ctx, "stopped", "stop") end
+function M.start(ctx) return lifecycle(ctx, "running", "start") end
+
+-- {=== status ===}
+
+local STATUS_NAME = { running = "Running", stopping = "Stopping", stopped = "Stopped" }
+
+local function status_doc(ctx, c, module_hash, memory_size)
+  local controllers = {}
+  for i, p in ipairs(c.controllers) do controllers[i] = p end
+  local vis = json.ordered({ type = "Controllers" }, { "type" })
+  local g = text.grouped
+  return json.ordered({
+    id = ctx.canister,
+    name = ctx.canister_label ~= ctx.canister and ctx.canister_label or nil,
+    status = STATUS_NAME[effective_status(ctx, c)],
+    settings = json.ordered({
+      controllers = json.array(controllers),
+      compute_allocation = "0",
+      memory_allocation = "0",
+      freezing_threshold = g(2592000),
+      reserved_cycles_limit = g(5000000000000),
+      wasm_memory_limit = g(3221225472),
+      wasm_memory_threshold = "0",
+      log_memory_limit = g(4096),
+      log_visibility = vis,
+      snapshot_visibility = vis,
+      status_visibility = vis,
+      environment_variables = json.null,
+    }, { "controllers", "compute_allocation", "memory_allocation", "freezing_threshold", "reserved_cycles_limit",
+      "wasm_memory_limit", "wasm_memory_threshold", "log_memory_limit", "log_visibility", "snapshot_visibility",
+      "status_visibility", "environment_variables" }),
+    module_hash = module_hash and ("0x" .. module_hash) or json.null,
+    memory_size = g(memory_size),
+    cycles = g(c.cycles or 3000000000000),
+    reserved_cycles = "0",
+    idle_cycles_burned_per_day = g(12345678),
+    query_stats = json.ordered({
+      num_calls_total = "0", num_instructions_total = "0", request_payload_bytes_total = "0",
+      response_payload_bytes_total = "0",
+    }, { "num_calls_total", "num_instructions_total", "request_payload_bytes_total", "response_payload_bytes_total" }),
+  }, { "id", "name", "status", "settings", "module_hash", "memory_size", "cycles", "reserved_cycles",
+    "idle_cycles_burned_per_day", "query_stats" })
+end
+
+local function status_text(doc)
+  local s = doc.settings
+  local lines = { "Canister Id: " .. doc.id }
+  if doc.name then lines[#lines + 1] = "Canister Name: " .. doc.name end
+  lines[#lines + 1] = "Canister Status Report:"
+  lines[#lines + 1] = "  Status: " .. doc.status
+  lines[#lines + 1] = "  Controllers:"
+  for _, p in ipairs(s.controllers) do lines[#lines + 1] = "    controller: " .. p end
+  local rows = {
+    { "Compute allocation", s.compute_allocation }, { "Memory allocation", s.memory_allocation },
+    { "Freezing threshold", s.freezing_threshold }, { "Reserved cycles limit", s.reserved_cycles_limit },
+    { "Wasm memory limit", s.wasm_memory_limit }, { "Wasm memory threshold", s.wasm_memory_threshold },
+    { "Log memory limit", s.log_memory_limit }, { "Log visibility", "Controllers" },
+    { "Snapshot visibility", "Controllers" }, { "Status visibility", "Controllers" },
+    { "Environment Variables", "N/A" },
+    { "Module hash", doc.module_hash == json.null and "<none>" or doc.module_hash },
+    { "Memory size", doc.memory_size }, { "Cycles", doc.cycles }, { "Reserved cycles", doc.reserved_cycles },
+    { "Idle cycles burned per day", doc.idle_cycles_burned_per_day },
+  }
+  for _, r in ipairs(rows) do lines[#lines + 1] = "  " .. r[1] .. ": " .. r[2] end
+  lines[#lines + 1] = "  Query stats:"
+  lines[#lines + 1] = "    Calls: 0"
+  lines[#lines + 1] = "    Instructions: 0"
+  lines[#lines + 1] = "    Req payload bytes: 0"
+  lines[#lines + 1] = "    Res payload bytes: 0"
+  return table.concat(lines, "\n") .. "\n"
+end
+
+function M.status(ctx)
+  local o = ctx.cmd.options
+  if not ctx.cmd.args.canister then
+    return ctx.fail("Error: not supported by the icp simulator: status of every canister (name one)\n")
+  end
+  if o["id-only"] then
+    ctx.stdout(ctx.canister .. "\n")
+    return 0
+  end
+  if ctx.faults.hang then return ctx.hang() end
+  local failed = M.injected_failure(ctx)
+  if failed then return failed end
+  local home = ctx.home
+  local c = home:canister(ctx.canister)
+  if not c or ctx.faults.missing_canister then
+    return ctx.fail("Error: Canister " .. ctx.canister .. " was not found.\n")
+  end
+  local l = Home.layout(home:canister_dir(ctx.canister) .. "/live")
+  local module_hash = l.wasm_module > 0 and engine.hash.file(home:canister_dir(ctx.canister) .. "/live/wasm_module.bin")
+  local doc = status_doc(ctx, c, module_hash, Home.total_size(l))
+  local controls = false
+  for _, p in ipairs(c.controllers) do
+    if p == ctx.caller then controls = true end
+  end
+  if o.public or ctx.faults.not_controller or not controls then
+    -- The public state-tree view: what anybody may read.
+    if o.json then
+      ctx.stdout(json.encode(json.ordered({ id = doc.id, name = doc.name, controllers = doc.settings.controllers,
+        module_hash = doc.module_hash }, { "id", "name", "controllers", "module_hash" })) .. "\n")
+    else
+      local lines = { "Canister Id: " .. doc.id, "Canister Status Report:", "  Controllers:" }
+      for _, p in ipairs(doc.settings.controllers) do lines[#lines + 1] = "    controller: " .. p end
+      lines[#lines + 1] = "  Module hash: " .. (doc.module_hash == json.null and "<none>" or doc.module_hash)
+      ctx.stdout(table.concat(lines, "\n") .. "\n")
+    end
+    return 0
+  end
+  ctx.stdout(o.json and (json.encode(doc) .. "\n") or status_text(doc))
+  return 0
+end
+
+-- {=== snapshots ===}
+
+local function snapshot_entry(s)
+  return json.ordered({ snapshot_id = s.id, taken_at_timestamp = s.taken_at_timestamp,
+    total_size_bytes = s.total_size }, { "snapshot_id", "taken_at_timestamp", "total_size_bytes" })
+end
+
+local function find_snapshot(ctx, id)
+  if ctx.faults.snapshot_gone[id:lower()] then return nil end
+  return ctx.home:snapshot(ctx.canister, id:lower())
+end
+
+local function not_found(ctx, id)
+  local counter = #id == 36 and tonumber(id:sub(1, 16), 16) or 0
+  return ctx.fail(text.reject("IC0305", { canister = ctx.canister, snapshot = ctx.canister .. "-" .. counter }))
+end
+
+function M.create(ctx)
+  if ctx.faults.hang then return ctx.hang() end
+  local failed = M.injected_failure(ctx)
+  if failed then return failed end
+  local home, o = ctx.home, ctx.cmd.options
+  return home:transact(function(sim)
+    local c, rc = M.controlled(ctx, home:canister(ctx.canister))
+    if not c then return rc end
+    local stopped = require_stopped(ctx, c)
+    if stopped then return stopped end
+    local replace = o.replace and o.replace:lower()
+    if replace and not find_snapshot(ctx, replace) then
+      return not_found(ctx, replace)
+    end
+    local existing = home:snapshots(ctx.canister)
+    if not replace and #existing >= ctx.faults.limit then
+      return ctx.fail(text.reject("IC0406", { canister = ctx.canister, reason = "limit", limit = ctx.faults.limit }))
+    end
+    local now = Home.tick(sim)
+    local id = Home.snapshot_id(ctx.canister, c.next_snapshot_counter)
+    local live = home:canister_dir(ctx.canister) .. "/live"
+    local l = Home.layout(live)
+    local snap = { id = id, counter = c.next_snapshot_counter, taken_at_timestamp = now,
+      total_size = Home.total_size(l), source = "taken_from_canister", upload_complete = true }
+    if not ctx.faults.silent then
+      local dir = home:snapshot_dir(ctx.canister, id)
+      local tmp = dir .. ".tmp"
+      engine.fs.remove_tree(tmp)
+      assert(engine.fs.mkdir_private(tmp))
+      assert(engine.hash.copy_tree(live, tmp .. "/data"))
+      home:write_json(tmp .. "/metadata.json", Home.metadata(c, l, now, "taken_from_canister"), true)
+      home:write_json(tmp .. "/snapshot.json", snap, true)
+      assert(os.rename(tmp, dir))
+      if replace then
+        assert(engine.fs.remove_tree(home:snapshot_dir(ctx.canister, replace)))
+      end
+      c.next_snapshot_counter = c.next_snapshot_counter + 1
+      Home.count_effect(c, "snapshot_create")
+      home:save_canister(c)
+    end
+    if o.json then
+      ctx.stdout(json.encode(snapshot_entry(snap)))
+    elseif o.quiet then
+      ctx.stdout(id .. "\n")
+    else
+      ctx.stdout(string.format("Created snapshot %s for canister %s\n  Timestamp: %s\n  Size: %s\n", id, label(ctx),
+        text.timestamp(now), text.size(snap.total_size)))
+    end
+    return 0
+  end)
+end
+
+function M.list(ctx)
+  if ctx.faults.hang then return ctx.hang() end
+  local failed = M.injected_failure(ctx)
+  if failed then return failed end
+  local home, o = ctx.home, ctx.cmd.options
+  local c, rc = M.controlled(ctx, home:canister(ctx.canister))
+  if not c then return rc end
+  local snaps = {}
+  for _, s in ipairs(home:snapshots(ctx.canister)) do
+    if not ctx.faults.snapshot_gone[s.id] then snaps[#snaps + 1] = s end
+  end
+  local human
+  if #snaps == 0 then
+    human = string.format("No snapshots found for canister %s\n", label(ctx))
+  else
+    local lines = { string.format("Snapshots for canister %s:", label(ctx)) }
+    for _, s in ipairs(snaps) do
+      lines[#lines + 1] = string.format("  %s: %s, taken at %s", s.id, text.size(s.total_size),
+        text.timestamp(s.taken_at_timestamp):gsub(" UTC$", " UTC"))
+    end
+    human = table.concat(lines, "\n") .. "\n"
+  end
+  if o.json then
+    local list = {}
+    for i, s in ipairs(snaps) do list[i] = snapshot_entry(s) end
+    ctx.stdout(json.encode(json.ordered({ snapshots = json.array(list) }, { "snapshots" })))
+  elseif o.quiet then
+    -- icp 1.5.0 prints the ids and then the human listing as well.
+    local ids = {}
+    for i, s in ipairs(snaps) do ids[i] = s.id end
+    ctx.stdout(table.concat(ids, "\n") .. "\n" .. human)
+  else
+    ctx.stdout(human)
+  end
+  return 0
+end
+
+function M.delete(ctx)
+  if ctx.faults.hang then return ctx.hang() end
+  local failed = M.injected_failure(ctx)
+  if failed then return failed end
+  local home = ctx.home
+  local id = ctx.cmd.args.snapshot_id:lower()
+  return home:transact(function(sim)
+    local c, rc = M.controlled(ctx, home:canister(ctx.canister))
+    if not c then return rc end
+    if not find_snapshot(ctx, id) then return not_found(ctx, id) end
+    Home.tick(sim)
+    if not ctx.faults.silent then
+      assert(engine.fs.remove_tree(home:snapshot_dir(ctx.canister, id)))
+      Home.count_effect(c, "snapshot_delete")
+      home:save_canister(c)
+    end
+    ctx.stderr(string.format("Deleted snapshot %s from canister %s\n", id, label(ctx)))
+    return 0
+  end)
+end
+
+function M.restore(ctx)
+  if ctx.faults.hang then return ctx.hang() end
+  local failed = M.injected_failure(ctx)
+  if failed then return failed end
+  local home = ctx.home
+  local id = ctx.cmd.args.snapshot_id:lower()
+  return home:transact(function(sim)
+    local c, rc = M.controlled(ctx, home:canister(ctx.canister))
+    if not c then return rc end
+    local stopped = require_stopped(ctx, c)
+    if stopped then return stopped end
+    local snap = find_snapshot(ctx, id)
+    if not snap then return not_found(ctx, id) end
+    if not snap.upload_complete then
+      return ctx.fail(text.reject("IC0406", { canister = ctx.canister, reason = "not-loadable",
+        snapshot = ctx.canister .. "-" .. snap.counter }))
+    end
+    Home.tick(sim)
+    if not ctx.faults.silent then
+      local dir = home:canister_dir(ctx.canister)
+      local snapdir = home:snapshot_dir(ctx.canister, id)
+      engine.fs.remove_tree(dir .. "/live.new")
+      engine.fs.remove_tree(dir .. "/live.old")
+      assert(engine.hash.copy_tree(snapdir .. "/data", dir .. "/live.new"))
+      assert(os.rename(dir .. "/live", dir .. "/live.old"))
+      assert(os.rename(dir .. "/live.new", dir .. "/live"))
+      engine.fs.remove_tree(dir .. "/live.old")
+      local meta = home:read_json(snapdir .. "/metadata.json")
+      if meta then
+        c.globals = meta.globals
+        local cd = {}
+        for i, b in ipairs(meta.certified_data or {}) do cd[i] = string.format("%02x", b) end
+        c.certified_data_hex = table.concat(cd)
+        c.global_timer = meta.global_timer ~= json.null and meta.global_timer or nil
+        c.hook = meta.on_low_wasm_memory_hook_status ~= json.null and meta.on_low_wasm_memory_hook_status or nil
+      end
+      c.version = c.version + 1
+      Home.count_effect(c, "snapshot_load")
+      home:save_canister(c)
+    end
+    ctx.stderr(string.format("Restored canister %s from snapshot %s\n", label(ctx), id))
+    return 0
+  end)
+end
+
+-- {=== call ===}
+
+local function registry_reply(home)
+  local members = {}
+  local ids = home:canister_ids()
+  for _, cid in ipairs(ids) do
+    local c = home:canister(cid)
+    local live = home:canister_dir(cid) .. "/live/wasm_module.bin"
+    local mh = engine.fs.lstat(live) and engine.hash.file(live)
+    members[#members + 1] = { canister_id = cid, role = c.role, parent = c.parent ~= json.null and c.parent or nil,
+      module_hash = mh and mh:gsub("..", function(h) return string.char(tonumber(h, 16)) end) or nil,
+      created_at = c.created_at or 0, order = c.order or 0 }
+  end
+  table.sort(members, function(a, b) return a.order < b.order end)
+  return canic.encode_registry(members)
+end
+
+function M.call(ctx)
+  local a, o = ctx.cmd.args, ctx.cmd.options
+  if not a.method or not a.args then
+    return ctx.fail("Error: not supported by the icp simulator: interactive canister call (give METHOD and ARGS)\n")
+  end
+  if o["sign-only"] then
+    return ctx.fail("Error: not supported by the icp simulator: --sign-only\n")
+  end
+  if ctx.faults.hang then return ctx.hang() end
+  local failed = M.injected_failure(ctx)
+  if failed then return failed end
+  local home = ctx.home
+  local c = home:canister(ctx.canister)
+  if not c or ctx.faults.missing_canister then
+    return ctx.fail(text.reject("IC0301", { canister = ctx.canister, query = o.query }))
+  end
+  local reply
+  if a.method == canic.METHOD and c.role == "root" then
+    reply = registry_reply(home)
+  else
+    local canned = home:read_json(home:canister_dir(ctx.canister) .. "/calls/" .. a.method .. ".json")
+    if canned then
+      reply = canned.reply_hex:gsub("..", function(h) return string.char(tonumber(h, 16)) end)
+    else
+      return ctx.fail(text.reject("IC0536", { canister = ctx.canister, method = a.method, query = o.query }))
+    end
+  end
+  if not o.candid then
+    ctx.stderr("WARN no Candid interface is available, serializing arguments with inferred types.\n")
+  end
+  local output = o.output or "auto"
+  if o.json then
+    ctx.stdout(json.encode(json.ordered({ response_bytes = hex(reply), response_text = json.null,
+      response_candid = json.null }, { "response_bytes", "response_text", "response_candid" })))
+  elseif output == "hex" then
+    ctx.stdout(hex(reply) .. "\n")
+  elseif output == "text" then
+    return ctx.fail("Error: response is not valid UTF-8\n\nCaused by:\n    0: response (hex): " .. hex(reply)
+      .. "\n    1: invalid utf-8 sequence\n")
+  else
+    -- The simulator does not render Candid text; a blob stub stands in.
+    ctx.stdout("(blob \"" .. hex(reply):gsub("..", "\\%0") .. "\")\n")
+  end
+  return 0
+end
+
+function M.identity(ctx)
+  ctx.stdout(ctx.caller .. "\n")
+  return 0
+end
+
+local HANDLERS = {
+  ["canister stop"] = M.stop,
+  ["canister start"] = M.start,
+  ["canister status"] = M.status,
+  ["canister snapshot create"] = M.create,
+  ["canister snapshot list"] = M.list,
+  ["canister snapshot delete"] = M.delete,
+  ["canister snapshot restore"] = M.restore,
+  ["canister snapshot download"] = function(ctx) return require("fleetsnap.sim.transfer").download(ctx) end,
+  ["canister snapshot upload"] = function(ctx) return require("fleetsnap.sim.transfer").upload(ctx) end,
+  ["canister call"] = M.call,
+  ["identity principal"] = M.identity,
+}
+
+function M.run(ctx)
+  -- Latency is paid before the call reaches the (simulated) network, and
+  -- never under the home lock.
+  ctx.sleep_ms(ctx.faults.latency_ms)
+  return HANDLERS[ctx.cmd.command](ctx)
+end
+
+return M

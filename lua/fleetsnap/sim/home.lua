@@ -1,0 +1,216 @@
+--- The simulator's state directory ($ICP_SIM_HOME): the fleet's canisters,
+-- their live memory and snapshots, counters, the clock and the invocation
+-- log. Every read-modify-write of state happens under the home's lock, and
+-- only there: sleeping for latency or bandwidth never holds it.
+local engine = require "fleetsnap.engine"
+local principal = require "fleetsnap.principal"
+
+local json, fs = engine.json, engine.fs
+
+local M = {}
+M.__index = M
+
+local CLOCK_STEP_NS = 1000000000
+
+--- Opens the home named by $ICP_SIM_HOME (or `dir`).
+function M.open(dir)
+  dir = dir or os.getenv("ICP_SIM_HOME")
+  if not dir or dir == "" then
+    return nil, "ICP_SIM_HOME is not set: point it at a directory made by `icp-sim sim init`"
+  end
+  local st = fs.lstat(dir)
+  if not st or st.type ~= "directory" then
+    return nil, "ICP_SIM_HOME '" .. dir .. "' is not a directory"
+  end
+  return setmetatable({ dir = dir }, M)
+end
+
+function M:path(...)
+  return table.concat({ self.dir, ... }, "/")
+end
+
+function M:read_json(path)
+  local text, err = fs.read(path)
+  if not text then return nil, err end
+  return json.decode(text, { name = path })
+end
+
+function M:write_json(path, value, pretty)
+  -- Atomic, not durable: a killed icp must never leave half a state file,
+  -- but the simulated network need not survive a power cut.
+  local tmp = path .. ".tmp" .. engine.monotonic_ns()
+  local f = assert(io.open(tmp, "wb"))
+  f:write(json.encode(value, { pretty = pretty }))
+  f:close()
+  assert(os.rename(tmp, path))
+end
+
+--- Runs fn(state) under the home lock; state.sim is sim.json, written back
+-- afterwards. Returns what fn returns.
+function M:transact(fn)
+  local lock <close> = assert(engine.lock.acquire(self:path(".sim.lock"), { wait_ms = 600000, owner = "icp-sim\n" }))
+  local sim = assert(self:read_json(self:path("sim.json")))
+  local results = table.pack(fn(sim))
+  self:write_json(self:path("sim.json"), sim, true)
+  return table.unpack(results, 1, results.n)
+end
+
+--- The simulated time for one management call (under the lock).
+function M.tick(sim)
+  local start = os.getenv("ICP_SIM_CLOCK_NS")
+  if start and start ~= "" then
+    start = math.tointeger(tonumber(start))
+    if sim.clock_start ~= start or not sim.clock_ns then
+      sim.clock_start, sim.clock_ns = start, start
+    end
+    local now = sim.clock_ns
+    sim.clock_ns = now + CLOCK_STEP_NS
+    return now
+  end
+  return engine.realtime_ns()
+end
+
+-- {=== canisters ===}
+
+function M:canister_dir(cid)
+  return self:path("canisters", cid)
+end
+
+function M:canister(cid)
+  local c = self:read_json(self:path("canisters", cid, "canister.json"))
+  return c
+end
+
+function M:save_canister(c)
+  self:write_json(self:path("canisters", c.id, "canister.json"), c, true)
+end
+
+function M:canister_ids()
+  local ids = fs.list(self:path("canisters")) or {}
+  local out = {}
+  for _, id in ipairs(ids) do
+    if principal.is_valid(id) then out[#out + 1] = id end
+  end
+  return out
+end
+
+function M.count_effect(c, what)
+  c.effects = c.effects or json.object({})
+  c.effects[what] = (c.effects[what] or 0) + 1
+end
+
+-- {=== snapshots ===}
+
+--- Snapshot id as the IC forms it: 8-byte big-endian counter ‖ canister bytes.
+function M.snapshot_id(cid, counter)
+  local bytes = assert(principal.from_text(cid))
+  return (string.pack(">I8", counter) .. bytes):gsub(".", function(ch) return string.format("%02x", ch:byte()) end)
+end
+
+function M:snapshot_dir(cid, id)
+  return self:path("canisters", cid, "snapshots", id)
+end
+
+function M:snapshot(cid, id)
+  if not id:match("^%x*$") then return nil end
+  return (self:read_json(self:snapshot_dir(cid, id) .. "/snapshot.json"))
+end
+
+function M:save_snapshot(cid, snap)
+  self:write_json(self:snapshot_dir(cid, snap.id) .. "/snapshot.json", snap, true)
+end
+
+--- Snapshots of a canister in ascending counter order.
+function M:snapshots(cid)
+  local out = {}
+  for _, id in ipairs(fs.list(self:path("canisters", cid, "snapshots")) or {}) do
+    if not id:find("%.") then
+      local s = self:snapshot(cid, id)
+      if s then out[#out + 1] = s end
+    end
+  end
+  table.sort(out, function(a, b) return a.counter < b.counter end)
+  return out
+end
+
+-- {=== live memory ===}
+
+M.BLOBS = { "wasm_module", "wasm_memory", "stable_memory" }
+
+local function file_size(path)
+  local st = fs.lstat(path)
+  return st and st.size or 0
+end
+
+--- Sizes and chunk hashes of a directory in icp's download layout.
+function M.layout(dir)
+  local l = { chunks = {} }
+  for _, b in ipairs(M.BLOBS) do
+    l[b] = file_size(dir .. "/" .. b .. ".bin")
+  end
+  for _, name in ipairs(fs.list(dir .. "/wasm_chunk_store") or {}) do
+    local hex = name:match("^(%x+)%.bin$")
+    if hex then l.chunks[#l.chunks + 1] = hex end
+  end
+  return l
+end
+
+function M.total_size(l)
+  local t = l.wasm_module + l.wasm_memory + l.stable_memory
+  for _ = 1, #l.chunks do
+    t = t + 1024
+  end
+  return t
+end
+
+--- Digest of exactly the live module, heap, stable memory and chunk store.
+function M:state_sha256(cid)
+  local t = assert(engine.hash.tree(self:path("canisters", cid, "live")))
+  return t.digest
+end
+
+--- The metadata.json document of a snapshot (icp's field order).
+function M.metadata(c, l, taken_at, source)
+  local chunks = {}
+  for i, hex in ipairs(l.chunks) do
+    local bytes = {}
+    for j = 1, #hex, 2 do bytes[#bytes + 1] = tonumber(hex:sub(j, j + 1), 16) end
+    chunks[i] = json.ordered({ hash = json.array(bytes) }, { "hash" })
+  end
+  local certified = {}
+  for j = 1, #(c.certified_data_hex or ""), 2 do
+    certified[#certified + 1] = tonumber(c.certified_data_hex:sub(j, j + 1), 16)
+  end
+  local globals = {}
+  for i, g in ipairs(c.globals or {}) do
+    globals[i] = g
+  end
+  return json.ordered({
+    source = source and json.object({ [source] = json.null }) or json.null,
+    taken_at_timestamp = taken_at,
+    wasm_module_size = l.wasm_module,
+    globals = json.array(globals),
+    wasm_memory_size = l.wasm_memory,
+    stable_memory_size = l.stable_memory,
+    wasm_chunk_store = json.array(chunks),
+    canister_version = c.version,
+    certified_data = json.array(certified),
+    global_timer = c.global_timer or json.null,
+    on_low_wasm_memory_hook_status = c.hook or json.null,
+  }, { "source", "taken_at_timestamp", "wasm_module_size", "globals", "wasm_memory_size", "stable_memory_size",
+    "wasm_chunk_store", "canister_version", "certified_data", "global_timer", "on_low_wasm_memory_hook_status" })
+end
+
+-- {=== log ===}
+
+function M:log(entry)
+  local f = io.open(self:path("log.jsonl"), "ab")
+  if f then
+    -- One write of one line: appends from parallel invocations never interleave.
+    f:setvbuf("full", 1 << 20)
+    f:write(json.encode(entry) .. "\n")
+    f:close()
+  end
+end
+
+return M
