@@ -65,4 +65,49 @@ function M.lua(code, env)
   return engine.proc.run(opts)
 end
 
+--- Runs scripts/icp-sim against `home` with argv (array) and extra env.
+function M.icp(home, argv, env)
+  local e = { ICP_SIM_HOME = home, RUST_BACKTRACE = "0", DO_NOT_TRACK = "1" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  local full = { M.root .. "/scripts/icp-sim" }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  return assert(engine.proc.run({ argv = full, env = e, unset_env = { "LD_PRELOAD" }, timeout_ms = 120000,
+    capture_limit = 8 << 20 }))
+end
+
+--- A fresh simulated fleet; `opts` are `sim init` options. Prepared homes
+-- are cached per option set and copied, so each test starts from the same
+-- state at little cost.
+local prepared = {}
+function M.sim_home(opts)
+  opts = opts or {}
+  local key = string.format("%d/%d/%d/%d/%d", opts.members or 6, opts.depth or 2, opts.heap or 65536,
+    opts.stable or 65536, opts.seed or 1)
+  if not prepared[key] then
+    local dir = M.tmpdir() .. "/prepared"
+    local r = M.icp(dir, { "sim", "init", "--members", tostring(opts.members or 6), "--depth",
+      tostring(opts.depth or 2), "--heap", tostring(opts.heap or 65536), "--stable", tostring(opts.stable or 65536),
+      "--seed", tostring(opts.seed or 1) })
+    assert(r.status == 0, r.stderr)
+    prepared[key] = dir
+    tmp_dirs[#tmp_dirs] = nil -- kept for the whole run
+  end
+  local home = M.tmpdir() .. "/home"
+  M.sh("cp -a " .. prepared[key] .. " " .. home)
+  return home
+end
+
+--- The fleet of a home: root id and members (from `sim show --json`).
+function M.fleet(home)
+  local r = M.icp(home, { "sim", "show", "--json" })
+  assert(r.status == 0, r.stderr)
+  return assert(engine.json.decode(r.stdout))
+end
+
+function M.effects(home)
+  local r = M.icp(home, { "sim", "effects", "--json" })
+  assert(r.status == 0, r.stderr)
+  return assert(engine.json.decode(r.stdout))
+end
+
 return M
