@@ -250,7 +250,7 @@ function Reader:uleb()
 end
 
 function Reader:sleb()
-  local n, shift, b = 0, 0, 0
+  local n, shift, b = 0, 0, nil
   repeat
     b = self:byte()
     if shift >= 64 then fail(self, "LEB128 number too large") end

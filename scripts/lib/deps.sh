@@ -22,3 +22,22 @@ fleetsnap_install_deps() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 }
+
+# The real icp 1.5.0 (the oracle of the conformance specs), from the npm
+# registry into a cache directory of the checkout, once. Its binary is
+# .cache/icp/package/bin/icp.
+FLEETSNAP_ICP_VERSION=1.5.0
+
+fleetsnap_install_icp() {
+  local root=$1 dir="$1/.cache/icp"
+  [ -x "$dir/package/bin/icp" ] && return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "npm is missing: the conformance specs need the real icp from the npm registry" >&2
+    return 1
+  fi
+  echo "== fetching @icp-sdk/icp-cli-linux-x64@$FLEETSNAP_ICP_VERSION"
+  mkdir -p "$dir"
+  (cd "$dir" && npm pack --silent "@icp-sdk/icp-cli-linux-x64@$FLEETSNAP_ICP_VERSION" >/dev/null &&
+    tar xzf "icp-sdk-icp-cli-linux-x64-$FLEETSNAP_ICP_VERSION.tgz" && rm -f ./*.tgz)
+  [ -x "$dir/package/bin/icp" ]
+}

@@ -132,8 +132,8 @@ local function init(home_dir, a)
     for i = 1, sizes[level] do
       n = n + 1
       local parent = prev[(i - 1) % #prev + 1]
-      local node = { id = principal.canister_id(base + n), role = string.format("%s-%d", kinds[(n - 1) % #kinds + 1], n),
-        parent = parent.id, depth = level }
+      local role = string.format("%s-%d", kinds[(n - 1) % #kinds + 1], n)
+      local node = { id = principal.canister_id(base + n), role = role, parent = parent.id, depth = level }
       nodes[#nodes + 1] = node
       cur[#cur + 1] = node
     end
@@ -208,7 +208,7 @@ local function show(home, a)
 end
 
 local function mutate(home, a)
-  local targets = {}
+  local targets
   if a.all then
     targets = home:canister_ids()
   elseif a.canister and home:canister(a.canister) then

@@ -121,6 +121,13 @@ local GROUPS = {
   identity = { "default", "delete", "export", "import", "link", "list", "new", "principal", "rename", "help" },
 }
 
+-- What clap prints above the usage when a group is given no subcommand.
+local ABOUT = {
+  canister = "Perform canister operations against a network",
+  ["canister snapshot"] = "Commands to manage canister snapshots",
+  identity = "Manage your identities",
+}
+
 local function usage_line(cmd, kind, used, given)
   local parts = { "Usage: icp " .. cmd.path }
   local has_options = #cmd.options > 0
@@ -199,7 +206,7 @@ function M.parse(argv)
       if group == "" then
         return nil, { rc = 2, stderr = "Usage: icp [OPTIONS] [COMMAND]\n" .. MORE }
       end
-      return nil, { rc = 2, stderr = "Usage: icp " .. group .. " [OPTIONS] <COMMAND>\n" .. MORE }
+      return nil, { rc = 2, stderr = ABOUT[group] .. "\n\nUsage: icp " .. group .. " [OPTIONS] <COMMAND>\n" }
     end
     if group == "" and (a == "--version" or a == "-V") then
       return { command = "version", common = common }
@@ -213,7 +220,7 @@ function M.parse(argv)
       i = i + n
     elseif a:sub(1, 1) == "-" then
       return usage_error("unexpected argument '" .. a .. "' found",
-        "Usage: icp " .. (group == "" and "" or group .. " ") .. (group == "" and "[OPTIONS] [COMMAND]" or "[OPTIONS] <COMMAND>"))
+        group == "" and "Usage: icp [OPTIONS] [COMMAND]" or ("Usage: icp " .. group .. " [OPTIONS] <COMMAND>"))
     else
       local known = false
       for _, s in ipairs(GROUPS[group]) do
@@ -297,6 +304,8 @@ function M.parse_leaf(cmd, argv, i, common)
         if v == nil then
           v = argv[i + 1]
           i = i + 1
+          -- clap does not take a following option as a value.
+          if v and v ~= "-" and v:sub(1, 1) == "-" then v = nil end
         end
         if v == nil then
           return usage_error("a value is required for '" .. option_label(o) .. "' but none was supplied")
@@ -305,8 +314,8 @@ function M.parse_leaf(cmd, argv, i, common)
         if not ok then return usage_error(err, not no_usage and usage_line(cmd, "full") or nil) end
       else
         if inline then
-          return usage_error("unexpected value '" .. inline .. "' for '" .. option_label(o) .. "' found; no more were expected",
-            usage_line(cmd, "full"))
+          return usage_error("unexpected value '" .. inline .. "' for '" .. option_label(o)
+            .. "' found; no more were expected", usage_line(cmd, "full"))
         end
         local ok, err = store(o)
         if not ok then return usage_error(err, usage_line(cmd, "full")) end
@@ -328,6 +337,7 @@ function M.parse_leaf(cmd, argv, i, common)
           if v == "" then
             v = argv[i + 1]
             i = i + 1
+            if v and v ~= "-" and v:sub(1, 1) == "-" then v = nil end
           end
           if v == nil then
             return usage_error("a value is required for '" .. option_label(o) .. "' but none was supplied")

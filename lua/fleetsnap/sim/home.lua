@@ -48,7 +48,7 @@ end
 --- Runs fn(state) under the home lock; state.sim is sim.json, written back
 -- afterwards. Returns what fn returns.
 function M:transact(fn)
-  local lock <close> = assert(engine.lock.acquire(self:path(".sim.lock"), { wait_ms = 600000, owner = "icp-sim\n" }))
+  local _lock <close> = assert(engine.lock.acquire(self:path(".sim.lock"), { wait_ms = 600000, owner = "icp-sim\n" }))
   local sim = assert(self:read_json(self:path("sim.json")))
   local results = table.pack(fn(sim))
   self:write_json(self:path("sim.json"), sim, true)

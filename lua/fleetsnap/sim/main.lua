@@ -198,8 +198,8 @@ end
 function M.main(script_arg)
   local argv = {}
   for i = 1, #script_arg do argv[i] = script_arg[i] end
-  local log = { argv = json.array(argv), cwd = os.getenv("PWD"), start_ns = engine.realtime_ns(), pid = engine.proc.pid(),
-    faults = json.array({}) }
+  local log = { argv = json.array(argv), cwd = os.getenv("PWD"), start_ns = engine.realtime_ns(),
+    pid = engine.proc.pid(), faults = json.array({}) }
   local rc
   if argv[1] == "sim" then
     rc = require("fleetsnap.sim.admin").run(argv)

@@ -76,7 +76,7 @@ local function throttle(ctx, bytes)
   end
   if f.shared_bps and f.shared_bps > 0 then
     local home = ctx.home
-    local lock <close> = assert(engine.lock.acquire(home:path(".bandwidth.lock"), { wait_ms = 600000, owner = "" }))
+    local _lock <close> = assert(engine.lock.acquire(home:path(".bandwidth.lock"), { wait_ms = 600000, owner = "" }))
     local state = home:read_json(home:path("bandwidth.json")) or { next_free_ns = 0 }
     local now = engine.realtime_ns()
     local start = math.max(now, state.next_free_ns)
@@ -365,7 +365,8 @@ local function create_upload_snapshot(ctx, meta)
       return nil, ctx.fail(text.reject("IC0305", { canister = ctx.canister, snapshot = ctx.canister .. "-0" }))
     end
     if not replace and #home:snapshots(ctx.canister) >= ctx.faults.limit then
-      return nil, ctx.fail(text.reject("IC0406", { canister = ctx.canister, reason = "limit", limit = ctx.faults.limit }))
+      return nil, ctx.fail(text.reject("IC0406", { canister = ctx.canister, reason = "limit",
+        limit = ctx.faults.limit }))
     end
     local now = Home.tick(sim)
     local id = Home.snapshot_id(ctx.canister, c.next_snapshot_counter)
@@ -376,7 +377,9 @@ local function create_upload_snapshot(ctx, meta)
     assert(fs.mkdir_private(tmp .. "/data"))
     assert(fs.mkdir_private(tmp .. "/data/wasm_chunk_store"))
     for _, b in ipairs(Home.BLOBS) do
-      if meta[b .. "_size"] > 0 or b == "stable_memory" then preallocate(tmp .. "/data/" .. b .. ".bin", meta[b .. "_size"]) end
+      if meta[b .. "_size"] > 0 or b == "stable_memory" then
+        preallocate(tmp .. "/data/" .. b .. ".bin", meta[b .. "_size"])
+      end
     end
     local stored = {}
     for k, v in pairs(meta) do stored[k] = v end
