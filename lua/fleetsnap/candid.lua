@@ -250,15 +250,15 @@ function Reader:uleb()
 end
 
 function Reader:sleb()
-  local n, shift, last = 0, 0, 0
+  local n, shift = 0, 0
+  local b
   repeat
-    local b = self:byte()
+    b = self:byte()
     if shift >= 64 then fail(self, "LEB128 number too large") end
     n = n | ((b & 0x7f) << shift)
     shift = shift + 7
-    last = b
   until b & 0x80 == 0
-  if shift < 64 and last & 0x40 ~= 0 then
+  if shift < 64 and b & 0x40 ~= 0 then
     n = n | (~0 << shift)
   end
   return n
