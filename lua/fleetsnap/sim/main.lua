@@ -55,6 +55,8 @@ local function new_ctx(home, cmd)
   end
   function ctx.die()
     ctx.flush()
+    -- A deliberate crash still leaves its line in the log.
+    if ctx.on_die then ctx.on_die() end
     engine.proc.signal(engine.proc.pid(), 9)
     ctx.hang()
   end
@@ -144,6 +146,16 @@ local SELECTOR = {
   ["canister snapshot upload"] = "snapshot.upload", ["identity principal"] = "identity",
 }
 
+local function write_log(log, rc)
+  log.rc = rc
+  log.end_ns = engine.realtime_ns()
+  local home = Home.open()
+  if home and engine.fs.lstat(home:path("sim.json")) then
+    log.faults = json.array(log.faults or {})
+    home:log(log)
+  end
+end
+
 local function run_icp(argv, log)
   local cmd, usage = args.parse(argv)
   if not cmd then
@@ -165,6 +177,7 @@ local function run_icp(argv, log)
     return 1
   end
   local ctx = new_ctx(home, cmd)
+  ctx.on_die = function() write_log(log, "killed") end
   local rc
   local err = resolve_identity(ctx)
   if not err and cmd.command ~= "identity principal" then
@@ -206,13 +219,7 @@ function M.main(script_arg)
   else
     rc = run_icp(argv, log)
   end
-  log.rc = rc
-  log.end_ns = engine.realtime_ns()
-  local home = Home.open()
-  if home and engine.fs.lstat(home:path("sim.json")) then
-    log.faults = json.array(log.faults or {})
-    home:log(log)
-  end
+  write_log(log, rc)
   return rc
 end
 

@@ -1,0 +1,116 @@
+-- `icp-sim sim ...`: building, showing and changing the simulated fleet.
+local engine = require "fleetsnap.engine"
+local helpers = require "helpers"
+
+local json = engine.json
+
+describe("icp-sim sim init", function()
+  after_each(function() helpers.cleanup() end)
+
+  it("builds a root plus members over every level, with unique roles", function()
+    local home = helpers.sim_home({ members = 12, depth = 3 })
+    local fleet = helpers.fleet(home)
+    assert.equal(13, #fleet.members)
+    assert.equal(fleet.root, fleet.members[1].canister_id)
+    assert.equal(json.null, fleet.members[1].parent)
+    local by_id, roles, depth = {}, {}, {}
+    for _, m in ipairs(fleet.members) do
+      by_id[m.canister_id] = m
+      assert.is_nil(roles[m.role])
+      roles[m.role] = true
+      assert.equal("running", m.status)
+      assert.matches("^%x+$", m.state_sha256)
+    end
+    local deepest = 0
+    for _, m in ipairs(fleet.members) do
+      local d, p = 0, m
+      while p.parent ~= json.null do
+        p = by_id[p.parent]
+        d = d + 1
+      end
+      depth[m.canister_id] = d
+      deepest = math.max(deepest, d)
+    end
+    assert.equal(3, deepest)
+  end)
+
+  it("is deterministic from the seed", function()
+    local a = helpers.fleet(helpers.sim_home({ seed = 5 }))
+    local dir = helpers.tmpdir() .. "/again"
+    assert.equal(0, helpers.icp(dir, { "sim", "init", "--members", "6", "--depth", "2", "--heap", "65536",
+      "--stable", "65536", "--seed", "5" }).status)
+    assert.same(a, helpers.fleet(dir))
+  end)
+
+  it("refuses a home that already holds a fleet", function()
+    local home = helpers.sim_home()
+    local r = helpers.icp(home, { "sim", "init" })
+    assert.equal(1, r.status)
+    assert.matches("already holds a fleet", r.stderr)
+  end)
+
+  it("refuses bad sizes with exit 2", function()
+    local r = helpers.icp(helpers.tmpdir() .. "/h", { "sim", "init", "--depth", "0" })
+    assert.equal(2, r.status)
+    r = helpers.icp(helpers.tmpdir() .. "/h", { "sim", "init", "--members", "x" })
+    assert.equal(2, r.status)
+  end)
+end)
+
+describe("icp-sim sim show, mutate and effects", function()
+  local home, fleet
+  before_each(function()
+    home = helpers.sim_home()
+    fleet = helpers.fleet(home)
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  it("mutates the live memory of one canister only", function()
+    local c = fleet.members[3].canister_id
+    assert.equal(0, helpers.icp(home, { "sim", "mutate", c }).status)
+    local after = helpers.fleet(home)
+    for i, m in ipairs(after.members) do
+      if m.canister_id == c then
+        assert.are_not.equal(fleet.members[i].state_sha256, m.state_sha256)
+      else
+        assert.equal(fleet.members[i].state_sha256, m.state_sha256)
+      end
+    end
+  end)
+
+  it("mutates every canister with --all", function()
+    helpers.icp(home, { "sim", "mutate", "--all" })
+    for i, m in ipairs(helpers.fleet(home).members) do
+      assert.are_not.equal(fleet.members[i].state_sha256, m.state_sha256)
+    end
+  end)
+
+  it("refuses to mutate an unknown canister", function()
+    assert.equal(2, helpers.icp(home, { "sim", "mutate", "ryjl3-tyaaa-aaaaa-aaaba-cai" }).status)
+  end)
+
+  it("reports zero effects on a fresh fleet", function()
+    local e = helpers.effects(home)
+    assert.same({ stop = 0, start = 0, snapshot_create = 0, snapshot_load = 0, snapshot_upload = 0,
+      snapshot_delete = 0 }, e[fleet.root])
+  end)
+
+  it("fails clearly on a directory without a fleet", function()
+    local r = helpers.icp(helpers.tmpdir(), { "sim", "show" })
+    assert.equal(1, r.status)
+    assert.matches("holds no fleet", r.stderr)
+  end)
+
+  it("logs a killed invocation", function()
+    local c = fleet.members[2].canister_id
+    helpers.icp(home, { "canister", "stop", c, "-e", "local" })
+    local id = helpers.icp(home, { "canister", "snapshot", "create", c, "-e", "local", "-q" }).stdout:sub(1, -2)
+    local r = helpers.icp(home, { "canister", "snapshot", "download", c, id, "-o", helpers.tmpdir() .. "/d", "-e",
+      "local" }, { ICP_SIM_CRASH = "snapshot.download:0" })
+    assert.equal(9, r.signal)
+    local last
+    for line in engine.fs.read(home .. "/log.jsonl"):gmatch("[^\n]+") do last = json.decode(line) end
+    assert.equal("killed", last.rc)
+    assert.same({ "crash:0:kill" }, last.faults)
+  end)
+end)
