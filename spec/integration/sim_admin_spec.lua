@@ -13,7 +13,7 @@ describe("icp-sim sim init", function()
     assert.equal(13, #fleet.members)
     assert.equal(fleet.root, fleet.members[1].canister_id)
     assert.equal(json.null, fleet.members[1].parent)
-    local by_id, roles, depth = {}, {}, {}
+    local by_id, roles = {}, {}
     for _, m in ipairs(fleet.members) do
       by_id[m.canister_id] = m
       assert.is_nil(roles[m.role])
@@ -28,7 +28,6 @@ describe("icp-sim sim init", function()
         p = by_id[p.parent]
         d = d + 1
       end
-      depth[m.canister_id] = d
       deepest = math.max(deepest, d)
     end
     assert.equal(3, deepest)
