@@ -1,0 +1,290 @@
+--- The icp 1.5.0 driver: renders every icp command line fleetsnap runs,
+-- runs it through engine.proc with a timeout per kind, parses the JSON
+-- that icp prints on stdout, and classifies failures by exit code and the
+-- replica's IC0xxx code (never by parsing prose for success).
+local engine = require "fleetsnap.engine"
+local principal = require "fleetsnap.principal"
+
+local json = engine.json
+
+local M = {}
+M.__index = M
+
+local MiB = 1024 * 1024
+
+-- Seconds; transfers get 120 s plus 1 s per MiB of the snapshot.
+M.DEFAULT_TIMEOUTS = {
+  status = 300, stop = 600, start = 300, snapshot_create = 300, snapshot_list = 300, snapshot_delete = 300,
+  snapshot_restore = 300, call = 300, identity = 300, transfer_base = 120, transfer_per_mib = 1,
+}
+
+-- Kinds that change the network: a failpoint pair surrounds each.
+local EFFECTS = {
+  stop = true, start = true, snapshot_create = true, snapshot_delete = true, snapshot_restore = true,
+  snapshot_upload = true, call = true,
+}
+
+--- A driver. opts: `icp` (program path, default "icp") or `command` (an
+-- argv prefix, e.g. {"scripts/icp-sim"}), `environment` or `network` +
+-- `root_key`, `identity`, `identity_password_file`, `project_root`, `env`
+-- (extra environment for icp), `timeouts` (overrides, seconds).
+function M.new(opts)
+  opts = opts or {}
+  assert(not (opts.environment and opts.network), "driver: environment and network are exclusive")
+  local self = setmetatable({
+    command = opts.command or { opts.icp or "icp" },
+    environment = opts.environment,
+    network = opts.network,
+    root_key = opts.root_key,
+    identity = opts.identity,
+    password_file = opts.identity_password_file,
+    project_root = opts.project_root,
+    env = { DO_NOT_TRACK = "1" },
+    timeouts = {},
+  }, M)
+  for k, v in pairs(M.DEFAULT_TIMEOUTS) do self.timeouts[k] = v end
+  for k, v in pairs(opts.timeouts or {}) do self.timeouts[k] = v end
+  for k, v in pairs(opts.env or {}) do self.env[k] = v end
+  if not self.environment and not self.network then
+    self.environment = "local"
+  end
+  return self
+end
+
+local function push(t, ...)
+  for _, v in ipairs({ ... }) do t[#t + 1] = v end
+  return t
+end
+
+-- The selection flags every canister command carries.
+function M:target_flags(out)
+  if self.network then
+    push(out, "-n", self.network)
+    if self.root_key then push(out, "-k", self.root_key) end
+  else
+    push(out, "-e", self.environment)
+  end
+  return self:identity_flags(out)
+end
+
+function M:identity_flags(out)
+  if self.identity then push(out, "--identity", self.identity) end
+  if self.password_file then push(out, "--identity-password-file", self.password_file) end
+  if self.project_root then push(out, "--project-root-override", self.project_root) end
+  return out
+end
+
+--- The icp arguments (without the program) of one command. p: canister,
+-- snapshot_id, dir, replace, resume, method, args, query.
+function M:args(kind, p)
+  p = p or {}
+  local c = p.canister
+  local a
+  if kind == "status" then
+    a = { "canister", "status", c, "--json" }
+  elseif kind == "stop" or kind == "start" then
+    a = { "canister", kind, c }
+  elseif kind == "snapshot_create" then
+    a = { "canister", "snapshot", "create", c, "--json" }
+    if p.replace then push(a, "--replace", p.replace) end
+  elseif kind == "snapshot_list" then
+    a = { "canister", "snapshot", "list", c, "--json" }
+  elseif kind == "snapshot_delete" or kind == "snapshot_restore" then
+    a = { "canister", "snapshot", kind == "snapshot_delete" and "delete" or "restore", c, p.snapshot_id }
+  elseif kind == "snapshot_download" then
+    a = { "canister", "snapshot", "download", c, p.snapshot_id, "--output", p.dir }
+    if p.resume then push(a, "--resume") end
+  elseif kind == "snapshot_upload" then
+    a = { "canister", "snapshot", "upload", c, "--input", p.dir, "--json" }
+    if p.replace then push(a, "--replace", p.replace) end
+    if p.resume then push(a, "--resume") end
+  elseif kind == "call" then
+    a = { "canister", "call", c, p.method, p.args or "()", "--json" }
+    if p.query then push(a, "--query") end
+  elseif kind == "identity" then
+    return self:identity_flags({ "identity", "principal" })
+  else
+    error("driver: unknown command kind '" .. tostring(kind) .. "'")
+  end
+  return self:target_flags(a)
+end
+
+--- The full argv (program included).
+function M:argv(kind, p)
+  local argv = {}
+  for _, x in ipairs(self.command) do argv[#argv + 1] = x end
+  for _, x in ipairs(self:args(kind, p)) do argv[#argv + 1] = x end
+  return argv
+end
+
+--- The command line as a shell would take it (for --dry-run and messages).
+function M:render(kind, p)
+  local parts = {}
+  for _, a in ipairs(self:argv(kind, p)) do
+    parts[#parts + 1] = a:match("^[%w%-%._/:=@]+$") and a or ("'" .. a:gsub("'", "'\\''") .. "'")
+  end
+  return table.concat(parts, " ")
+end
+
+function M:timeout_ms(kind, p)
+  if kind == "snapshot_download" or kind == "snapshot_upload" then
+    local mib = math.ceil(((p and p.size_bytes) or 0) / MiB)
+    return (self.timeouts.transfer_base + self.timeouts.transfer_per_mib * mib) * 1000
+  end
+  return (self.timeouts[kind] or 300) * 1000
+end
+
+--- Starts a command; returns a handle for engine.proc.wait_any, or nil and
+-- an error. opts.inherit: locks the command's process tree holds.
+function M:spawn(kind, p, opts)
+  opts = opts or {}
+  if EFFECTS[kind] then
+    engine.failpoint("before-effect", kind .. "-" .. tostring(p and p.canister))
+  end
+  local h, msg, code = engine.proc.spawn({
+    argv = self:argv(kind, p),
+    env = self.env,
+    unset_env = { "RUST_BACKTRACE" },
+    inherit = opts.inherit,
+    timeout_ms = opts.timeout_ms or self:timeout_ms(kind, p),
+    kill_grace_ms = 5000,
+    capture_limit = 4 * MiB,
+  })
+  if not h then
+    return nil, { code = "ICP_MISSING", message = string.format("cannot run icp (%s): %s", self.command[1], msg),
+      errno = code }
+  end
+  return h
+end
+
+-- {=== classification ===}
+
+local function first_line(s)
+  return (s or ""):match("^%s*([^\n]*)") or ""
+end
+
+--- Error of a finished command that did not succeed.
+function M.classify(kind, p, r)
+  local what = string.format("%s of %s", kind:gsub("_", " "), tostring(p and p.canister))
+  local stderr = r.stderr or ""
+  local err = { kind = kind, canister = p and p.canister, status = r.status, signal = r.signal,
+    stderr_tail = stderr:sub(-2000) }
+  if r.timed_out then
+    err.code, err.message = "TIMEOUT", string.format("%s: icp did not finish within %d s and was killed", what,
+      r.timeout_s or 0)
+    return err
+  end
+  if r.signal then
+    err.code, err.message = "ICP_CRASHED", string.format("%s: icp was killed by signal %d", what, r.signal)
+    return err
+  end
+  local ic = stderr:match('error code Some%("(IC%d%d%d%d)"%)')
+  err.ic = ic
+  if r.status == 2 then
+    err.code = "ICP_USAGE"
+  elseif ic == "IC0406" and stderr:find("maximum number of snapshots", 1, true) then
+    err.code = "LIMIT"
+  elseif ic == "IC0305" then
+    err.code = "SNAPSHOT_GONE"
+  elseif ic == "IC0301" or stderr:find("^Error: Canister %S+ was not found%.") then
+    err.code = "CANISTER_GONE"
+  elseif ic == "IC0512" then
+    err.code = "NOT_CONTROLLER"
+  elseif stderr:find("is currently running. Please stop", 1, true) or stderr:find("is still stopping", 1, true) then
+    err.code = "NOT_STOPPED"
+  elseif stderr:find("error sending request", 1, true) or stderr:find("HTTP Error", 1, true) then
+    err.code = "NETWORK"
+  elseif ic then
+    err.code = "REJECTED"
+  else
+    err.code = "ICP_FAILED"
+  end
+  local line = first_line(stderr:match("Error: [^\n]*") or stderr)
+  err.message = string.format("%s: icp exited %d: %s", what, r.status or -1, line)
+  return err
+end
+
+local function bad_output(kind, p, why, stdout)
+  return { code = "ICP_OUTPUT", kind = kind, canister = p and p.canister,
+    message = string.format("%s of %s: unexpected icp output (%s): %s", kind:gsub("_", " "), tostring(p and p.canister),
+      why, (stdout or ""):sub(1, 200)) }
+end
+
+local STATUS = { Running = "running", Stopped = "stopped", Stopping = "stopping" }
+
+local function nat(s)
+  if type(s) == "number" then return math.tointeger(s) end
+  if type(s) ~= "string" then return nil end
+  return math.tointeger(tonumber((s:gsub("_", ""))))
+end
+
+--- Parses the stdout of a successful command into its value.
+function M.parse(kind, p, stdout)
+  if kind == "status" then
+    local doc, err = json.decode((stdout:gsub("\n$", "")))
+    if type(doc) ~= "table" then return nil, bad_output(kind, p, err or "not an object", stdout) end
+    if doc.id ~= p.canister then return nil, bad_output(kind, p, "id " .. tostring(doc.id), stdout) end
+    local status = STATUS[doc.status]
+    local controllers = (doc.settings and doc.settings.controllers) or doc.controllers
+    if not status and doc.status ~= nil then return nil, bad_output(kind, p, "status " .. tostring(doc.status), stdout) end
+    local mh = doc.module_hash
+    return { status = status, public_only = doc.status == nil,
+      module_hash = type(mh) == "string" and mh:gsub("^0x", ""):lower() or nil,
+      memory_size = nat(doc.memory_size), controllers = controllers or {} }
+  elseif kind == "snapshot_create" or kind == "snapshot_upload" then
+    local doc, err = json.decode(stdout)
+    if type(doc) ~= "table" or type(doc.snapshot_id) ~= "string" or not doc.snapshot_id:match("^%x+$") then
+      return nil, bad_output(kind, p, err or "no snapshot_id", stdout)
+    end
+    return { snapshot_id = doc.snapshot_id:lower(), taken_at = doc.taken_at_timestamp,
+      total_size = doc.total_size_bytes }
+  elseif kind == "snapshot_list" then
+    local doc, err = json.decode(stdout)
+    if type(doc) ~= "table" or type(doc.snapshots) ~= "table" then
+      return nil, bad_output(kind, p, err or "no snapshots", stdout)
+    end
+    local list = {}
+    for i, s in ipairs(doc.snapshots) do
+      if type(s.snapshot_id) ~= "string" then return nil, bad_output(kind, p, "snapshot without id", stdout) end
+      list[i] = { snapshot_id = s.snapshot_id:lower(), taken_at = s.taken_at_timestamp, total_size = s.total_size_bytes }
+    end
+    return list
+  elseif kind == "call" then
+    local doc, err = json.decode(stdout)
+    local hex = type(doc) == "table" and doc.response_bytes
+    if type(hex) ~= "string" or #hex % 2 == 1 or not hex:match("^%x*$") then
+      return nil, bad_output(kind, p, err or "no response_bytes", stdout)
+    end
+    return (hex:gsub("..", function(h) return string.char(tonumber(h, 16)) end))
+  elseif kind == "identity" then
+    local text = stdout:match("^%s*(%S+)%s*$")
+    if not text or not principal.is_valid(text) then return nil, bad_output(kind, p, "not a principal", stdout) end
+    return principal.parse(text)
+  end
+  return true
+end
+
+--- Turns a finished handle's result into value, or nil and an error.
+function M:finish(kind, p, r)
+  if EFFECTS[kind] then
+    engine.failpoint("after-effect", kind .. "-" .. tostring(p and p.canister))
+  end
+  if r.timed_out or r.signal or r.status ~= 0 then
+    r.timeout_s = self:timeout_ms(kind, p) // 1000
+    return nil, M.classify(kind, p, r)
+  end
+  return M.parse(kind, p, r.stdout)
+end
+
+--- Runs one command to completion: value, or nil and an error table
+-- ({code, message, ic, stderr_tail, ...}), plus the raw result.
+function M:run(kind, p, opts)
+  local h, err = self:spawn(kind, p, opts)
+  if not h then return nil, err end
+  local r = h:result()
+  h:close()
+  local value, ferr = self:finish(kind, p, r)
+  return value, ferr, r
+end
+
+return M
