@@ -1,0 +1,454 @@
+--- Backups: create (discover, select, plan, persist), run (preflight,
+-- drift check, the runner, containment, finalize) and verify.
+local engine = require "fleetsnap.engine"
+local fleet_mod = require "fleetsnap.fleet"
+local policy_mod = require "fleetsnap.policy"
+local runner_mod = require "fleetsnap.runner"
+local manifest = require "fleetsnap.manifest"
+
+local json, fs = engine.json, engine.fs
+
+local M = {}
+
+M.PLAN = "fleetsnap-plan.json"
+M.JOURNAL = "fleetsnap-journal.wal"
+M.PLAN_VERSION = 1
+
+-- Errors carry a stable code that the CLI maps to an exit code.
+local function failure(code, message, extra)
+  local e = { fleetsnap = true, code = code, message = message }
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+M.failure = failure
+
+local function raise(code, message, extra)
+  error(failure(code, message, extra), 0)
+end
+
+local function random_hex(n)
+  local f = io.open("/dev/urandom", "rb")
+  local b = f:read(n)
+  f:close()
+  return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+--- Discovery as configured: an inventory file, or the root's registry.
+function M.discover(driver, opts)
+  if opts.inventory then
+    return fleet_mod.from_inventory(opts.inventory)
+  end
+  if not opts.root then
+    return nil, "no root: give --root <principal> (or --inventory FILE)", "EUSAGE"
+  end
+  return fleet_mod.from_registry(driver, opts.root)
+end
+
+local function target_doc(m)
+  return json.ordered({ canister_id = m.canister_id, role = m.role, parent = m.parent or json.null, depth = m.depth,
+    module_hash = m.module_hash or json.null }, { "canister_id", "role", "parent", "depth", "module_hash" })
+end
+
+--- Builds the plan document (not yet written).
+function M.plan(driver, opts)
+  local fleet, ferr, fcode = M.discover(driver, opts)
+  if not fleet then raise(fcode or "EFLEET", ferr) end
+  local selection, serr, scode = fleet_mod.select(fleet, opts)
+  if not selection then raise(scode, serr) end
+  local policy, perr = policy_mod.load(opts.policy or "consistent")
+  if not policy then raise("EPOLICY", perr) end
+  local ops, oerr = policy_mod.build(policy, selection)
+  if not ops then raise("EPOLICY", oerr) end
+  local hash, rows = fleet_mod.scope_hash(fleet, selection)
+  local now = engine.realtime_ns()
+  local stamp = os.date("!%Y%m%d-%H%M%S", now // 1000000000)
+  local id = opts.backup_id or string.format("%s-%s-%s", fleet.root:sub(1, 5), stamp, random_hex(2))
+  local targets, operations = {}, {}
+  for i, m in ipairs(selection) do targets[i] = target_doc(m) end
+  for i, op in ipairs(ops) do
+    local o = { id = op.id, kind = op.kind, canister = op.canister, after = json.array(op.after) }
+    if op.kind == "call" then
+      o.method, o.args, o.query, o.idempotent = op.method, op.args, op.query, op.idempotent
+    end
+    operations[i] = o
+  end
+  return {
+    format = "fleetsnap-plan",
+    plan_version = M.PLAN_VERSION,
+    backup_id = id,
+    created_ns = now,
+    root = fleet.root,
+    discovery = opts.inventory and { inventory = opts.inventory } or { registry = fleet.root },
+    target = { environment = driver.environment, network = driver.network },
+    scope = {
+      kind = opts.subtree and "subtree" or opts.member and "member" or "fleet",
+      selector = opts.subtree or opts.member,
+      include_root = opts.include_root or false,
+      topology_hash = hash,
+      topology_hash_input = "fleetsnap-scope:sorted(pid,parent_pid,role,module_hash) of the selection and its "
+        .. "ancestors",
+      rows = json.array(rows),
+    },
+    policy = { name = policy.name, summary = policy.summary, sha256 = policy.sha256,
+      leaves_stopped = policy.leaves_stopped or false },
+    options = {
+      concurrency = opts.concurrency or policy.concurrency or 8,
+      downloads = opts.downloads or policy.downloads or 4,
+      keep_on_canister = opts.keep_on_canister or 2,
+      snapshot_limit = opts.snapshot_limit or 10,
+    },
+    targets = json.array(targets),
+    operations = json.array(operations),
+  }
+end
+
+--- Validates a plan document read from disk.
+function M.read_plan(dir)
+  local path = dir .. "/" .. M.PLAN
+  local text, err, code = fs.read(path)
+  if not text then return nil, "backup " .. dir .. ": " .. err, code == "ENOENT" and "ENOENT" or code end
+  local doc, jerr = json.decode(text, { name = path })
+  if not doc then return nil, jerr, "EJSON" end
+  if doc.format ~= "fleetsnap-plan" then return nil, path .. ": format: not a fleetsnap plan", "EDOC" end
+  if doc.plan_version ~= M.PLAN_VERSION then
+    return nil, path .. ": plan_version: unsupported version " .. tostring(doc.plan_version), "EDOC"
+  end
+  for _, k in ipairs({ "backup_id", "root", "targets", "operations", "options", "scope", "policy" }) do
+    if doc[k] == nil then return nil, path .. ": " .. k .. ": missing", "EDOC" end
+  end
+  return doc
+end
+
+-- {=== preflight ===}
+
+--- Snapshot ids fleetsnap made: recorded in manifests or plans of backups
+-- under `parent` (the backups directory).
+function M.known_snapshots(parent)
+  local known = {}
+  for _, name in ipairs(fs.list(parent) or {}) do
+    local dir = parent .. "/" .. name
+    local m = manifest.read(dir)
+    if m then
+      for _, member in ipairs(m.members) do
+        known[member.source_snapshot.snapshot_id] = { backup = dir, canister = member.canister_id }
+      end
+    end
+  end
+  return known
+end
+
+function M.preflight(r, plan)
+  local driver = r.driver
+  local me, ierr = driver:run("identity")
+  if not me then raise(ierr.code == "ICP_MISSING" and "EICP" or "EICP", "preflight: " .. ierr.message) end
+  local refusals, memory = {}, 0
+  local known = M.known_snapshots(r.dir:match("^(.*)/[^/]+$") or ".")
+  r.replace_preflight = {}
+  for _, t in ipairs(plan.targets) do
+    local st, err = driver:run("status", { canister = t.canister_id })
+    if not st then
+      refusals[#refusals + 1] = t.canister_id .. ": " .. err.message
+    else
+      local controls = false
+      for _, c in ipairs(st.controllers or {}) do if c == me then controls = true end end
+      if st.public_only or not controls then
+        refusals[#refusals + 1] = string.format("%s: the operator %s is not a controller", t.canister_id, me)
+      end
+      memory = memory + (st.memory_size or 0)
+      local list, lerr = driver:run("snapshot_list", { canister = t.canister_id })
+      if not list then
+        refusals[#refusals + 1] = t.canister_id .. ": " .. lerr.message
+      elseif #list >= plan.options.snapshot_limit then
+        -- A full canister needs an old snapshot of ours, durable in a
+        -- verified backup, to replace.
+        local oldest
+        for _, s in ipairs(list) do
+          if known[s.snapshot_id] and not oldest then oldest = s.snapshot_id end
+        end
+        if oldest then
+          r.replace_preflight[t.canister_id] = oldest
+        else
+          refusals[#refusals + 1] = string.format("%s: all %d snapshot slots are taken and none is a fleetsnap "
+            .. "snapshot of a durable backup (delete one, or raise --snapshot-limit if the network allows more)",
+            t.canister_id, #list)
+        end
+      end
+    end
+  end
+  local avail = fs.free_space(r.dir)
+  local need = math.floor(memory * 1.1) + (16 << 20)
+  if avail and avail < need then
+    refusals[#refusals + 1] = string.format("%s: %d MiB free, about %d MiB needed for the selection", r.dir,
+      avail >> 20, need >> 20)
+  end
+  if #refusals > 0 then
+    raise("EPRECONDITION", "preflight refused, nothing was stopped:\n  " .. table.concat(refusals, "\n  "),
+      { refusals = refusals })
+  end
+  return me
+end
+
+function M.check_drift(r, plan)
+  local f, err, code = M.discover(r.driver, { inventory = plan.discovery.inventory, root = plan.root })
+  if not f then raise(code or "EFLEET", "topology re-read before the first stop: " .. err) end
+  local sel = {}
+  for _, t in ipairs(plan.targets) do
+    local m = f.by_id[t.canister_id]
+    if not m then raise("EPRECONDITION", "topology drift: " .. t.canister_id .. " left the fleet") end
+    sel[#sel + 1] = m
+  end
+  local hash, rows = fleet_mod.scope_hash(f, sel)
+  if hash ~= plan.scope.topology_hash then
+    raise("EPRECONDITION", "topology drift since the plan was made; nothing was stopped. Changed rows:\n  "
+      .. table.concat(fleet_mod.drift(plan.scope.rows, rows), "\n  "))
+  end
+end
+
+-- {=== containment ===}
+
+--- Restarts every target this attempt stopped and did not start again.
+function M.contain(r, plan, reason)
+  local started, failed = {}, {}
+  for _, t in ipairs(plan.targets) do
+    local stop = r.state.ops["stop-" .. t.canister_id]
+    local start = r.state.ops["start-" .. t.canister_id]
+    if stop and (stop.state == "completed" or stop.state == "pending") and not (start and start.state == "completed") then
+      local ok, err = r.driver:run("start", { canister = t.canister_id })
+      if ok then
+        started[#started + 1] = t.canister_id
+      else
+        failed[#failed + 1] = t.canister_id .. ": " .. err.message
+      end
+    end
+  end
+  r:record({ t = "contained", attempt = r.state.attempt, reason = reason, started = json.array(started),
+    failed = json.array(failed) })
+  r:emit("contained", { attempt = r.state.attempt, started = started, failed = failed })
+  return started, failed
+end
+
+-- {=== finalize ===}
+
+function M.finalize(r, plan)
+  local artifacts, members = {}, {}
+  local first_stop, last_start
+  for _, t in ipairs(plan.targets) do
+    local d = r.state.ops["download-" .. t.canister_id]
+    local rec = d.receipt
+    local stop = r.state.ops["stop-" .. t.canister_id]
+    local start = r.state.ops["start-" .. t.canister_id]
+    local stopped_at = stop and stop.receipt and stop.receipt.stopped_at
+    local started_at = start and start.receipt and start.receipt.started_at
+    if stopped_at and (not first_stop or stopped_at < first_stop) then first_stop = stopped_at end
+    if started_at and (not last_start or started_at > last_start) then last_start = started_at end
+    artifacts[t.canister_id] = { snapshot_id = rec.snapshot_id, artifact_path = rec.artifact_path, digest = rec.digest,
+      taken_at = rec.taken_at, total_size = rec.total_size,
+      module_hash = stop and stop.receipt and stop.receipt.module_hash }
+    members[#members + 1] = json.ordered({ canister_id = t.canister_id, snapshot_id = rec.snapshot_id,
+      stopped_at = stopped_at or json.null, started_at = started_at or json.null,
+      downtime_ns = (stopped_at and started_at) and (started_at - stopped_at) or json.null,
+      digest = rec.digest, bytes = rec.bytes, files = json.array(rec.files) },
+      { "canister_id", "snapshot_id", "stopped_at", "started_at", "downtime_ns", "digest", "bytes", "files" })
+  end
+  if not r.state.created_at then
+    -- Derived once and journaled, so a retried finalize writes the same bytes.
+    r.state.created_at = "unix:" .. (engine.realtime_ns() // 1000000000)
+    r:record({ t = "created_at", value = r.state.created_at })
+  end
+  local b = {
+    backup_id = plan.backup_id, created_at = r.state.created_at, tool_version = engine.version,
+    environment = plan.target.environment or plan.target.network or "local", root = plan.root,
+    topology = { hash = plan.scope.topology_hash, input = plan.scope.topology_hash_input },
+    targets = {}, artifacts = artifacts,
+  }
+  for i, t in ipairs(plan.targets) do
+    b.targets[i] = { canister_id = t.canister_id, role = t.role, parent = t.parent ~= json.null and t.parent or nil }
+  end
+  b.fleetsnap = json.ordered({
+    format_version = 1,
+    policy = plan.policy.name,
+    policy_sha256 = plan.policy.sha256,
+    scope = plan.scope.kind,
+    attempt = r.state.attempt,
+    consistency_window = json.ordered({ first_stop_at = first_stop or json.null, last_start_at = last_start or json.null,
+      window_ns = (first_stop and last_start) and (last_start - first_stop) or json.null },
+      { "first_stop_at", "last_start_at", "window_ns" }),
+    members = json.array(members),
+  }, { "format_version", "policy", "policy_sha256", "scope", "attempt", "consistency_window", "members" })
+  local man = manifest.build(b)
+  local dj = manifest.download_journal(b)
+  local ok, err, code = fs.write_replace(r.dir .. "/" .. manifest.DOWNLOAD_JOURNAL, json.encode(dj, { pretty = true }))
+  if not ok then raise(code, err) end
+  local text = json.encode(man, { pretty = true })
+  local res
+  res, err, code = fs.write_create(r.dir .. "/" .. manifest.FILE_036, text)
+  if not res then
+    raise(code == "ECONFLICT" and "ECORRUPT" or code, "manifest: " .. err)
+  end
+  r:record({ t = "finalized", manifest_sha256 = engine.hash.sha256(text) })
+  assert(fs.remove_tree(r.dir .. "/.fleetsnap-commands"))
+  return man
+end
+
+-- {=== run ===}
+
+--- Runs (or resumes) the backup in dir to completion. opts: driver, events,
+-- dry_run. Returns the summary, or raises a failure.
+function M.run(dir, opts)
+  local plan, perr, pcode = M.read_plan(dir)
+  if not plan then raise(pcode == "ENOENT" and "ENOTFOUND" or "ECORRUPT", perr) end
+  local lock, lerr, lcode = engine.lock.acquire(dir .. "/" .. M.JOURNAL .. ".lock")
+  if not lock then raise(lcode == "ELOCKED" and "ELOCKED" or lcode, "backup " .. dir .. ": " .. lerr) end
+  local j, jerr, jcode = engine.journal.open(dir .. "/" .. M.JOURNAL)
+  if not j then
+    lock:close()
+    raise(jcode == "ECORRUPT" and "ECORRUPT" or jcode, jerr)
+  end
+  local r = runner_mod.new({ dir = dir, plan = plan, driver = opts.driver, events = opts.events,
+    concurrency = plan.options.concurrency, downloads = plan.options.downloads })
+  r.j = j
+  r.failures = {}
+  local ok, result = pcall(function()
+    r.state = runner_mod.replay(j)
+    if r.state.finalized then
+      return { already = true }
+    end
+    local fresh = r.state.attempt == 0
+    if fresh or r.state.contained[r.state.attempt] then
+      r.state.attempt = r.state.attempt + 1
+      -- The abandoned attempt's snapshots are replaced, so every artifact
+      -- comes from one consistency window.
+      r.replace = {}
+      for _, t in ipairs(plan.targets) do
+        local o = r.state.ops["snapshot-" .. t.canister_id]
+        local prev = o and o.previous
+        if prev and prev.state == "completed" and prev.receipt then
+          r.replace[t.canister_id] = prev.receipt.snapshot_id
+        end
+      end
+      M.preflight(r, plan)
+      for cid, id in pairs(r.replace_preflight or {}) do r.replace[cid] = r.replace[cid] or id end
+      M.check_drift(r, plan)
+      r:record({ t = "attempt", n = r.state.attempt })
+      local keep = r.replace
+      r.state = runner_mod.replay(j)
+      r.replace = keep
+      r:emit("attempt", { n = r.state.attempt })
+    else
+      local err = r:reconcile()
+      if err then raise(err.code == "IN_FLIGHT" and "EINFLIGHT" or err.code, err.message) end
+      r.replace = {}
+      for _, t in ipairs(plan.targets) do
+        local o = r.state.ops["snapshot-" .. t.canister_id]
+        if o and o.claim and o.claim.replace then r.replace[t.canister_id] = o.claim.replace end
+      end
+    end
+    local failed_before = {}
+    for _, op in ipairs(plan.operations) do
+      local o = r.state.ops[op.id]
+      if o and o.state == "failed" then failed_before[#failed_before + 1] = op.id end
+    end
+    if #failed_before > 0 then
+      raise("EFAILED", "backup " .. dir .. ": operations failed earlier: " .. table.concat(failed_before, ", "))
+    end
+    local success = r:schedule()
+    if not success then
+      local f = r.failures[1]
+      if f.error.code ~= "IN_FLIGHT" then M.contain(r, plan, f.op .. ": " .. f.error.message) end
+      raise(f.error.code == "IN_FLIGHT" and "EINFLIGHT" or "EICP", f.error.message,
+        { failures = r.failures, op = f.op, icp_code = f.error.code })
+    end
+    local man = M.finalize(r, plan)
+    return { manifest = man }
+  end)
+  j:close()
+  lock:close()
+  if not ok then error(result, 0) end
+  return result, r
+end
+
+--- Creates a backup: plan, persist, run. opts: driver, out, root, inventory,
+-- subtree, member, include_root, policy, concurrency, downloads,
+-- keep_on_canister, dry_run, events.
+function M.create(opts)
+  local plan = M.plan(opts.driver, opts)
+  local dir = opts.out or ("backups/" .. plan.backup_id)
+  if opts.out then
+    plan.backup_id = dir:match("([^/]+)/*$")
+  end
+  if opts.dry_run then
+    return { dry_run = true, plan = plan, dir = dir }
+  end
+  local parent = dir:match("^(.*)/[^/]+$")
+  if parent then engine.proc.run({ argv = { "mkdir", "-p", parent } }) end
+  if fs.lstat(dir) then raise("EEXISTS", "backup directory " .. dir .. " already exists") end
+  local ok, err, code = fs.mkdir_private(dir)
+  if not ok then raise(code, err) end
+  local res
+  res, err, code = fs.write_create(dir .. "/" .. M.PLAN, json.encode(plan, { pretty = true }))
+  if not res then raise(code, err) end
+  if opts.events then opts.events({ type = "created", backup_id = plan.backup_id, dir = dir }) end
+  local result = M.run(dir, opts)
+  result.dir = dir
+  result.plan = plan
+  return result
+end
+
+-- {=== verify ===}
+
+--- Verifies a backup offline: every artifact re-hashed against its
+-- checksum (and, for fleetsnap backups, each file against its digest).
+-- Returns a report {ok, backup_id, members = {{canister_id, ok, problems}}}.
+function M.verify(dir)
+  local m, err, code = manifest.read(dir)
+  if not m then raise(code == "ENOENT" and "ENOTFOUND" or "ECORRUPT", err) end
+  local dj = manifest.read_download_journal(dir)
+  local extra = {}
+  if m.doc.fleetsnap and type(m.doc.fleetsnap.members) == "table" then
+    for _, x in ipairs(m.doc.fleetsnap.members) do extra[x.canister_id] = x end
+  end
+  local report = { ok = true, backup_id = m.doc.backup_id, line = m.line, members = {} }
+  for _, member in ipairs(m.members) do
+    local s = member.source_snapshot
+    local entry = { canister_id = member.canister_id, snapshot_id = s.snapshot_id, problems = {} }
+    local function problem(p)
+      entry.problems[#entry.problems + 1] = p
+    end
+    if dj then
+      local a = dj.by_canister[member.canister_id]
+      if not a then problem("no entry in download-journal.json")
+      elseif a.state ~= "Durable" then problem("download-journal.json says " .. tostring(a.state))
+      elseif a.checksum ~= s.checksum and s.checksum ~= json.null then
+        problem("checksum differs between manifest and download-journal.json")
+      end
+    end
+    local path = dir .. "/" .. s.artifact_path
+    local tree, terr = engine.hash.tree(path)
+    if not tree then
+      problem(terr)
+    else
+      if s.checksum ~= json.null and tree.digest ~= s.checksum:lower() then
+        problem(string.format("artifact digest %s, manifest says %s", tree.digest, s.checksum))
+      end
+      local x = extra[member.canister_id]
+      if x then
+        local have = {}
+        for _, f in ipairs(tree.files) do have[f.path] = f end
+        for _, f in ipairs(x.files or {}) do
+          local h = have[f.path]
+          if not h then problem(s.artifact_path .. "/" .. f.path .. ": missing")
+          elseif h.sha256 ~= f.sha256 then problem(s.artifact_path .. "/" .. f.path .. ": content differs") end
+          have[f.path] = nil
+        end
+        for p in pairs(have) do problem(s.artifact_path .. "/" .. p .. ": not part of the backup") end
+      end
+      entry.bytes = tree.bytes
+    end
+    entry.ok = #entry.problems == 0
+    if not entry.ok then report.ok = false end
+    report.members[#report.members + 1] = entry
+  end
+  return report
+end
+
+return M

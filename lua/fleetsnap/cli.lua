@@ -1,0 +1,325 @@
+--- The `fleetsnap` command line. Global options come before the command:
+--   fleetsnap [--icp PATH | --sim HOME] [-e ENV | -n NETWORK [-k KEY]]
+--             [--identity NAME] [--json] <command> ...
+-- Exit codes: 0 ok, 1 an icp command failed, 2 usage, 3 not found,
+-- 4 locked or a command still in flight, 5 precondition refused,
+-- 6 verification failed, 7 corrupt or invalid document, 130 interrupted.
+local argparse = require "argparse"
+local engine = require "fleetsnap.engine"
+local driver_mod = require "fleetsnap.drivers.icp"
+
+local json, fs = engine.json, engine.fs
+
+local M = {}
+
+M.EXIT = {
+  EICP = 1, ICP_FAILED = 1, NETWORK = 1, TIMEOUT = 1, EFAILED = 1, EFLEET = 1, EREGISTRY = 1,
+  EUSAGE = 2, EPRINCIPAL = 2,
+  ENOTFOUND = 3, ENOENT = 3, ESELECT = 3,
+  ELOCKED = 4, EINFLIGHT = 4,
+  EPRECONDITION = 5, EEXISTS = 5, LIMIT = 5, ENOSPC = 5,
+  EVERIFY = 6,
+  ECORRUPT = 7, EJSON = 7, EDOC = 7, EMANIFEST = 7, EPOLICY = 7,
+}
+
+local function parser()
+  local p = argparse("fleetsnap", "Back up and restore fleets of Internet Computer canisters.")
+  p:help_max_width(100)
+  p:mutex(p:option("--icp", "Path of the icp binary."), p:option("--sim", "Use scripts/icp-sim with this home."))
+  p:mutex(p:option("-e --environment", "icp environment."), p:option("-n --network", "icp network (name or URL)."))
+  p:option("-k --root-key", "Root key when --network is a URL.")
+  p:option("--identity", "icp identity.")
+  p:option("--identity-password-file", "Password file of the identity.")
+  p:option("--project-root-override", "icp project root.")
+  p:flag("--json", "Print JSON (events as NDJSON while a long command runs).")
+  p:command_target("command")
+
+  local backup = p:command("backup", "Create, resume, inspect and verify backups.")
+  backup:command_target("backup_command")
+  local create = backup:command("create", "Back up a fleet (or part of it).")
+  create:option("--root", "Principal of the Canic root.")
+  create:mutex(create:option("--subtree", "Role or principal whose subtree to back up."),
+    create:option("--member", "One member to back up."))
+  create:flag("--include-root", "Capture the root too (maintenance).")
+  create:option("--inventory", "Static inventory file instead of the root's registry.")
+  create:option("--policy", "Bundled policy name or policy file.", "consistent")
+  create:option("--out", "Backup directory (default ./backups/<root>-<UTC time>-<hex>).")
+  create:option("--concurrency", "Lifecycle operations at once."):convert(math.tointeger)
+  create:option("--downloads", "Downloads at once."):convert(math.tointeger)
+  create:option("--keep-on-canister", "fleetsnap snapshots kept per canister.", "2"):convert(math.tointeger)
+  create:flag("--dry-run", "Print the plan and the icp command lines; change nothing.")
+  local resume = backup:command("resume", "Resume an interrupted backup.")
+  resume:argument("ref", "Backup directory, id or list number.")
+  local status = backup:command("status", "Progress of a backup.")
+  status:argument("ref", "Backup directory, id or list number.")
+  local verify = backup:command("verify", "Re-hash every artifact against the manifest (offline).")
+  verify:argument("ref", "Backup directory, id or list number.")
+  local list = backup:command("list", "Backups in a directory.")
+  list:option("--dir", "Backups directory.", "backups")
+  for _, c in ipairs({ resume, status, verify }) do
+    c:option("--dir", "Backups directory for ids and numbers.", "backups")
+  end
+
+  local pol = p:command("policy", "Bundled and custom policies.")
+  pol:command_target("policy_command")
+  pol:command("list", "Bundled policies.")
+  pol:command("show", "A policy's source."):argument("name", "Name or file.")
+  pol:command("check", "Load a policy and plan a sample fleet with it."):argument("name", "Name or file.")
+  return p
+end
+
+-- {=== output ===}
+
+local function out(args, doc, text)
+  if args.json then
+    io.stdout:write(json.encode(doc) .. "\n")
+  else
+    io.stdout:write(text)
+  end
+end
+
+local function fail(args, code, message, extra)
+  local rc = M.EXIT[code] or 1
+  if args and args.json then
+    local doc = { type = "error", code = code, message = message, exit = rc }
+    for k, v in pairs(extra or {}) do doc[k] = v end
+    io.stdout:write(json.encode(doc) .. "\n")
+  end
+  io.stderr:write("fleetsnap: " .. message .. "\n")
+  return rc
+end
+
+local function make_driver(args)
+  local opts = { environment = args.environment, network = args.network, root_key = args.root_key,
+    identity = args.identity, identity_password_file = args.identity_password_file,
+    project_root = args.project_root_override }
+  if args.sim then
+    opts.command = { (os.getenv("FLEETSNAP_ROOT") or ".") .. "/scripts/icp-sim" }
+    opts.env = { ICP_SIM_HOME = args.sim }
+    opts.environment = opts.environment or (not opts.network and "local" or nil)
+  else
+    opts.icp = args.icp or "icp"
+  end
+  return driver_mod.new(opts)
+end
+
+local function sim_root(home)
+  local text = fs.read(home .. "/sim.json")
+  local doc = text and json.decode(text)
+  return doc and doc.root
+end
+
+-- A backup reference: a directory, or an id or list number under --dir.
+local function resolve(ref, dir)
+  if fs.lstat(ref) and fs.lstat(ref).type == "directory" then return ref end
+  local n = math.tointeger(tonumber(ref))
+  local names = {}
+  for _, name in ipairs(fs.list(dir) or {}) do
+    if fs.lstat(dir .. "/" .. name .. "/fleetsnap-plan.json") or fs.lstat(dir .. "/" .. name .. "/"
+      .. "fleet-backup-manifest.json") then
+      names[#names + 1] = name
+    end
+  end
+  if n and names[n] then return dir .. "/" .. names[n] end
+  for _, name in ipairs(names) do
+    if name == ref then return dir .. "/" .. name end
+  end
+  return nil
+end
+
+local function events(args)
+  local tty = os.getenv("TERM") and io.stderr.seek and false
+  return function(e)
+    e.at = e.at or engine.realtime_ns()
+    if args.json then
+      io.stdout:write(json.encode(e) .. "\n")
+      io.stdout:flush()
+    elseif tty then
+      io.stderr:write(e.type .. " " .. (e.op or "") .. "\n")
+    end
+  end
+end
+
+-- {=== commands ===}
+
+local backup = require "fleetsnap.backup"
+
+local function summary_text(dir, result)
+  local man = result.manifest
+  if not man then return "backup " .. dir .. ": already complete\n" end
+  local fsn = man.fleetsnap
+  local w = fsn.consistency_window.window_ns
+  local bytes = 0
+  for _, m in ipairs(fsn.members) do bytes = bytes + m.bytes end
+  return string.format("backup %s complete: %d members, %d bytes, policy %s, consistency window %s\n  %s\n",
+    man.backup_id, #fsn.members, bytes, fsn.policy, w ~= json.null and string.format("%.3f s", w / 1e9) or "n/a", dir)
+end
+
+function M.backup_create(args)
+  local driver = make_driver(args)
+  local root = args.root
+  if args.sim and not root and not args.inventory then root = sim_root(args.sim) end
+  local res = backup.create({ driver = driver, root = root, inventory = args.inventory, subtree = args.subtree,
+    member = args.member, include_root = args.include_root, policy = args.policy, out = args.out,
+    concurrency = args.concurrency, downloads = args.downloads, keep_on_canister = args.keep_on_canister,
+    dry_run = args.dry_run, events = events(args) })
+  if res.dry_run then
+    local lines = { string.format("plan %s (policy %s, %d targets, %d operations) into %s", res.plan.backup_id,
+      res.plan.policy.name, #res.plan.targets, #res.plan.operations, res.dir) }
+    local cmds = {}
+    for _, op in ipairs(res.plan.operations) do
+      local kind = ({ stop = "stop", start = "start", snapshot = "snapshot_create", download = "snapshot_download",
+        call = "call" })[op.kind]
+      local p = { canister = op.canister, snapshot_id = "<snapshot-id>", dir = res.dir .. "/" .. op.canister .. ".tmp",
+        method = op.method, args = op.args, query = op.query }
+      local line = driver:render(kind, p)
+      cmds[#cmds + 1] = { op = op.id, after = op.after, command = line }
+      lines[#lines + 1] = string.format("  %-40s %s", op.id, line)
+    end
+    out(args, { type = "plan", plan = res.plan, commands = cmds }, table.concat(lines, "\n") .. "\n")
+    return 0
+  end
+  out(args, { type = "result", status = "complete", dir = res.dir, backup_id = res.plan.backup_id },
+    summary_text(res.dir, res))
+  return 0
+end
+
+function M.backup_resume(args)
+  local dir = resolve(args.ref, args.dir)
+  if not dir then return fail(args, "ENOTFOUND", "no backup " .. args.ref .. " (nor under " .. args.dir .. ")") end
+  local res = backup.run(dir, { driver = make_driver(args), events = events(args) })
+  out(args, { type = "result", status = "complete", dir = dir }, summary_text(dir, res))
+  return 0
+end
+
+function M.backup_status(args)
+  local dir = resolve(args.ref, args.dir)
+  if not dir then return fail(args, "ENOTFOUND", "no backup " .. args.ref) end
+  local plan, err, code = backup.read_plan(dir)
+  if not plan then return fail(args, code == "ENOENT" and "ENOTFOUND" or "ECORRUPT", err) end
+  local counts = { completed = 0, failed = 0, pending = 0, waiting = 0 }
+  local failed, pending = json.array({}), json.array({})
+  local state = { attempt = 0, ops = {} }
+  local j = engine.journal.open(dir .. "/" .. backup.JOURNAL)
+  if j then
+    state = require("fleetsnap.runner").replay(j)
+    j:close()
+  end
+  for _, op in ipairs(plan.operations) do
+    local o = state.ops[op.id]
+    local s = o and o.state or "waiting"
+    counts[s] = counts[s] + 1
+    if s == "failed" then failed[#failed + 1] = { op = op.id, error = o.error } end
+    if s == "pending" then pending[#pending + 1] = op.id end
+  end
+  local complete = state.finalized ~= nil
+  local doc = { type = "status", backup_id = plan.backup_id, dir = dir, complete = complete, attempt = state.attempt,
+    operations = #plan.operations, counts = counts, failed = failed, pending = pending }
+  local text = string.format("backup %s: %s, attempt %d, %d/%d operations completed, %d failed, %d pending\n",
+    plan.backup_id, complete and "complete" or "incomplete", state.attempt, counts.completed, #plan.operations,
+    counts.failed, counts.pending)
+  for _, f in ipairs(failed) do text = text .. "  failed " .. f.op .. ": " .. tostring(f.error.message) .. "\n" end
+  out(args, doc, text)
+  return 0
+end
+
+function M.backup_verify(args)
+  local dir = resolve(args.ref, args.dir)
+  if not dir then return fail(args, "ENOTFOUND", "no backup " .. args.ref) end
+  local report = backup.verify(dir)
+  local lines = {}
+  for _, m in ipairs(report.members) do
+    for _, p in ipairs(m.problems) do lines[#lines + 1] = "  " .. m.canister_id .. ": " .. p end
+  end
+  local text = string.format("backup %s: %s (%d members)\n%s", report.backup_id, report.ok and "verified" or
+    "VERIFICATION FAILED", #report.members, #lines > 0 and (table.concat(lines, "\n") .. "\n") or "")
+  report.type = "verify"
+  out(args, report, text)
+  return report.ok and 0 or M.EXIT.EVERIFY
+end
+
+function M.backup_list(args)
+  local rows = {}
+  for i, name in ipairs(fs.list(args.dir) or {}) do
+    local dir = args.dir .. "/" .. name
+    local plan = backup.read_plan(dir)
+    local man = require("fleetsnap.manifest").read(dir)
+    if plan or man then
+      rows[#rows + 1] = { n = #rows + 1, id = name, dir = dir, complete = man ~= nil,
+        members = man and #man.members or (plan and #plan.targets) }
+    end
+    local _ = i
+  end
+  local lines = {}
+  for _, r in ipairs(rows) do
+    lines[#lines + 1] = string.format("%3d  %-40s %-10s %d members", r.n, r.id, r.complete and "complete" or
+      "incomplete", r.members or 0)
+  end
+  out(args, { type = "list", backups = rows }, #lines > 0 and (table.concat(lines, "\n") .. "\n") or "no backups\n")
+  return 0
+end
+
+function M.policy_list(args)
+  local policy = require "fleetsnap.policy"
+  local rows, lines = {}, {}
+  for _, name in ipairs(policy.bundled()) do
+    local p = policy.load(name)
+    rows[#rows + 1] = { name = name, summary = p and p.summary }
+    lines[#lines + 1] = string.format("%-12s %s", name, p and p.summary or "(does not load)")
+  end
+  out(args, { type = "policies", policies = rows }, table.concat(lines, "\n") .. "\n")
+  return 0
+end
+
+function M.policy_show(args)
+  local p, err = require("fleetsnap.policy").load(args.name)
+  if not p then return fail(args, "EPOLICY", err) end
+  out(args, { type = "policy", name = p.name, path = p.path, source = p.source }, p.source)
+  return 0
+end
+
+function M.policy_check(args)
+  local policy = require "fleetsnap.policy"
+  local p, err = policy.load(args.name)
+  if not p then return fail(args, "EPOLICY", err) end
+  local sample = {}
+  for i = 1, 7 do
+    sample[i] = { canister_id = require("fleetsnap.principal").canister_id(100 + i), role = "r" .. i,
+      parent = i > 1 and require("fleetsnap.principal").canister_id(100 + (i - 1) // 2 + 1) or nil,
+      depth = i == 1 and 1 or (i <= 3 and 2 or 3) }
+  end
+  local ops, berr = policy.build(p, sample)
+  if not ops then return fail(args, "EPOLICY", berr) end
+  out(args, { type = "policy-check", name = p.name, ok = true, operations = #ops },
+    string.format("policy %s: ok (%d operations for a 7-member sample)\n", p.name, #ops))
+  return 0
+end
+
+local HANDLERS = {
+  backup = { create = M.backup_create, resume = M.backup_resume, status = M.backup_status, verify = M.backup_verify,
+    list = M.backup_list },
+  policy = { list = M.policy_list, show = M.policy_show, check = M.policy_check },
+}
+
+function M.main(argv)
+  local ok, args = parser():pparse(argv)
+  if not ok then
+    io.stderr:write("fleetsnap: " .. args .. "\nTry 'fleetsnap --help'.\n")
+    return 2
+  end
+  if args.sim and not fs.lstat(args.sim .. "/sim.json") then
+    return fail(args, "ENOTFOUND", "--sim " .. args.sim .. ": no simulated fleet there (icp-sim sim init)")
+  end
+  local sub = args.backup_command or args.policy_command
+  local handler = HANDLERS[args.command][sub]
+  local rok, rc = pcall(handler, args)
+  if not rok then
+    if type(rc) == "table" and rc.fleetsnap then
+      return fail(args, rc.code, rc.message, { failures = rc.failures })
+    end
+    error(rc, 0)
+  end
+  return rc
+end
+
+return M

@@ -1,0 +1,188 @@
+--- Policies: Lua files that turn a selection into a plan of operations.
+-- A policy runs in a sandbox (allow-listed globals, text chunks only, an
+-- instruction budget) and never reaches icp: custom steps are `call`
+-- operations the runner executes.
+local M = {}
+
+M.BUDGET = 100000000 -- instructions per policy function call
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local function sandbox_env()
+  return {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall, select = select,
+    tonumber = tonumber, tostring = tostring, type = type,
+    string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8),
+  }
+end
+
+-- Runs f under the instruction budget.
+local function budgeted(name, f, ...)
+  local function hook()
+    error("policy " .. name .. ": instruction budget of " .. M.BUDGET .. " exceeded", 2)
+  end
+  debug.sethook(hook, "", M.BUDGET)
+  local res = table.pack(pcall(f, ...))
+  debug.sethook()
+  return table.unpack(res, 1, res.n)
+end
+
+--- Where bundled policies live.
+function M.bundled_dir()
+  return (os.getenv("FLEETSNAP_ROOT") or ".") .. "/scripts/policies"
+end
+
+--- Names of the bundled policies.
+function M.bundled()
+  local out = {}
+  for _, f in ipairs(require("fleetsnap.engine").fs.list(M.bundled_dir()) or {}) do
+    local name = f:match("^([%w_%-]+)%.lua$")
+    if name then out[#out + 1] = name end
+  end
+  return out
+end
+
+--- Loads a policy by bundled name or file path. Returns the policy table
+-- (with .source, .sha256, .path) or nil, message, "EPOLICY".
+function M.load(ref)
+  local engine = require "fleetsnap.engine"
+  local path = ref
+  if not ref:find("/", 1, true) and not ref:find("%.lua$") then
+    path = M.bundled_dir() .. "/" .. ref .. ".lua"
+  end
+  local text, err = engine.fs.read(path, 1 << 20)
+  if not text then return nil, "policy " .. ref .. ": " .. err, "EPOLICY" end
+  if text:sub(1, 1) == "\27" then return nil, "policy " .. path .. ": binary chunks are refused", "EPOLICY" end
+  local chunk, lerr = load(text, "=" .. path, "t", sandbox_env())
+  if not chunk then return nil, "policy " .. lerr, "EPOLICY" end
+  local ok, p = budgeted(path, chunk)
+  if not ok then return nil, "policy " .. tostring(p), "EPOLICY" end
+  if type(p) ~= "table" or type(p.name) ~= "string" or type(p.plan) ~= "function" then
+    return nil, "policy " .. path .. ": must return a table with name and plan(selection, plan)", "EPOLICY"
+  end
+  p.path, p.source, p.sha256 = path, text, engine.hash.sha256(text)
+  return p
+end
+
+-- {=== the plan builder handed to policy.plan ===}
+
+local Builder = {}
+Builder.__index = Builder
+
+local function member_id(m)
+  return type(m) == "table" and m.canister_id or m
+end
+
+function Builder:add(kind, m, opts, extra)
+  opts = opts or {}
+  local cid = member_id(m)
+  assert(self.members[cid], "plan: " .. tostring(cid) .. " is not in the selection")
+  local id = extra and extra.id or (kind .. "-" .. cid)
+  assert(not self.by_id[id], "plan: operation " .. id .. " added twice")
+  local after = {}
+  for i, a in ipairs(opts.after or {}) do
+    assert(self.by_id[a], "plan: " .. id .. " depends on unknown operation " .. tostring(a))
+    after[i] = a
+  end
+  local op = { id = id, kind = kind, canister = cid, after = after }
+  for k, v in pairs(extra or {}) do if k ~= "id" then op[k] = v end end
+  self.ops[#self.ops + 1] = op
+  self.by_id[id] = op
+  return id
+end
+
+function Builder:stop(m, opts) return self:add("stop", m, opts) end
+function Builder:snapshot(m, opts) return self:add("snapshot", m, opts) end
+function Builder:start(m, opts) return self:add("start", m, opts) end
+function Builder:download(m, opts) return self:add("download", m, opts) end
+
+--- A custom canister call; `idempotent` must be declared.
+function Builder:call(m, method, args, opts)
+  opts = opts or {}
+  assert(type(method) == "string" and method ~= "", "plan: call needs a method")
+  assert(opts.idempotent == true or opts.idempotent == false, "plan: call " .. method .. " must declare idempotent")
+  self.calls = self.calls + 1
+  return self:add("call", m, opts, { id = string.format("call-%s-%s-%d", method, member_id(m), self.calls),
+    method = method, args = args or "()", query = opts.query or false, idempotent = opts.idempotent })
+end
+
+--- The selection grouped by depth, shallowest first.
+function Builder:levels()
+  local by, depths = {}, {}
+  for _, m in ipairs(self.selection) do
+    if not by[m.depth] then
+      by[m.depth] = {}
+      depths[#depths + 1] = m.depth
+    end
+    table.insert(by[m.depth], m)
+  end
+  table.sort(depths)
+  local out = {}
+  for i, d in ipairs(depths) do out[i] = by[d] end
+  return out
+end
+
+local function check_plan(b, policy)
+  local per = {}
+  for _, op in ipairs(b.ops) do
+    per[op.canister] = per[op.canister] or {}
+    if op.kind ~= "call" then
+      if per[op.canister][op.kind] then return "two " .. op.kind .. " operations for " .. op.canister end
+      per[op.canister][op.kind] = op
+    end
+  end
+  -- Transitive dependencies, to check that the order is safe.
+  local function reaches(id, target, seen)
+    if id == target then return true end
+    seen = seen or {}
+    if seen[id] then return false end
+    seen[id] = true
+    for _, a in ipairs(b.by_id[id].after) do
+      if reaches(a, target, seen) then return true end
+    end
+    return false
+  end
+  for _, m in ipairs(b.selection) do
+    local ops = per[m.canister_id] or {}
+    for _, k in ipairs({ "stop", "snapshot", "download" }) do
+      if not ops[k] then return "no " .. k .. " operation for " .. m.canister_id end
+    end
+    if not reaches(ops.snapshot.id, ops.stop.id) then
+      return "snapshot of " .. m.canister_id .. " must come after its stop (icp refuses a running canister)"
+    end
+    if not reaches(ops.download.id, ops.snapshot.id) then
+      return "download of " .. m.canister_id .. " must come after its snapshot"
+    end
+    if ops.start then
+      if not reaches(ops.start.id, ops.snapshot.id) then
+        return "start of " .. m.canister_id .. " must come after its snapshot"
+      end
+    elseif not policy.leaves_stopped then
+      return "no start operation for " .. m.canister_id .. " (set leaves_stopped = true to keep canisters stopped)"
+    end
+  end
+  return nil
+end
+
+--- Runs policy.plan over the selection; returns the operations (array) or
+-- nil, message, "EPOLICY".
+function M.build(policy, selection)
+  local members = {}
+  local view = {}
+  for i, m in ipairs(selection) do
+    members[m.canister_id] = true
+    view[i] = { canister_id = m.canister_id, role = m.role, parent = m.parent, depth = m.depth }
+  end
+  local b = setmetatable({ ops = {}, by_id = {}, members = members, selection = view, calls = 0 }, Builder)
+  local ok, err = budgeted(policy.name, policy.plan, view, b)
+  if not ok then return nil, "policy " .. policy.name .. ": " .. tostring(err), "EPOLICY" end
+  local bad = check_plan(b, policy)
+  if bad then return nil, "policy " .. policy.name .. ": " .. bad, "EPOLICY" end
+  return b.ops
+end
+
+return M

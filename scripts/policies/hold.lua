@@ -1,0 +1,24 @@
+-- hold: stop and snapshot the selection and leave it stopped, for
+-- maintenance before an upgrade or a migration. Explicit: canisters stay
+-- stopped after a successful backup (a failure still restarts them).
+return {
+  name = "hold",
+  summary = "stop parents-first and snapshot, leaving the selection stopped",
+  leaves_stopped = true,
+  plan = function(selection, plan)
+    local previous, stops = {}, {}
+    for _, level in ipairs(plan:levels()) do
+      local this = {}
+      for _, m in ipairs(level) do
+        local id = plan:stop(m, { after = previous })
+        this[#this + 1] = id
+        stops[#stops + 1] = id
+      end
+      previous = this
+    end
+    for _, m in ipairs(selection) do
+      local snap = plan:snapshot(m, { after = stops })
+      plan:download(m, { after = { snap } })
+    end
+  end,
+}
