@@ -212,7 +212,8 @@ function M.contain(r, plan, reason)
   for _, t in ipairs(plan.targets) do
     local stop = r.state.ops["stop-" .. t.canister_id]
     local start = r.state.ops["start-" .. t.canister_id]
-    if stop and (stop.state == "completed" or stop.state == "pending") and not (start and start.state == "completed") then
+    local stopped = stop and (stop.state == "completed" or stop.state == "pending")
+    if stopped and not (start and start.state == "completed") then
       local ok, err = r.driver:run("start", { canister = t.canister_id })
       if ok then
         started[#started + 1] = t.canister_id
@@ -270,8 +271,8 @@ function M.finalize(r, plan)
     policy_sha256 = plan.policy.sha256,
     scope = plan.scope.kind,
     attempt = r.state.attempt,
-    consistency_window = json.ordered({ first_stop_at = first_stop or json.null, last_start_at = last_start or json.null,
-      window_ns = (first_stop and last_start) and (last_start - first_stop) or json.null },
+    consistency_window = json.ordered({ first_stop_at = first_stop or json.null,
+      last_start_at = last_start or json.null, window_ns = (first_stop and last_start) and (last_start - first_stop) or json.null },
       { "first_stop_at", "last_start_at", "window_ns" }),
     members = json.array(members),
   }, { "format_version", "policy", "policy_sha256", "scope", "attempt", "consistency_window", "members" })

@@ -157,7 +157,7 @@ local function ids(list)
   return out
 end
 
-function M:snapshot_receipt(op, baseline, list)
+function M.new_snapshots(baseline, list)
   local before = {}
   for _, id in ipairs(baseline) do before[id] = true end
   local new = {}
@@ -375,7 +375,7 @@ function M:reconcile_one(op, o)
   elseif op.kind == "snapshot" then
     local list, err = self:command(op, "snapshot_list", { canister = op.canister })
     if not list then return self:complete(op, nil, err) end
-    local new = self:snapshot_receipt(op, o.claim.baseline or {}, list)
+    local new = M.new_snapshots(o.claim.baseline or {}, list)
     if #new == 1 then
       return self:complete(op, { snapshot_id = new[1].snapshot_id, taken_at = new[1].taken_at,
         total_size = new[1].total_size, replaced = o.claim.replace, reconciled = true })

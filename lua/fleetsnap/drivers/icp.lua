@@ -226,7 +226,9 @@ function M.parse(kind, p, stdout)
     if doc.id ~= p.canister then return nil, bad_output(kind, p, "id " .. tostring(doc.id), stdout) end
     local status = STATUS[doc.status]
     local controllers = (doc.settings and doc.settings.controllers) or doc.controllers
-    if not status and doc.status ~= nil then return nil, bad_output(kind, p, "status " .. tostring(doc.status), stdout) end
+    if not status and doc.status ~= nil then
+      return nil, bad_output(kind, p, "status " .. tostring(doc.status), stdout)
+    end
     local mh = doc.module_hash
     return { status = status, public_only = doc.status == nil,
       module_hash = type(mh) == "string" and mh:gsub("^0x", ""):lower() or nil,
@@ -246,7 +248,8 @@ function M.parse(kind, p, stdout)
     local list = {}
     for i, s in ipairs(doc.snapshots) do
       if type(s.snapshot_id) ~= "string" then return nil, bad_output(kind, p, "snapshot without id", stdout) end
-      list[i] = { snapshot_id = s.snapshot_id:lower(), taken_at = s.taken_at_timestamp, total_size = s.total_size_bytes }
+      list[i] = { snapshot_id = s.snapshot_id:lower(), taken_at = s.taken_at_timestamp,
+        total_size = s.total_size_bytes }
     end
     return list
   elseif kind == "call" then
