@@ -272,7 +272,8 @@ function M.finalize(r, plan)
     scope = plan.scope.kind,
     attempt = r.state.attempt,
     consistency_window = json.ordered({ first_stop_at = first_stop or json.null,
-      last_start_at = last_start or json.null, window_ns = (first_stop and last_start) and (last_start - first_stop) or json.null },
+      last_start_at = last_start or json.null,
+      window_ns = (first_stop and last_start) and (last_start - first_stop) or json.null },
       { "first_stop_at", "last_start_at", "window_ns" }),
     members = json.array(members),
   }, { "format_version", "policy", "policy_sha256", "scope", "attempt", "consistency_window", "members" })
