@@ -97,6 +97,20 @@ function M.sim_home(opts)
   return home
 end
 
+--- Runs scripts/fleetsnap with argv against icp-sim `home`.
+function M.fleetsnap(home, argv, env)
+  local e = { RUST_BACKTRACE = "0" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  local full = { M.root .. "/scripts/fleetsnap" }
+  if home then
+    full[#full + 1] = "--sim"
+    full[#full + 1] = home
+  end
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  return assert(engine.proc.run({ argv = full, env = e, unset_env = { "LD_PRELOAD" }, timeout_ms = 300000,
+    capture_limit = 8 << 20 }))
+end
+
 --- The fleet of a home: root id and members (from `sim show --json`).
 function M.fleet(home)
   local r = M.icp(home, { "sim", "show", "--json" })

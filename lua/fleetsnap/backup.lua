@@ -323,9 +323,9 @@ function M.run(dir, opts)
       r.replace = {}
       for _, t in ipairs(plan.targets) do
         local o = r.state.ops["snapshot-" .. t.canister_id]
-        local prev = o and o.previous
-        if prev and prev.state == "completed" and prev.receipt then
-          r.replace[t.canister_id] = prev.receipt.snapshot_id
+        local done = o and (o.state == "completed" and o or o.previous)
+        if done and done.state == "completed" and done.receipt then
+          r.replace[t.canister_id] = done.receipt.snapshot_id
         end
       end
       M.preflight(r, plan)
@@ -357,7 +357,9 @@ function M.run(dir, opts)
     if not success then
       local f = r.failures[1]
       if f.error.code ~= "IN_FLIGHT" then M.contain(r, plan, f.op .. ": " .. f.error.message) end
-      raise(f.error.code == "IN_FLIGHT" and "EINFLIGHT" or "EICP", f.error.message,
+      local code = ({ IN_FLIGHT = "EINFLIGHT", EVERIFY = "EVERIFY", LIMIT = "EPRECONDITION",
+        NOT_CONTROLLER = "EPRECONDITION", NOT_STOPPED = "EPRECONDITION" })[f.error.code] or "EICP"
+      raise(code, f.error.message,
         { failures = r.failures, op = f.op, icp_code = f.error.code })
     end
     local man = M.finalize(r, plan)

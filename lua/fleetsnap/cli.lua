@@ -31,6 +31,8 @@ local function parser()
   p:option("--identity", "icp identity.")
   p:option("--identity-password-file", "Password file of the identity.")
   p:option("--project-root-override", "icp project root.")
+  p:option("--timeout", "Seconds each icp command may take (default per kind: 300, stop 600, transfers 120 "
+    .. "+ 1/MiB)."):convert(math.tointeger)
   p:flag("--json", "Print JSON (events as NDJSON while a long command runs).")
   p:command_target("command")
 
@@ -47,6 +49,8 @@ local function parser()
   create:option("--concurrency", "Lifecycle operations at once."):convert(math.tointeger)
   create:option("--downloads", "Downloads at once."):convert(math.tointeger)
   create:option("--keep-on-canister", "fleetsnap snapshots kept per canister.", "2"):convert(math.tointeger)
+  create:option("--snapshot-limit", "Snapshots the network allows per canister (icp cannot tell).", "10")
+    :convert(math.tointeger)
   create:flag("--dry-run", "Print the plan and the icp command lines; change nothing.")
   local resume = backup:command("resume", "Resume an interrupted backup.")
   resume:argument("ref", "Backup directory, id or list number.")
@@ -93,6 +97,11 @@ local function make_driver(args)
   local opts = { environment = args.environment, network = args.network, root_key = args.root_key,
     identity = args.identity, identity_password_file = args.identity_password_file,
     project_root = args.project_root_override }
+  if args.timeout then
+    opts.timeouts = {}
+    for k in pairs(driver_mod.DEFAULT_TIMEOUTS) do opts.timeouts[k] = args.timeout end
+    opts.timeouts.transfer_per_mib = 0
+  end
   if args.sim then
     opts.command = { (os.getenv("FLEETSNAP_ROOT") or ".") .. "/scripts/icp-sim" }
     opts.env = { ICP_SIM_HOME = args.sim }
@@ -162,6 +171,7 @@ function M.backup_create(args)
   local res = backup.create({ driver = driver, root = root, inventory = args.inventory, subtree = args.subtree,
     member = args.member, include_root = args.include_root, policy = args.policy, out = args.out,
     concurrency = args.concurrency, downloads = args.downloads, keep_on_canister = args.keep_on_canister,
+    snapshot_limit = args.snapshot_limit,
     dry_run = args.dry_run, events = events(args) })
   if res.dry_run then
     local lines = { string.format("plan %s (policy %s, %d targets, %d operations) into %s", res.plan.backup_id,

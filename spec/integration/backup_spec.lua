@@ -1,0 +1,344 @@
+-- fleetsnap backup against icp-sim: policies, scopes, faults, containment,
+-- resume, locks and verification.
+local engine = require "fleetsnap.engine"
+local helpers = require "helpers"
+
+local json, fs = engine.json, engine.fs
+
+local function manifest(dir)
+  return json.decode(fs.read(dir .. "/fleet-backup-manifest.json"))
+end
+
+local function statuses(home)
+  local out = {}
+  for _, m in ipairs(helpers.fleet(home).members) do out[m.canister_id] = m.status end
+  return out
+end
+
+local function all_running(home)
+  for cid, s in pairs(statuses(home)) do
+    if s ~= "running" then return false, cid .. " is " .. s end
+  end
+  return true
+end
+
+describe("fleetsnap backup create", function()
+  local home, fleet, out
+  before_each(function()
+    home = helpers.sim_home()
+    fleet = helpers.fleet(home)
+    out = helpers.tmpdir() .. "/backups/b1"
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  it("backs up the whole non-root fleet with one effect per operation, and verifies", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.matches("backup b1 complete: 6 members", r.stdout)
+    local m = manifest(out)
+    assert.equal(6, #m.fleet.members)
+    assert.equal(fleet.root, m.source.root_canister)
+    local effects = helpers.effects(home)
+    for _, member in ipairs(fleet.members) do
+      local e = effects[member.canister_id]
+      local n = member.canister_id == fleet.root and 0 or 1
+      assert.same({ n, n, n }, { e.stop, e.start, e.snapshot_create })
+    end
+    assert.is_true(all_running(home))
+    r = helpers.fleetsnap(nil, { "backup", "verify", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.matches("verified %(6 members%)", r.stdout)
+    -- Nothing but the backup is left in the directory.
+    for _, name in ipairs(fs.list(out)) do
+      assert.is_nil(name:find("%.tmp$"), name)
+      assert.is_nil(name:find("fsn%-tmp"), name)
+    end
+    assert.is_nil(fs.lstat(out .. "/.fleetsnap-commands"))
+  end)
+
+  it("stores each artifact's digest as the tree digest of the published bytes", function()
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
+    for _, member in ipairs(manifest(out).fleet.members) do
+      local s = member.source_snapshot
+      assert.equal(engine.hash.tree(out .. "/" .. s.artifact_path).digest, s.checksum)
+      assert.equal(member.canister_id, s.artifact_path)
+    end
+  end)
+
+  it("writes a download journal upstream's verify can bind to", function()
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
+    local dj = json.decode(fs.read(out .. "/download-journal.json"))
+    local m = manifest(out)
+    assert.equal(m.backup_id, dj.backup_id)
+    assert.equal(m.fleet.discovery_topology_hash, dj.discovery_topology_hash)
+    for i, a in ipairs(dj.artifacts) do
+      assert.equal("Durable", a.state)
+      assert.equal(m.fleet.members[i].source_snapshot.checksum, a.checksum)
+    end
+  end)
+
+  it("keeps one consistency window with the consistent policy", function()
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
+    local fsn = manifest(out).fleetsnap
+    local last_stop, first_start = 0, math.maxinteger
+    for _, m in ipairs(fsn.members) do
+      last_stop = math.max(last_stop, m.stopped_at)
+      first_start = math.min(first_start, m.started_at)
+    end
+    assert.is_true(last_stop < first_start)
+    assert.equal("consistent", fsn.policy)
+  end)
+
+  it("leaves the selection stopped under hold", function()
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--policy", "hold", "--out", out }).status)
+    for cid, s in pairs(statuses(home)) do
+      assert.equal(cid == fleet.root and "running" or "stopped", s)
+    end
+  end)
+
+  it("backs up with rolling and sequential", function()
+    for _, p in ipairs({ "rolling", "sequential" }) do
+      local r = helpers.fleetsnap(home, { "backup", "create", "--policy", p, "--out", out .. p })
+      assert.equal(0, r.status, r.stderr)
+      assert.equal(0, helpers.fleetsnap(nil, { "backup", "verify", out .. p }).status)
+    end
+    assert.is_true(all_running(home))
+  end)
+
+  it("selects a subtree by role", function()
+    local role = fleet.members[2].role
+    local r = helpers.fleetsnap(home, { "backup", "create", "--subtree", role, "--out", out })
+    assert.equal(0, r.status, r.stderr)
+    local m = manifest(out)
+    assert.equal(role, m.fleet.members[1].role)
+    assert.equal(3, #m.fleet.members)
+  end)
+
+  it("selects one member, and the root only when asked", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--member", fleet.members[4].canister_id, "--out", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(1, #manifest(out).fleet.members)
+    r = helpers.fleetsnap(home, { "backup", "create", "--member", fleet.root, "--include-root", "--out", out .. "r" })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(fleet.root, manifest(out .. "r").fleet.members[1].canister_id)
+  end)
+
+  it("refuses a subtree that matches nothing (exit 3)", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--subtree", "nope", "--out", out })
+    assert.equal(3, r.status)
+    assert.matches("matches 0 members", r.stderr)
+  end)
+
+  it("prints the plan and the icp command lines with --dry-run, changing nothing", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--dry-run", "--out", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.matches("icp%-sim canister stop %S+ %-e local", r.stdout)
+    assert.matches("canister snapshot download %S+ '<snapshot%-id>' %-%-output", r.stdout)
+    assert.is_nil(fs.lstat(out))
+    assert.equal(0, helpers.effects(home)[fleet.members[2].canister_id].stop)
+  end)
+
+  it("streams NDJSON events and a result with --json", function()
+    local r = helpers.fleetsnap(home, { "--json", "backup", "create", "--out", out })
+    assert.equal(0, r.status, r.stderr)
+    local types = {}
+    for line in r.stdout:gmatch("[^\n]+") do types[#types + 1] = json.decode(line).type end
+    assert.equal("created", types[1])
+    assert.equal("result", types[#types])
+  end)
+end)
+
+describe("fleetsnap backup failures", function()
+  local home, fleet, out
+  before_each(function()
+    home = helpers.sim_home()
+    fleet = helpers.fleet(home)
+    out = helpers.tmpdir() .. "/backups/b1"
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  it("restarts stopped canisters when a snapshot fails, then resumes as a new attempt", function()
+    local victim = fleet.members[3].canister_id
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { ICP_SIM_FAIL = "snapshot.create@" .. victim })
+    assert.equal(1, r.status)
+    assert.matches("snapshot create of " .. victim:gsub("%-", "%%-"), r.stderr)
+    assert.is_true(all_running(home))
+    r = helpers.fleetsnap(nil, { "--json", "backup", "status", out })
+    local st = json.decode(r.stdout)
+    assert.is_false(st.complete)
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(2, manifest(out).fleetsnap.attempt)
+    assert.equal(0, helpers.fleetsnap(nil, { "backup", "verify", out }).status)
+    -- Snapshots of the abandoned attempt were replaced, not piled up.
+    local list = helpers.icp(home, { "canister", "snapshot", "list", fleet.members[2].canister_id, "-e", "local",
+      "--json" })
+    assert.equal(1, #json.decode(list.stdout).snapshots)
+    assert.is_true(all_running(home))
+  end)
+
+  it("kills a hanging icp at the timeout and restarts what it stopped", function()
+    local r = helpers.fleetsnap(home, { "--timeout", "2", "backup", "create", "--out", out },
+      { ICP_SIM_HANG = "snapshot.create" })
+    assert.equal(1, r.status)
+    assert.matches("did not finish within 2 s", r.stderr)
+    assert.is_true(all_running(home))
+  end)
+
+  it("detects a stop that reports success without stopping (exit 6)", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out }, { ICP_SIM_STOP_NOOP = "stop" })
+    assert.equal(6, r.status)
+    assert.matches("icp reported success but the canister is running", r.stderr)
+    assert.is_true(all_running(home))
+  end)
+
+  it("detects a corrupted download (exit 6)", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { ICP_SIM_CORRUPT = "snapshot.download:wasm_module.bin:3" })
+    assert.equal(6, r.status)
+    assert.matches("wasm_module%.bin hashes to", r.stderr)
+    assert.is_true(all_running(home))
+  end)
+
+  it("refuses in preflight when a canister has no free snapshot slot, stopping nothing (exit 5)", function()
+    local c = fleet.members[2].canister_id
+    helpers.icp(home, { "canister", "stop", c, "-e", "local" })
+    assert.equal(0, helpers.icp(home, { "canister", "snapshot", "create", c, "-e", "local" }).status)
+    helpers.icp(home, { "canister", "start", c, "-e", "local" })
+    local r = helpers.fleetsnap(home, { "backup", "create", "--snapshot-limit", "1", "--out", out },
+      { ICP_SIM_SNAPSHOT_LIMIT = "1" })
+    assert.equal(5, r.status)
+    assert.matches("preflight refused, nothing was stopped", r.stderr)
+    assert.matches("snapshot slots are taken", r.stderr)
+    for cid, e in pairs(helpers.effects(home)) do assert.equal(cid == c and 1 or 0, e.stop) end
+  end)
+
+  it("maps a limit hit during the run to exit 5 and restarts what it stopped", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out }, { ICP_SIM_SNAPSHOT_LIMIT = "0" })
+    assert.equal(5, r.status)
+    assert.matches("maximum number of snapshots", r.stderr)
+    assert.is_true(all_running(home))
+  end)
+
+  it("refuses in preflight when the operator is not a controller (exit 5)", function()
+    local r = helpers.fleetsnap(home, { "--identity", "anonymous", "backup", "create", "--out", out })
+    assert.equal(5, r.status)
+    assert.matches("is not a controller", r.stderr)
+  end)
+
+  it("refuses a second runner on the same backup (exit 4)", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out }, { ICP_SIM_FAIL = "start" })
+    assert.equal(1, r.status)
+    local lock = assert(engine.lock.acquire(out .. "/fleetsnap-journal.wal.lock"))
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(4, r.status)
+    assert.matches("is locked by pid", r.stderr)
+    lock:close()
+  end)
+
+  it("says a backup does not exist (exit 3)", function()
+    local r = helpers.fleetsnap(home, { "backup", "resume", out .. "-none" })
+    assert.equal(3, r.status)
+  end)
+
+  it("refuses drift of the topology on a new attempt (exit 5)", function()
+    local inv = helpers.tmpdir() .. "/inventory.json"
+    local members = {}
+    for i, m in ipairs(fleet.members) do
+      members[i] = { canister_id = m.canister_id, role = m.role, parent = m.parent }
+    end
+    helpers.write(inv, json.encode({ root = fleet.root, members = members }))
+    local r = helpers.fleetsnap(home, { "backup", "create", "--inventory", inv, "--out", out },
+      { ICP_SIM_FAIL = "snapshot.create" })
+    assert.equal(1, r.status)
+    members[4].role = "renamed"
+    helpers.write(inv, json.encode({ root = fleet.root, members = members }))
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(5, r.status)
+    assert.matches("topology drift", r.stderr)
+    assert.matches("role=renamed", r.stderr)
+  end)
+end)
+
+describe("fleetsnap backup verify", function()
+  local home, out
+  before_each(function()
+    home = helpers.sim_home()
+    out = helpers.tmpdir() .. "/backups/b1"
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  it("names the file whose bytes changed (exit 6)", function()
+    local m = manifest(out).fleet.members[2]
+    local path = out .. "/" .. m.source_snapshot.artifact_path .. "/stable_memory.bin"
+    local f = assert(io.open(path, "r+b"))
+    f:seek("set", 10)
+    f:write("X")
+    f:close()
+    local r = helpers.fleetsnap(nil, { "backup", "verify", out })
+    assert.equal(6, r.status)
+    assert.matches("VERIFICATION FAILED", r.stdout)
+    assert.matches(m.canister_id:gsub("%-", "%%-") .. "/stable_memory%.bin: content differs", r.stdout)
+  end)
+
+  it("reports a corrupt manifest (exit 7)", function()
+    helpers.write(out .. "/fleet-backup-manifest.json", "{")
+    local r = helpers.fleetsnap(nil, { "backup", "verify", out })
+    assert.equal(7, r.status)
+    assert.matches("fleet%-backup%-manifest%.json: line 1", r.stderr)
+  end)
+
+  it("lists backups under a directory", function()
+    local r = helpers.fleetsnap(nil, { "backup", "list", "--dir", out:match("^(.*)/") })
+    assert.equal(0, r.status)
+    assert.matches("1  b1 +complete +6 members", r.stdout)
+  end)
+end)
+
+describe("fleetsnap policy", function()
+  it("lists the bundled policies", function()
+    local r = helpers.fleetsnap(nil, { "policy", "list" })
+    assert.equal(0, r.status)
+    for _, p in ipairs({ "consistent", "hold", "rolling", "sequential" }) do assert.matches(p, r.stdout) end
+  end)
+
+  it("checks a policy by planning a sample", function()
+    assert.equal(0, helpers.fleetsnap(nil, { "policy", "check", "consistent" }).status)
+  end)
+
+  it("refuses a policy that escapes its sandbox (exit 7)", function()
+    local file = helpers.tmpdir() .. "/evil.lua"
+    helpers.write(file, 'return { name = "evil", plan = function() os.execute("true") end }')
+    local r = helpers.fleetsnap(nil, { "policy", "check", file })
+    assert.equal(7, r.status)
+    assert.matches("os", r.stderr)
+    helpers.cleanup()
+  end)
+
+  it("refuses a policy that runs forever (instruction budget)", function()
+    local file = helpers.tmpdir() .. "/loop.lua"
+    helpers.write(file, 'return { name = "loop", plan = function() while true do end end }')
+    local r = helpers.fleetsnap(nil, { "policy", "check", file })
+    assert.equal(7, r.status)
+    assert.matches("instruction budget", r.stderr)
+    helpers.cleanup()
+  end)
+
+  it("refuses a plan that snapshots before stopping", function()
+    local file = helpers.tmpdir() .. "/bad.lua"
+    helpers.write(file, [[return { name = "bad", plan = function(sel, plan)
+      for _, m in ipairs(sel) do
+        local s = plan:snapshot(m)
+        plan:stop(m, { after = { s } })
+        plan:start(m, { after = { s } })
+        plan:download(m, { after = { s } })
+      end
+    end }]])
+    local r = helpers.fleetsnap(nil, { "policy", "check", file })
+    assert.equal(7, r.status)
+    assert.matches("must come after its stop", r.stderr)
+    helpers.cleanup()
+  end)
+end)
