@@ -1,6 +1,7 @@
 /* Failpoint parsing and hits. */
 #include "failpoint.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,8 +45,20 @@ static int parse_one(fsn_failpoint_spec *s, const char *item, size_t len) {
   return 0;
 }
 
+int fsn_failpoints_trace(fsn_failpoints *fp, const char *path) {
+  if (!path || !*path) return 0;
+  fp->trace_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  return fp->trace_fd >= 0 ? 0 : -1;
+}
+
+void fsn_failpoints_close(fsn_failpoints *fp) {
+  if (fp->trace_fd >= 0) close(fp->trace_fd);
+  fp->trace_fd = -1;
+}
+
 int fsn_failpoints_parse(fsn_failpoints *fp, const char *spec) {
   memset(fp, 0, sizeof *fp);
+  fp->trace_fd = -1;
   if (!spec) return 0;
   const char *p = spec;
   while (*p) {
@@ -65,6 +78,14 @@ int fsn_failpoints_parse(fsn_failpoints *fp, const char *spec) {
 int fsn_failpoint_hit(fsn_failpoints *fp, const char *point, const char *key) {
 #ifdef FLEETSNAP_FAILPOINTS
   if (!fp) return 0;
+  if (fp->trace_fd >= 0) {
+    char line[320];
+    int n = snprintf(line, sizeof line, "%s@%s\n", point, key ? key : "");
+    if (n > 0 && (size_t)n < sizeof line) {
+      ssize_t w = write(fp->trace_fd, line, (size_t)n);
+      (void)w;
+    }
+  }
   int matched = 0;
   for (int i = 0; i < fp->count; i++) {
     fsn_failpoint_spec *s = &fp->specs[i];

@@ -21,6 +21,7 @@ typedef struct fsn_failpoint_spec {
 typedef struct fsn_failpoints {
   int count;
   fsn_failpoint_spec specs[FSN_FAILPOINT_MAX];
+  int trace_fd; /* >= 0: every hit is appended there as "point@key\n" */
 } fsn_failpoints;
 
 /* Parse a spec string (NULL or "" gives no failpoints). -1 on a bad spec. */
@@ -29,5 +30,9 @@ int fsn_failpoints_parse(fsn_failpoints *fp, const char *spec);
  * NULL. Returns the number of specs that matched (for tests). */
 int fsn_failpoint_hit(fsn_failpoints *fp, const char *point, const char *key);
 int fsn_failpoints_enabled(void);
+/* FLEETSNAP_FAILPOINT_TRACE=<file>: record every hit (crash tests use it to
+ * enumerate the points a run reaches). -1 if the file cannot be opened. */
+int fsn_failpoints_trace(fsn_failpoints *fp, const char *path);
+void fsn_failpoints_close(fsn_failpoints *fp);
 
 #endif

@@ -111,6 +111,7 @@ static int state_gc(lua_State *L) {
   fsn_state *s = luaL_checkudata(L, 1, FSN_STATE);
   fsn_hasher_free(s->hasher);
   s->hasher = NULL;
+  fsn_failpoints_close(&s->fp);
   return 0;
 }
 
@@ -154,6 +155,9 @@ __attribute__((visibility("default"))) int luaopen_fleetsnap_engine(lua_State *L
   if (fsn_failpoints_parse(&s->fp, getenv("FLEETSNAP_FAILPOINT")) != 0)
     return luaL_error(L, "fleetsnap.engine: bad FLEETSNAP_FAILPOINT '%s' "
                          "(want <point>[@<key>]:<n>[,...])", getenv("FLEETSNAP_FAILPOINT"));
+  if (fsn_failpoints_enabled() && fsn_failpoints_trace(&s->fp, getenv("FLEETSNAP_FAILPOINT_TRACE")) != 0)
+    return luaL_error(L, "fleetsnap.engine: cannot open FLEETSNAP_FAILPOINT_TRACE '%s'",
+                      getenv("FLEETSNAP_FAILPOINT_TRACE"));
 
   lua_newtable(L);
   lua_pushvalue(L, state_idx);

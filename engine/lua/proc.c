@@ -90,11 +90,13 @@ static int do_spawn(lua_State *L) {
   int unset_idx = lua_gettop(L);
   lua_pushliteral(L, "FLEETSNAP_FAILPOINT");
   lua_rawseti(L, unset_idx, 1);
+  lua_pushliteral(L, "FLEETSNAP_FAILPOINT_TRACE");
+  lua_rawseti(L, unset_idx, 2);
   if (lua_getfield(L, 1, "unset_env") == LUA_TTABLE) {
     size_t n = lua_rawlen(L, -1);
     for (size_t i = 1; i <= n; i++) {
       if (lua_rawgeti(L, -1, (lua_Integer)i) != LUA_TSTRING) luaL_error(L, "unset_env[%d] must be a string", (int)i);
-      lua_rawseti(L, unset_idx, (lua_Integer)i + 1);
+      lua_rawseti(L, unset_idx, (lua_Integer)i + 2);
     }
   } else if (!lua_isnil(L, -1)) {
     luaL_error(L, "option 'unset_env' must be an array of names");

@@ -294,6 +294,13 @@ end
 
 -- {=== run ===}
 
+--- Removes temp files of durable writes that a dead writer left behind.
+function M.clean_temp(dir)
+  for _, name in ipairs(fs.list(dir) or {}) do
+    if name:match("^%..+%.fsn%-tmp%-%d+%-%x+$") then os.remove(dir .. "/" .. name) end
+  end
+end
+
 --- Runs (or resumes) the backup in dir to completion. opts: driver, events,
 -- dry_run. Returns the summary, or raises a failure.
 function M.run(dir, opts)
@@ -301,6 +308,8 @@ function M.run(dir, opts)
   if not plan then raise(pcode == "ENOENT" and "ENOTFOUND" or "ECORRUPT", perr) end
   local lock, lerr, lcode = engine.lock.acquire(dir .. "/" .. M.JOURNAL .. ".lock")
   if not lock then raise(lcode == "ELOCKED" and "ELOCKED" or lcode, "backup " .. dir .. ": " .. lerr) end
+  -- Under the lock no other writer is alive here: leftovers are stale.
+  M.clean_temp(dir)
   local j, jerr, jcode = engine.journal.open(dir .. "/" .. M.JOURNAL)
   if not j then
     lock:close()
@@ -313,6 +322,8 @@ function M.run(dir, opts)
   local ok, result = pcall(function()
     r.state = runner_mod.replay(j)
     if r.state.finalized then
+      -- A crash after the final record may have left the command locks.
+      assert(fs.remove_tree(dir .. "/.fleetsnap-commands"))
       return { already = true }
     end
     local fresh = r.state.attempt == 0
@@ -385,7 +396,16 @@ function M.create(opts)
   end
   local parent = dir:match("^(.*)/[^/]+$")
   if parent then engine.proc.run({ argv = { "mkdir", "-p", parent } }) end
-  if fs.lstat(dir) then raise("EEXISTS", "backup directory " .. dir .. " already exists") end
+  if fs.lstat(dir .. "/" .. M.PLAN) then
+    raise("EEXISTS", "backup directory " .. dir .. " already holds a backup (resume it)")
+  end
+  for _, name in ipairs(fs.list(dir) or {}) do
+    -- Only what an interrupted create leaves may be there already.
+    if not (name:find("%.fsn%-tmp%-") or name == M.JOURNAL .. ".lock") then
+      raise("EEXISTS", "backup directory " .. dir .. " already exists and is not empty")
+    end
+  end
+  M.clean_temp(dir)
   local ok, err, code = fs.mkdir_private(dir)
   if not ok then raise(code, err) end
   local res

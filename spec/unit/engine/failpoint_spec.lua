@@ -96,3 +96,20 @@ describe("engine.failpoint", function()
     assert.is_nil(engine.fs.lstat(dir .. "/a"))
   end)
 end)
+
+describe("FLEETSNAP_FAILPOINT_TRACE", function()
+  if not engine.failpoints_enabled then return end
+
+  it("records every failpoint a process reaches, in order", function()
+    local dir = helpers.tmpdir()
+    local r = helpers.lua(string.format([[
+      local e = require "fleetsnap.engine"
+      e.failpoint("before-effect", "stop-a")
+      e.fs.write_replace(%q, "x")
+    ]], dir .. "/doc.json"), { FLEETSNAP_FAILPOINT_TRACE = dir .. "/trace" })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal("before-effect@stop-a\nbefore-write@doc.json\nbefore-rename@doc.json\nafter-rename@doc.json\n",
+      helpers.read(dir .. "/trace"))
+    helpers.cleanup()
+  end)
+end)
