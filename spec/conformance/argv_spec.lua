@@ -87,10 +87,37 @@ local CORPUS = {
   v("canister", "call", C, "m", "()", "--query=yes", "-e", "local"),
 }
 
+-- Every command line the driver renders, in both target forms, with an
+-- identity, a password file and a project root.
+do
+  local driver = require "fleetsnap.drivers.icp"
+  local forms = {
+    driver.new({ network = "http://127.0.0.1:9", root_key = KEY, identity = "ops" }),
+    driver.new({ environment = "local", identity = "ops", identity_password_file = "/dev/null",
+      project_root = "/tmp" }),
+  }
+  local params = {
+    status = { canister = C }, stop = { canister = C }, start = { canister = C },
+    snapshot_create = { canister = C, replace = SID }, snapshot_list = { canister = C },
+    snapshot_delete = { canister = C, snapshot_id = SID }, snapshot_restore = { canister = C, snapshot_id = SID },
+    call = { canister = C, method = "canic_subnet_registry", args = "()", query = true },
+    identity = {},
+  }
+  for _, d in ipairs(forms) do
+    for kind, p in pairs(params) do CORPUS[#CORPUS + 1] = d:args(kind, p) end
+    CORPUS[#CORPUS + 1] = d:args("snapshot_create", { canister = C })
+  end
+end
+
 -- Transfers against an unreachable host retry for a minute: vectors that
 -- would start one are checked only for parse errors, with the real binary
 -- given a short cap (still running at the cap = not a usage error).
+local DRIVER = require("fleetsnap.drivers.icp").new({ network = "http://127.0.0.1:9", root_key = KEY })
 local TRANSFERS = {
+  DRIVER:args("snapshot_download", { canister = C, snapshot_id = SID, dir = "/tmp/fsn-conf-dl" }),
+  DRIVER:args("snapshot_download", { canister = C, snapshot_id = SID, dir = "/tmp/fsn-conf-dl", resume = true }),
+  DRIVER:args("snapshot_upload", { canister = C, dir = "/tmp/fsn-conf-up", replace = SID }),
+  DRIVER:args("snapshot_upload", { canister = C, dir = "/tmp/fsn-conf-up", resume = true }),
   with(v("canister", "snapshot", "download", C, SID, "--output", "/tmp/fsn-conf-dl"), NET),
   with(v("canister", "snapshot", "download", C, SID, "-o", "/tmp/fsn-conf-dl", "--resume"), NET),
   with(v("canister", "snapshot", "upload", C, "--input", "/tmp/fsn-conf-up", "--json"), NET),
