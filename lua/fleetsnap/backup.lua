@@ -92,7 +92,7 @@ function M.plan(driver, opts)
     policy = { name = policy.name, summary = policy.summary, sha256 = policy.sha256,
       leaves_stopped = policy.leaves_stopped or false },
     options = {
-      concurrency = opts.concurrency or policy.concurrency or 8,
+      concurrency = opts.concurrency or policy.concurrency or 16,
       downloads = opts.downloads or policy.downloads or 4,
       keep_on_canister = opts.keep_on_canister or 2,
       snapshot_limit = opts.snapshot_limit or 10,

@@ -121,11 +121,22 @@ local function fail(code, message)
   return nil, { code = code, message = message }
 end
 
+local function ids(list)
+  local out = {}
+  for i, s in ipairs(list) do out[i] = s.snapshot_id end
+  return out
+end
+
 function M:status(op)
   return self:command(op, "status", { canister = op.canister })
 end
 
 function M:op_stop(op)
+  -- The snapshot inventory before the stop is the baseline of this
+  -- member's snapshot claim: listing it here keeps the call out of the
+  -- downtime window.
+  local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
+  if not list then return nil, lerr end
   local _, err = self:command(op, "stop", { canister = op.canister })
   if err then return nil, err end
   local at = self:now()
@@ -135,7 +146,7 @@ function M:op_stop(op)
     return fail("EVERIFY", string.format("stop of %s: icp reported success but the canister is %s", op.canister,
       tostring(st.status)))
   end
-  return { stopped_at = at, module_hash = st.module_hash }
+  return { stopped_at = at, module_hash = st.module_hash, baseline = json.array(ids(list)) }
 end
 
 function M:op_start(op)
@@ -151,12 +162,6 @@ function M:op_start(op)
   return { started_at = at }
 end
 
-local function ids(list)
-  local out = {}
-  for i, s in ipairs(list) do out[i] = s.snapshot_id end
-  return out
-end
-
 function M.new_snapshots(baseline, list)
   local before = {}
   for _, id in ipairs(baseline) do before[id] = true end
@@ -168,25 +173,21 @@ function M.new_snapshots(baseline, list)
 end
 
 function M:op_snapshot(op, claim_extra)
-  local list, err = self:command(op, "snapshot_list", { canister = op.canister })
-  if not list then return nil, err end
-  local baseline = ids(list)
+  local stop = self.state.ops["stop-" .. op.canister]
+  local baseline = stop and stop.state == "completed" and stop.receipt and stop.receipt.baseline
+  if not baseline then
+    local list, err = self:command(op, "snapshot_list", { canister = op.canister })
+    if not list then return nil, err end
+    baseline = ids(list)
+  end
   local replace = self.replace and self.replace[op.canister]
   claim_extra.baseline = json.array(baseline)
   claim_extra.replace = replace
   self:claim(op, claim_extra)
+  -- A snapshot that icp reports but the canister does not have is caught
+  -- by its download (IC0305), outside the downtime window.
   local v, cerr = self:command(op, "snapshot_create", { canister = op.canister, replace = replace })
   if not v then return nil, cerr end
-  local after, lerr = self:command(op, "snapshot_list", { canister = op.canister })
-  if not after then return nil, lerr end
-  local found = false
-  for _, s in ipairs(after) do
-    if s.snapshot_id == v.snapshot_id then found = true end
-  end
-  if not found then
-    return fail("EVERIFY", string.format("snapshot of %s: icp reported %s but the canister does not list it",
-      op.canister, v.snapshot_id))
-  end
   return { snapshot_id = v.snapshot_id, taken_at = v.taken_at, total_size = v.total_size, replaced = replace }
 end
 
@@ -239,6 +240,11 @@ function M:op_download(op)
   if not ok then return fail("EIO", rerr) end
   local _, derr = self:command(op, "snapshot_download", { canister = op.canister, snapshot_id = snap.snapshot_id,
     dir = staging, size_bytes = snap.total_size })
+  if derr and derr.code == "SNAPSHOT_GONE" then
+    derr.code = "EVERIFY"
+    derr.message = string.format("snapshot %s of %s: icp reported it created, but the canister does not have it (%s)",
+      snap.snapshot_id, op.canister, derr.message)
+  end
   if derr then return nil, derr end
   for _, f in ipairs({ ".lock", ".download_progress.json" }) do os.remove(staging .. "/" .. f) end
   local bad, meta = M.check_download(staging, op.canister)

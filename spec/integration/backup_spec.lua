@@ -342,3 +342,25 @@ describe("fleetsnap policy", function()
     helpers.cleanup()
   end)
 end)
+
+describe("fleetsnap backup silent failures", function()
+  local home, out
+  before_each(function()
+    home = helpers.sim_home()
+    out = helpers.tmpdir() .. "/backups/b1"
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  it("detects a snapshot that icp reports but the canister does not have (exit 6)", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { ICP_SIM_SILENT_SUCCESS = "snapshot.create#1" })
+    assert.equal(6, r.status)
+    assert.matches("icp reported it created, but the canister does not have it", r.stderr)
+    assert.is_true((function()
+      for _, m in ipairs(helpers.fleet(home).members) do
+        if m.status ~= "running" then return false end
+      end
+      return true
+    end)())
+  end)
+end)
