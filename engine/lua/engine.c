@@ -1,4 +1,5 @@
 /* luaopen_fleetsnap_engine: the engine state and the submodule tables. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -134,8 +135,18 @@ static int l_monotonic_ns(lua_State *L) { return push_clock(L, CLOCK_MONOTONIC);
 /* Wall-clock nanoseconds since the epoch (the IC's u64 timestamp unit). */
 static int l_realtime_ns(lua_State *L) { return push_clock(L, CLOCK_REALTIME); }
 
+/* Sleeps without spawning a process (icp-sim's latency and bandwidth). */
+static int l_sleep_ms(lua_State *L) {
+  lua_Integer ms = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, ms >= 0, 1, "must not be negative");
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+  return 0;
+}
+
 static const luaL_Reg engine_funcs[] = {
   {"failpoint", l_failpoint},
+  {"sleep_ms", l_sleep_ms},
   {"monotonic_ns", l_monotonic_ns},
   {"realtime_ns", l_realtime_ns},
   {NULL, NULL},

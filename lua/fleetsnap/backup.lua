@@ -144,6 +144,7 @@ function M.preflight(r, plan)
   local refusals, memory = {}, 0
   local known = M.known_snapshots(r.dir:match("^(.*)/[^/]+$") or ".")
   r.replace_preflight = {}
+  r.baselines, r.module_hashes = {}, {}
   for _, t in ipairs(plan.targets) do
     local st, err = driver:run("status", { canister = t.canister_id })
     if not st then
@@ -155,7 +156,13 @@ function M.preflight(r, plan)
         refusals[#refusals + 1] = string.format("%s: the operator %s is not a controller", t.canister_id, me)
       end
       memory = memory + (st.memory_size or 0)
+      r.module_hashes[t.canister_id] = st.module_hash
       local list, lerr = driver:run("snapshot_list", { canister = t.canister_id })
+      if list then
+        local ids = {}
+        for i, s in ipairs(list) do ids[i] = s.snapshot_id end
+        r.baselines[t.canister_id] = ids
+      end
       if not list then
         refusals[#refusals + 1] = t.canister_id .. ": " .. lerr.message
       elseif #list >= plan.options.snapshot_limit then
@@ -213,7 +220,8 @@ function M.contain(r, plan, reason)
     local stop = r.state.ops["stop-" .. t.canister_id]
     local start = r.state.ops["start-" .. t.canister_id]
     local stopped = stop and (stop.state == "completed" or stop.state == "pending")
-    if stopped and not (start and start.state == "completed") then
+    local unstarted = r.unstarted and r.unstarted[t.canister_id]
+    if stopped and (unstarted or not (start and start.state == "completed")) then
       local ok, err = r.driver:run("start", { canister = t.canister_id })
       if ok then
         started[#started + 1] = t.canister_id
@@ -343,9 +351,7 @@ function M.run(dir, opts)
       for cid, id in pairs(r.replace_preflight or {}) do r.replace[cid] = r.replace[cid] or id end
       M.check_drift(r, plan)
       r:record({ t = "attempt", n = r.state.attempt })
-      local keep = r.replace
       r.state = runner_mod.replay(j)
-      r.replace = keep
       r:emit("attempt", { n = r.state.attempt })
     else
       local err = r:reconcile()
@@ -365,6 +371,13 @@ function M.run(dir, opts)
       raise("EFAILED", "backup " .. dir .. ": operations failed earlier: " .. table.concat(failed_before, ", "))
     end
     local success = r:schedule()
+    if success then
+      local bad = r:check_started()
+      if bad then
+        r.failures[#r.failures + 1] = { op = "check-started", error = bad }
+        success = false
+      end
+    end
     if not success then
       local f = r.failures[1]
       if f.error.code ~= "IN_FLIGHT" then M.contain(r, plan, f.op .. ": " .. f.error.message) end

@@ -131,35 +131,40 @@ function M:status(op)
   return self:command(op, "status", { canister = op.canister })
 end
 
+-- Stop and start make one call each: every extra call would sit inside
+-- the downtime window. A stop without effect is caught by the snapshot
+-- (icp refuses a running canister), a start without effect by the check
+-- after the window (check_started).
 function M:op_stop(op)
-  -- The snapshot inventory before the stop is the baseline of this
-  -- member's snapshot claim: listing it here keeps the call out of the
-  -- downtime window.
-  local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
-  if not list then return nil, lerr end
   local _, err = self:command(op, "stop", { canister = op.canister })
   if err then return nil, err end
-  local at = self:now()
-  local st, serr = self:status(op)
-  if not st then return nil, serr end
-  if st.status ~= "stopped" then
-    return fail("EVERIFY", string.format("stop of %s: icp reported success but the canister is %s", op.canister,
-      tostring(st.status)))
-  end
-  return { stopped_at = at, module_hash = st.module_hash, baseline = json.array(ids(list)) }
+  return { stopped_at = self:now(), module_hash = self.module_hashes and self.module_hashes[op.canister] }
 end
 
 function M:op_start(op)
   local _, err = self:command(op, "start", { canister = op.canister })
   if err then return nil, err end
-  local at = self:now()
-  local st, serr = self:status(op)
-  if not st then return nil, serr end
-  if st.status ~= "running" then
-    return fail("EVERIFY", string.format("start of %s: icp reported success but the canister is %s", op.canister,
-      tostring(st.status)))
+  return { started_at = self:now() }
+end
+
+--- After the schedule: every started member must really be running.
+function M:check_started()
+  for _, op in ipairs(self.plan.operations) do
+    local o = self.state.ops[op.id]
+    if op.kind == "start" and o and o.state == "completed" and not (o.receipt and o.receipt.checked) then
+      local co = coroutine.wrap(function() return self:status(op) end)
+      local h = co()
+      local st, err = h, nil
+      if type(h) == "userdata" then st, err = co(h:result()) end
+      if not st then return err end
+      if st.status ~= "running" then
+        self.unstarted = self.unstarted or {}
+        self.unstarted[op.canister] = true
+        return { code = "EVERIFY", message = string.format("start of %s: icp reported success but the canister is %s",
+          op.canister, tostring(st.status)) }
+      end
+    end
   end
-  return { started_at = at }
 end
 
 function M.new_snapshots(baseline, list)
@@ -173,8 +178,8 @@ function M.new_snapshots(baseline, list)
 end
 
 function M:op_snapshot(op, claim_extra)
-  local stop = self.state.ops["stop-" .. op.canister]
-  local baseline = stop and stop.state == "completed" and stop.receipt and stop.receipt.baseline
+  -- The inventory listed by preflight, before any stop, is the baseline.
+  local baseline = self.baselines and self.baselines[op.canister]
   if not baseline then
     local list, err = self:command(op, "snapshot_list", { canister = op.canister })
     if not list then return nil, err end
@@ -187,8 +192,19 @@ function M:op_snapshot(op, claim_extra)
   -- A snapshot that icp reports but the canister does not have is caught
   -- by its download (IC0305), outside the downtime window.
   local v, cerr = self:command(op, "snapshot_create", { canister = op.canister, replace = replace })
-  if not v then return nil, cerr end
+  if not v then return nil, self:stop_evidence(op, cerr) end
   return { snapshot_id = v.snapshot_id, taken_at = v.taken_at, total_size = v.total_size, replaced = replace }
+end
+
+-- A snapshot refused because the canister runs, after its stop completed:
+-- the stop had no effect.
+function M:stop_evidence(op, err)
+  local stop = self.state.ops["stop-" .. op.canister]
+  if err.code == "NOT_STOPPED" and stop and stop.state == "completed" then
+    return { code = "EVERIFY", message = string.format("stop of %s: icp reported success but the canister is running",
+      op.canister), ic = err.ic, stderr_tail = err.stderr_tail }
+  end
+  return err
 end
 
 function M:snapshot_of(canister)
@@ -249,8 +265,13 @@ function M:op_download(op)
   for _, f in ipairs({ ".lock", ".download_progress.json" }) do os.remove(staging .. "/" .. f) end
   local bad, meta = M.check_download(staging, op.canister)
   if bad then return nil, bad end
-  local started = self.state.ops["stop-" .. op.canister]
-  local expected = started and started.receipt and started.receipt.module_hash
+  local stopped = self.state.ops["stop-" .. op.canister]
+  local expected = stopped and stopped.receipt and stopped.receipt.module_hash
+  if not expected then
+    -- Resumed without preflight: ask the canister (outside any window).
+    local st = self:status(op)
+    expected = st and st.module_hash
+  end
   if expected and meta.wasm_module_size > 0 then
     local mh = engine.hash.file(staging .. "/wasm_module.bin")
     if mh ~= expected then
@@ -310,7 +331,7 @@ end
 function M:op_snapshot_redo(op)
   local replace = self.state.ops[op.id].claim.replace
   local v, cerr = self:command(op, "snapshot_create", { canister = op.canister, replace = replace })
-  if not v then return nil, cerr end
+  if not v then return nil, self:stop_evidence(op, cerr) end
   return { snapshot_id = v.snapshot_id, taken_at = v.taken_at, total_size = v.total_size, replaced = replace }
 end
 

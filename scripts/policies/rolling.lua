@@ -4,6 +4,8 @@
 return {
   name = "rolling",
   summary = "stop, snapshot and start one member at a time (bounded concurrency), then download",
+  -- A few members down at once: each member's downtime stays a few calls.
+  concurrency = 4,
   plan = function(selection, plan)
     for _, m in ipairs(selection) do
       local stop = plan:stop(m)

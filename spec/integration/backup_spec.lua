@@ -351,6 +351,14 @@ describe("fleetsnap backup silent failures", function()
   end)
   after_each(function() helpers.cleanup() end)
 
+  it("detects a start that reports success without starting (exit 6), and starts it", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { ICP_SIM_SILENT_SUCCESS = "start#1" })
+    assert.equal(6, r.status)
+    assert.matches("start of %S+: icp reported success but the canister is stopped", r.stderr)
+    for _, m in ipairs(helpers.fleet(home).members) do assert.equal("running", m.status) end
+  end)
+
   it("detects a snapshot that icp reports but the canister does not have (exit 6)", function()
     local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
       { ICP_SIM_SILENT_SUCCESS = "snapshot.create#1" })

@@ -42,9 +42,7 @@ local function new_ctx(home, cmd)
     return 1
   end
   function ctx.sleep_ms(ms)
-    if ms and ms > 0 then
-      engine.proc.run({ argv = { "sleep", string.format("%.3f", ms / 1000) } })
-    end
+    if ms and ms > 0 then engine.sleep_ms(math.floor(ms)) end
   end
   --- Hang until killed (after flushing what icp would have printed).
   function ctx.hang()

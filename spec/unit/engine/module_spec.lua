@@ -43,3 +43,17 @@ describe("engine clocks", function()
     assert.is_true(math.abs(ns // 1000000000 - os.time()) <= 2)
   end)
 end)
+
+describe("engine.sleep_ms", function()
+  local engine = require "fleetsnap.engine"
+
+  it("sleeps at least that long", function()
+    local t0 = engine.monotonic_ns()
+    engine.sleep_ms(30)
+    assert.is_true(engine.monotonic_ns() - t0 >= 30000000)
+  end)
+
+  it("raises on a negative duration", function()
+    assert.has_error(function() engine.sleep_ms(-1) end)
+  end)
+end)

@@ -1,0 +1,87 @@
+--- Compares the bundled policies on one simulated fleet. Downtime figures
+-- come from the manifest (stop and start completion times as the runner
+-- recorded them); the critical path is computed from the plan: calls on the
+-- longest dependency chain times the latency, plus all bytes over the
+-- shared bandwidth.
+local engine = require "fleetsnap.engine"
+
+local json = engine.json
+local quick = arg[1] == "--quick"
+local MEMBERS, LATENCY_MS = quick and 16 or 64, quick and 50 or 200
+local BYTES_PER_MEMBER = 1024 * 1024
+local SHARED_BPS = 8 * 1024 * 1024
+local ROOT = os.getenv("FLEETSNAP_ROOT")
+
+local function run(argv, env)
+  local r = assert(engine.proc.run({ argv = argv, env = env, capture_limit = 16 << 20 }))
+  if r.status ~= 0 then error(table.concat(argv, " ") .. ": " .. r.stderr) end
+  return r.stdout
+end
+
+local dir = run({ "mktemp", "-d", "/tmp/fsn-bench-backup-XXXXXX" }):gsub("%s+$", "")
+local base = dir .. "/base"
+run({ ROOT .. "/scripts/icp-sim", "sim", "init", "--members", tostring(MEMBERS), "--depth", "3",
+  "--heap", tostring(BYTES_PER_MEMBER - 65536), "--stable", "65536", "--snapshot-limit", "100" },
+  { ICP_SIM_HOME = base })
+
+-- Calls each operation makes (the runner's own checks included).
+local CALLS = { stop = 3, snapshot = 1, start = 2, download = 1 }
+
+local function critical_path(plan)
+  local by, memo = {}, {}
+  for _, op in ipairs(plan.operations) do by[op.id] = op end
+  local function longest(id)
+    if memo[id] then return memo[id] end
+    local op, best = by[id], 0
+    for _, a in ipairs(op.after) do best = math.max(best, longest(a)) end
+    memo[id] = best + CALLS[op.kind] * LATENCY_MS / 1000
+    return memo[id]
+  end
+  local t = 0
+  for id in pairs(by) do t = math.max(t, longest(id)) end
+  return t + MEMBERS * BYTES_PER_MEMBER / SHARED_BPS
+end
+
+local results = {}
+local ok, err = pcall(function()
+  for _, policy in ipairs({ "consistent", "rolling", "sequential" }) do
+    local home = dir .. "/" .. policy
+    run({ "cp", "-a", base, home })
+    local out = dir .. "/out-" .. policy
+    local t0 = engine.monotonic_ns()
+    local args = { ROOT .. "/scripts/fleetsnap", "--sim", home, "backup", "create", "--policy", policy, "--out", out }
+    if policy == "consistent" then
+      for _, a in ipairs({ "--concurrency", "64", "--downloads", "16" }) do args[#args + 1] = a end
+    end
+    run(args, { ICP_SIM_LATENCY_MS = tostring(LATENCY_MS), ICP_SIM_SHARED_BPS = tostring(SHARED_BPS) })
+    local wall = (engine.monotonic_ns() - t0) / 1e9
+    local man = json.decode(assert(engine.fs.read(out .. "/fleet-backup-manifest.json")))
+    local plan = json.decode(assert(engine.fs.read(out .. "/fleetsnap-plan.json")))
+    local longest = 0
+    for _, m in ipairs(man.fleetsnap.members) do longest = math.max(longest, m.downtime_ns / 1e9) end
+    results[policy] = { wall = wall, window = man.fleetsnap.consistency_window.window_ns / 1e9, longest = longest,
+      critical = critical_path(plan) }
+  end
+end)
+run({ "rm", "-rf", dir })
+if not ok then
+  io.stderr:write("bench: " .. tostring(err) .. "\n")
+  os.exit(1)
+end
+
+local c, r, s = results.consistent, results.rolling, results.sequential
+print(string.format("%d members, depth 3, %d ms per call, 1 MiB each, %d MiB/s shared", MEMBERS, LATENCY_MS,
+  SHARED_BPS >> 20))
+print("| policy | wall s | downtime window s | longest member downtime s | critical path s |")
+print("|---|---|---|---|---|")
+for _, name in ipairs({ "consistent", "rolling", "sequential" }) do
+  local x = results[name]
+  print(string.format("| %s | %.2f | %.2f | %.2f | %.2f |", name, x.wall, x.window, x.longest, x.critical))
+end
+print("")
+print("| measure | result | goal |")
+print("|---|---|---|")
+print(string.format("| sequential window / consistent window | %.1fx | >= 10x |", s.window / c.window))
+print(string.format("| rolling longest member downtime / call latency | %.1f | <= 4 |", r.longest / (LATENCY_MS / 1000)))
+print(string.format("| consistent wall / its critical path | %.2fx | <= 1.2x |", c.wall / c.critical))
+print(string.format("| rolling wall / its critical path | %.2fx | <= 1.2x |", r.wall / r.critical))
