@@ -82,6 +82,7 @@ print("")
 print("| measure | result | goal |")
 print("|---|---|---|")
 print(string.format("| sequential window / consistent window | %.1fx | >= 10x |", s.window / c.window))
-print(string.format("| rolling longest member downtime / call latency | %.1f | <= 4 |", r.longest / (LATENCY_MS / 1000)))
+print(string.format("| rolling longest member downtime / call latency | %.1f | <= 4 |",
+  r.longest / (LATENCY_MS / 1000)))
 print(string.format("| consistent wall / its critical path | %.2fx | <= 1.2x |", c.wall / c.critical))
 print(string.format("| rolling wall / its critical path | %.2fx | <= 1.2x |", r.wall / r.critical))
