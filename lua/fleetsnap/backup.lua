@@ -145,8 +145,15 @@ function M.preflight(r, plan)
   local known = M.known_snapshots(r.dir:match("^(.*)/[^/]+$") or ".")
   r.replace_preflight = {}
   r.baselines, r.module_hashes = {}, {}
+  -- Status and inventory of every target, many at a time.
+  local jobs = {}
   for _, t in ipairs(plan.targets) do
-    local st, err = driver:run("status", { canister = t.canister_id })
+    jobs[#jobs + 1] = { "status", { canister = t.canister_id } }
+    jobs[#jobs + 1] = { "snapshot_list", { canister = t.canister_id } }
+  end
+  local answers = driver:run_many(jobs, math.max(plan.options.concurrency, 4))
+  for i, t in ipairs(plan.targets) do
+    local st, err = answers[2 * i - 1][1], answers[2 * i - 1][2]
     if not st then
       refusals[#refusals + 1] = t.canister_id .. ": " .. err.message
     else
@@ -157,7 +164,7 @@ function M.preflight(r, plan)
       end
       memory = memory + (st.memory_size or 0)
       r.module_hashes[t.canister_id] = st.module_hash
-      local list, lerr = driver:run("snapshot_list", { canister = t.canister_id })
+      local list, lerr = answers[2 * i][1], answers[2 * i][2]
       if list then
         local ids = {}
         for i, s in ipairs(list) do ids[i] = s.snapshot_id end

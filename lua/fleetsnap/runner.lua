@@ -149,22 +149,27 @@ end
 
 --- After the schedule: every started member must really be running.
 function M:check_started()
+  local jobs, ops = {}, {}
   for _, op in ipairs(self.plan.operations) do
     local o = self.state.ops[op.id]
-    if op.kind == "start" and o and o.state == "completed" and not (o.receipt and o.receipt.checked) then
-      local co = coroutine.wrap(function() return self:status(op) end)
-      local h = co()
-      local st, err = h, nil
-      if type(h) == "userdata" then st, err = co(h:result()) end
-      if not st then return err end
-      if st.status ~= "running" then
-        self.unstarted = self.unstarted or {}
-        self.unstarted[op.canister] = true
-        return { code = "EVERIFY", message = string.format("start of %s: icp reported success but the canister is %s",
-          op.canister, tostring(st.status)) }
-      end
+    if op.kind == "start" and o and o.state == "completed" then
+      jobs[#jobs + 1] = { "status", { canister = op.canister } }
+      ops[#ops + 1] = op
     end
   end
+  local first
+  for i, res in ipairs(self.driver:run_many(jobs, self.concurrency)) do
+    local st, err = res[1], res[2]
+    if not st then
+      first = first or err
+    elseif st.status ~= "running" then
+      self.unstarted = self.unstarted or {}
+      self.unstarted[ops[i].canister] = true
+      first = first or { code = "EVERIFY", message = string.format("start of %s: icp reported success but the "
+        .. "canister is %s", ops[i].canister, tostring(st.status)) }
+    end
+  end
+  return first
 end
 
 function M.new_snapshots(baseline, list)

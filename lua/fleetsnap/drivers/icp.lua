@@ -279,6 +279,44 @@ function M:finish(kind, p, r)
   return M.parse(kind, p, r.stdout)
 end
 
+--- Runs many read-only commands at once (at most `limit` in flight).
+-- jobs: array of {kind, params}; returns an array of {value, err}.
+function M:run_many(jobs, limit)
+  limit = limit or 16
+  local results, running, next_job = {}, {}, 1
+  local function start()
+    while next_job <= #jobs and #running < limit do
+      local job = jobs[next_job]
+      local h, err = self:spawn(job[1], job[2])
+      if h then
+        running[#running + 1] = { h = h, i = next_job }
+      else
+        results[next_job] = { nil, err }
+      end
+      next_job = next_job + 1
+    end
+  end
+  start()
+  while #running > 0 do
+    local handles = {}
+    for i, r in ipairs(running) do handles[i] = r.h end
+    local done = engine.proc.wait_any(handles)
+    for i, r in ipairs(running) do
+      if r.h == done then
+        table.remove(running, i)
+        local res = done:result()
+        done:close()
+        local job = jobs[r.i]
+        local value, err = self:finish(job[1], job[2], res)
+        results[r.i] = { value, err }
+        break
+      end
+    end
+    start()
+  end
+  return results
+end
+
 --- Runs one command to completion: value, or nil and an error table
 -- ({code, message, ic, stderr_tail, ...}), plus the raw result.
 function M:run(kind, p, opts)
