@@ -167,7 +167,7 @@ function M.preflight(r, plan)
       local list, lerr = answers[2 * i][1], answers[2 * i][2]
       if list then
         local ids = {}
-        for i, s in ipairs(list) do ids[i] = s.snapshot_id end
+        for k, s in ipairs(list) do ids[k] = s.snapshot_id end
         r.baselines[t.canister_id] = ids
       end
       if not list then
