@@ -307,6 +307,45 @@ function M.finalize(r, plan)
   return man
 end
 
+-- {=== on-canister retention ===}
+
+--- Keeps at most `keep` fleetsnap-made snapshots per target (the newest,
+-- by the IC's per-canister counter), deleting older ones only now that this
+-- backup's artifacts are durable. Snapshots nobody recorded are never
+-- touched. Idempotent: a resumed finalized backup runs it again.
+function M.retain(r, plan)
+  local keep = plan.options.keep_on_canister
+  if not keep or keep < 1 then return {} end
+  local known = M.known_snapshots(r.dir:match("^(.*)/[^/]+$") or ".")
+  local jobs = {}
+  for _, t in ipairs(plan.targets) do jobs[#jobs + 1] = { "snapshot_list", { canister = t.canister_id } } end
+  local deletes = {}
+  for i, res in ipairs(r.driver:run_many(jobs, plan.options.concurrency)) do
+    local cid = plan.targets[i].canister_id
+    local ours = {}
+    for _, s in ipairs(res[1] or {}) do
+      if known[s.snapshot_id] and known[s.snapshot_id].canister == cid then ours[#ours + 1] = s.snapshot_id end
+    end
+    -- The first 8 bytes of an id are the canister's snapshot counter.
+    table.sort(ours, function(a, b) return a > b end)
+    for k = keep + 1, #ours do deletes[#deletes + 1] = { "snapshot_delete", { canister = cid, snapshot_id = ours[k] } } end
+  end
+  local deleted, failed = {}, {}
+  for i, res in ipairs(r.driver:run_many(deletes, plan.options.concurrency)) do
+    local p = deletes[i][2]
+    if res[2] and res[2].code ~= "SNAPSHOT_GONE" then
+      failed[#failed + 1] = res[2].message
+    else
+      deleted[#deleted + 1] = p.canister .. "/" .. p.snapshot_id
+    end
+  end
+  if #deletes > 0 then
+    r:record({ t = "retention", keep = keep, deleted = json.array(deleted), failed = json.array(failed) })
+    r:emit("retention", { deleted = deleted, failed = failed })
+  end
+  return deleted, failed
+end
+
 -- {=== run ===}
 
 --- Removes temp files of durable writes that a dead writer left behind.
@@ -337,8 +376,10 @@ function M.run(dir, opts)
   local ok, result = pcall(function()
     r.state = runner_mod.replay(j)
     if r.state.finalized then
-      -- A crash after the final record may have left the command locks.
+      -- A crash after the final record may have left the command locks and
+      -- an unfinished retention.
       assert(fs.remove_tree(dir .. "/.fleetsnap-commands"))
+      M.retain(r, plan)
       return { already = true }
     end
     local fresh = r.state.attempt == 0
@@ -394,6 +435,7 @@ function M.run(dir, opts)
         { failures = r.failures, op = f.op, icp_code = f.error.code })
     end
     local man = M.finalize(r, plan)
+    M.retain(r, plan)
     return { manifest = man }
   end)
   j:close()

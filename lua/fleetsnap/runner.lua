@@ -259,6 +259,11 @@ function M:op_download(op)
   local staging, final, seg = self:artifact_paths(op)
   local ok, rerr = fs.remove_tree(staging)
   if not ok then return fail("EIO", rerr) end
+  -- An artifact already published here belongs to an abandoned attempt
+  -- (this attempt's own is settled by reconciliation): another consistency
+  -- window, never to be mixed into this backup.
+  ok, rerr = fs.remove_tree(final)
+  if not ok then return fail("EIO", rerr) end
   local _, derr = self:command(op, "snapshot_download", { canister = op.canister, snapshot_id = snap.snapshot_id,
     dir = staging, size_bytes = snap.total_size })
   if derr and derr.code == "SNAPSHOT_GONE" then

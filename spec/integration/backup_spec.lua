@@ -178,6 +178,26 @@ describe("fleetsnap backup failures", function()
     assert.is_true(all_running(home))
   end)
 
+  it("discards artifacts published by an abandoned attempt", function()
+    local last = fleet.members[#fleet.members].canister_id
+    local r = helpers.fleetsnap(home, { "backup", "create", "--concurrency", "1", "--out", out },
+      { ICP_SIM_FAIL = "snapshot.create@" .. last })
+    assert.equal(1, r.status)
+    local published = 0
+    for _, m in ipairs(fleet.members) do
+      if fs.lstat(out .. "/" .. m.canister_id) then published = published + 1 end
+    end
+    assert.is_true(published > 0, "no artifact of the first attempt was published")
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(0, helpers.fleetsnap(nil, { "backup", "verify", out }).status)
+    for _, m in ipairs(manifest(out).fleet.members) do
+      local list = json.decode(helpers.icp(home, { "canister", "snapshot", "list", m.canister_id, "-e", "local",
+        "--json" }).stdout).snapshots
+      assert.equal(list[#list].snapshot_id, m.source_snapshot.snapshot_id)
+    end
+  end)
+
   it("kills a hanging icp at the timeout and restarts what it stopped", function()
     local r = helpers.fleetsnap(home, { "--timeout", "2", "backup", "create", "--out", out },
       { ICP_SIM_HANG = "snapshot.create" })
@@ -370,5 +390,42 @@ describe("fleetsnap backup silent failures", function()
       end
       return true
     end)())
+  end)
+end)
+
+describe("fleetsnap backup on-canister retention", function()
+  local home, fleet, dir
+  before_each(function()
+    home = helpers.sim_home({ members = 2, depth = 1 })
+    fleet = helpers.fleet(home)
+    dir = helpers.tmpdir() .. "/backups"
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  local function snapshots(cid)
+    local r = helpers.icp(home, { "canister", "snapshot", "list", cid, "-e", "local", "--json" })
+    local ids = {}
+    for i, s in ipairs(json.decode(r.stdout).snapshots) do ids[i] = s.snapshot_id end
+    return ids
+  end
+
+  it("keeps the newest fleetsnap snapshots per canister and never touches others", function()
+    local c = fleet.members[2].canister_id
+    helpers.icp(home, { "canister", "stop", c, "-e", "local" })
+    local foreign = helpers.icp(home, { "canister", "snapshot", "create", c, "-e", "local", "-q" }).stdout:sub(1, -2)
+    helpers.icp(home, { "canister", "start", c, "-e", "local" })
+    local made = {}
+    for i = 1, 3 do
+      local out = dir .. "/b" .. i
+      local r = helpers.fleetsnap(home, { "backup", "create", "--keep-on-canister", "2", "--out", out })
+      assert.equal(0, r.status, r.stderr)
+      made[i] = manifest(out).fleet.members[1].source_snapshot.snapshot_id
+    end
+    local left = snapshots(c)
+    table.sort(left)
+    local want = { foreign, made[2], made[3] }
+    table.sort(want)
+    assert.same(want, left)
+    assert.equal(1, helpers.effects(home)[c].snapshot_delete)
   end)
 end)
