@@ -328,7 +328,9 @@ function M.retain(r, plan)
     end
     -- The first 8 bytes of an id are the canister's snapshot counter.
     table.sort(ours, function(a, b) return a > b end)
-    for k = keep + 1, #ours do deletes[#deletes + 1] = { "snapshot_delete", { canister = cid, snapshot_id = ours[k] } } end
+    for k = keep + 1, #ours do
+      deletes[#deletes + 1] = { "snapshot_delete", { canister = cid, snapshot_id = ours[k] } }
+    end
   end
   local deleted, failed = {}, {}
   for i, res in ipairs(r.driver:run_many(deletes, plan.options.concurrency)) do
