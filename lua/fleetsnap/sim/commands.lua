@@ -51,6 +51,20 @@ function M.controlled(ctx, c, opts)
   return c
 end
 
+-- The shape every mutating management call shares: a hang or injected
+-- failure first, then one transaction in which the canister must exist and
+-- be controlled by the caller; fn(sim, canister) returns the exit code.
+local function mutation(ctx, fn)
+  if ctx.faults.hang then return ctx.hang() end
+  local failed = M.injected_failure(ctx)
+  if failed then return failed end
+  return ctx.home:transact(function(sim)
+    local c, rc = M.controlled(ctx, ctx.home:canister(ctx.canister))
+    if not c then return rc end
+    return fn(sim, c)
+  end)
+end
+
 local function effective_status(ctx, c)
   return ctx.faults.force_status or c.status
 end
@@ -74,17 +88,12 @@ end
 -- {=== lifecycle ===}
 
 local function lifecycle(ctx, to_status, effect)
-  if ctx.faults.hang then return ctx.hang() end
-  local failed = M.injected_failure(ctx)
-  if failed then return failed end
-  local home = ctx.home
-  if effect == "stop" and (ctx.faults.force_status == "stopping") then
+  if effect == "stop" and ctx.faults.force_status == "stopping" and not ctx.faults.fail then
     -- A stop that never completes: icp keeps polling until killed.
     return ctx.hang()
   end
-  return home:transact(function(sim)
-    local c, rc = M.controlled(ctx, home:canister(ctx.canister))
-    if not c then return rc end
+  local home = ctx.home
+  return mutation(ctx, function(sim, c)
     Home.tick(sim)
     if ctx.faults.silent or (effect == "stop" and ctx.faults.stop_noop) then
       return 0
@@ -228,13 +237,8 @@ local function not_found(ctx, id)
 end
 
 function M.create(ctx)
-  if ctx.faults.hang then return ctx.hang() end
-  local failed = M.injected_failure(ctx)
-  if failed then return failed end
   local home, o = ctx.home, ctx.cmd.options
-  return home:transact(function(sim)
-    local c, rc = M.controlled(ctx, home:canister(ctx.canister))
-    if not c then return rc end
+  return mutation(ctx, function(sim, c)
     local stopped = require_stopped(ctx, c)
     if stopped then return stopped end
     local replace = o.replace and o.replace:lower()
@@ -317,14 +321,9 @@ function M.list(ctx)
 end
 
 function M.delete(ctx)
-  if ctx.faults.hang then return ctx.hang() end
-  local failed = M.injected_failure(ctx)
-  if failed then return failed end
   local home = ctx.home
   local id = ctx.cmd.args.snapshot_id:lower()
-  return home:transact(function(sim)
-    local c, rc = M.controlled(ctx, home:canister(ctx.canister))
-    if not c then return rc end
+  return mutation(ctx, function(sim, c)
     if not find_snapshot(ctx, id) then return not_found(ctx, id) end
     Home.tick(sim)
     if not ctx.faults.silent then
@@ -338,14 +337,9 @@ function M.delete(ctx)
 end
 
 function M.restore(ctx)
-  if ctx.faults.hang then return ctx.hang() end
-  local failed = M.injected_failure(ctx)
-  if failed then return failed end
   local home = ctx.home
   local id = ctx.cmd.args.snapshot_id:lower()
-  return home:transact(function(sim)
-    local c, rc = M.controlled(ctx, home:canister(ctx.canister))
-    if not c then return rc end
+  return mutation(ctx, function(sim, c)
     local stopped = require_stopped(ctx, c)
     if stopped then return stopped end
     local snap = find_snapshot(ctx, id)

@@ -59,11 +59,13 @@ local function items(value, sep)
   return out
 end
 
-local function env(name)
+--- An environment variable, nil when unset or empty.
+function M.env(name)
   local v = os.getenv(name)
   if v == "" then return nil end
   return v
 end
+local env = M.env
 
 --- Evaluates every fault variable for one invocation of `path` on
 -- `canister` (under the home lock: counters live in `sim`). Returns the

@@ -61,11 +61,7 @@ local function new_ctx(home, cmd)
   return ctx
 end
 
-local function env(name)
-  local v = os.getenv(name)
-  if v == "" then return nil end
-  return v
-end
+local env = faults.env
 
 local function is_loopback_url(url)
   local host = url:match("^https?://%[([^%]]+)%]") or url:match("^https?://([^:/]+)")
