@@ -60,6 +60,15 @@ local function parser()
   verify:argument("ref", "Backup directory, id or list number.")
   local list = backup:command("list", "Backups in a directory.")
   list:option("--dir", "Backups directory.", "backups")
+  local inspect = backup:command("inspect", "Plan, members and artifacts of a backup.")
+  inspect:argument("ref", "Backup directory, id or list number.")
+  inspect:option("--dir", "Backups directory for ids and numbers.", "backups")
+  local prune = backup:command("prune", "Delete old complete backups (never incomplete, locked or in-use ones).")
+  prune:option("--dir", "Backups directory.", "backups")
+  prune:option("--keep-last", "Newest backups to keep."):convert(math.tointeger)
+  prune:option("--keep-daily", "Days for which to keep the newest backup."):convert(math.tointeger)
+  prune:option("--keep-weekly", "Weeks for which to keep the newest backup."):convert(math.tointeger)
+  prune:flag("--dry-run", "Say what would be deleted.")
   for _, c in ipairs({ resume, status, verify }) do
     c:option("--dir", "Backups directory for ids and numbers.", "backups")
   end
@@ -269,6 +278,64 @@ function M.backup_list(args)
   return 0
 end
 
+function M.backup_inspect(args)
+  local dir = resolve(args.ref, args.dir)
+  if not dir then return fail(args, "ENOTFOUND", "no backup " .. args.ref) end
+  local plan = backup.read_plan(dir)
+  local man, merr, mcode = require("fleetsnap.manifest").read(dir)
+  if not plan and not man then return fail(args, mcode == "ENOENT" and "ENOTFOUND" or "ECORRUPT", merr) end
+  local doc = { type = "inspect", dir = dir, backup_id = (plan or man.doc).backup_id,
+    complete = man ~= nil, manifest_line = man and man.line or json.null, members = json.array({}) }
+  local lines = { string.format("backup %s (%s)", doc.backup_id, man and "complete" or "incomplete") }
+  if plan then
+    doc.policy, doc.root, doc.scope = plan.policy.name, plan.root, plan.scope.kind
+    lines[#lines + 1] = string.format("  root %s, policy %s, scope %s, %d targets, %d operations", plan.root,
+      plan.policy.name, plan.scope.kind, #plan.targets, #plan.operations)
+  end
+  if man then
+    local extra = {}
+    for _, x in ipairs((man.doc.fleetsnap or {}).members or {}) do extra[x.canister_id] = x end
+    for _, m in ipairs(man.members) do
+      local x = extra[m.canister_id] or {}
+      local row = { canister_id = m.canister_id, role = m.role, snapshot_id = m.source_snapshot.snapshot_id,
+        checksum = m.source_snapshot.checksum, bytes = x.bytes, downtime_ns = x.downtime_ns }
+      doc.members[#doc.members + 1] = row
+      lines[#lines + 1] = string.format("  %-27s %-12s %s %s", m.canister_id, m.role, m.source_snapshot.snapshot_id,
+        tostring(m.source_snapshot.checksum):sub(1, 16))
+    end
+  end
+  out(args, doc, table.concat(lines, "\n") .. "\n")
+  return 0
+end
+
+function M.backup_prune(args)
+  if not (args.keep_last or args.keep_daily or args.keep_weekly) then
+    return fail(args, "EUSAGE", "prune needs --keep-last, --keep-daily or --keep-weekly")
+  end
+  local all = backup.inventory(args.dir)
+  local delete, keep = backup.prune_plan(all, { last = args.keep_last, daily = args.keep_daily,
+    weekly = args.keep_weekly })
+  local rows, lines = {}, {}
+  for _, b in ipairs(all) do
+    local action = keep[b.dir] and ("keep (" .. keep[b.dir] .. ")") or (not b.complete and "keep (incomplete)")
+      or (b.locked and "keep (in use)") or "delete"
+    rows[#rows + 1] = { backup = b.name, action = action }
+    lines[#lines + 1] = string.format("  %-40s %s", b.name, action)
+  end
+  local deleted = {}
+  if not args.dry_run then
+    for _, b in ipairs(delete) do
+      local ok, err = backup.remove(b)
+      if ok then deleted[#deleted + 1] = b.name
+      else lines[#lines + 1] = "  could not delete " .. b.name .. ": " .. err end
+    end
+  end
+  out(args, { type = "prune", dry_run = args.dry_run or false, backups = rows, deleted = json.array(deleted) },
+    (args.dry_run and "would delete " or "deleted ") .. (args.dry_run and #delete or #deleted) .. " backup(s)\n"
+      .. table.concat(lines, "\n") .. "\n")
+  return 0
+end
+
 function M.policy_list(args)
   local policy = require "fleetsnap.policy"
   local rows, lines = {}, {}
@@ -307,7 +374,7 @@ end
 
 local HANDLERS = {
   backup = { create = M.backup_create, resume = M.backup_resume, status = M.backup_status, verify = M.backup_verify,
-    list = M.backup_list },
+    list = M.backup_list, inspect = M.backup_inspect, prune = M.backup_prune },
   policy = { list = M.policy_list, show = M.policy_show, check = M.policy_check },
 }
 

@@ -429,3 +429,47 @@ describe("fleetsnap backup on-canister retention", function()
     assert.equal(1, helpers.effects(home)[c].snapshot_delete)
   end)
 end)
+
+describe("fleetsnap backup inspect and prune", function()
+  local home, dir
+  setup(function()
+    home = helpers.sim_home({ members = 2, depth = 1 })
+    dir = helpers.tmpdir() .. "/backups"
+    for i = 1, 3 do
+      assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/b" .. i }).status)
+    end
+    -- An incomplete one, which prune must never touch.
+    helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/b4" }, { ICP_SIM_FAIL = "snapshot.create" })
+  end)
+  teardown(function() helpers.cleanup() end)
+
+  it("inspects a backup by list number", function()
+    local r = helpers.fleetsnap(nil, { "--json", "backup", "inspect", "1", "--dir", dir })
+    assert.equal(0, r.status, r.stderr)
+    local doc = json.decode(r.stdout)
+    assert.is_true(doc.complete)
+    assert.equal(2, #doc.members)
+    assert.equal("consistent", doc.policy)
+  end)
+
+  it("says what it would delete with --dry-run, deleting nothing", function()
+    local r = helpers.fleetsnap(nil, { "--json", "backup", "prune", "--keep-last", "1", "--dry-run", "--dir", dir })
+    assert.equal(0, r.status, r.stderr)
+    local doc = json.decode(r.stdout)
+    local actions = {}
+    for _, b in ipairs(doc.backups) do actions[b.backup] = b.action end
+    assert.equal("keep (incomplete)", actions.b4)
+    assert.equal("delete", actions.b1)
+    assert.equal("directory", fs.lstat(dir .. "/b1").type)
+  end)
+
+  it("keeps the newest, never an incomplete backup, and refuses without a rule", function()
+    assert.equal(2, helpers.fleetsnap(nil, { "backup", "prune", "--dir", dir }).status)
+    local r = helpers.fleetsnap(nil, { "backup", "prune", "--keep-last", "1", "--dir", dir })
+    assert.equal(0, r.status, r.stderr)
+    assert.is_nil(fs.lstat(dir .. "/b1"))
+    assert.is_nil(fs.lstat(dir .. "/b2"))
+    assert.equal("directory", fs.lstat(dir .. "/b3").type)
+    assert.equal("directory", fs.lstat(dir .. "/b4").type)
+  end)
+end)
