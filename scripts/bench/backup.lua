@@ -24,22 +24,35 @@ run({ ROOT .. "/scripts/icp-sim", "sim", "init", "--members", tostring(MEMBERS),
   "--heap", tostring(BYTES_PER_MEMBER - 65536), "--stable", "65536", "--snapshot-limit", "100" },
   { ICP_SIM_HOME = base })
 
--- Calls each operation makes (the runner's own checks included).
-local CALLS = { stop = 3, snapshot = 1, start = 2, download = 1 }
+-- Calls each operation makes on its chain.
+local CALLS = { stop = 1, snapshot = 1, start = 1, download = 1 }
+-- Rounds of calls every backup makes besides its operations: identity,
+-- registry, preflight (status and list of all targets at once), the drift
+-- re-read, the check that started members run, the retention listing.
+local FIXED_ROUNDS = 6
 
+--- The fastest the plan can go: the longer of its longest dependency chain
+-- and its lifecycle operations spread over the concurrency bound, plus the
+-- fixed rounds, plus every byte through the shared bandwidth.
 local function critical_path(plan)
   local by, memo = {}, {}
-  for _, op in ipairs(plan.operations) do by[op.id] = op end
+  local lifecycle = 0
+  for _, op in ipairs(plan.operations) do
+    by[op.id] = op
+    if op.kind ~= "download" then lifecycle = lifecycle + CALLS[op.kind] end
+  end
+  local latency = LATENCY_MS / 1000
   local function longest(id)
     if memo[id] then return memo[id] end
     local op, best = by[id], 0
     for _, a in ipairs(op.after) do best = math.max(best, longest(a)) end
-    memo[id] = best + CALLS[op.kind] * LATENCY_MS / 1000
+    memo[id] = best + CALLS[op.kind] * latency
     return memo[id]
   end
-  local t = 0
-  for id in pairs(by) do t = math.max(t, longest(id)) end
-  return t + MEMBERS * BYTES_PER_MEMBER / SHARED_BPS
+  local chain = 0
+  for id in pairs(by) do chain = math.max(chain, longest(id)) end
+  local spread = math.ceil(lifecycle / plan.options.concurrency) * latency
+  return math.max(chain, spread) + FIXED_ROUNDS * latency + MEMBERS * BYTES_PER_MEMBER / SHARED_BPS
 end
 
 local results = {}
