@@ -112,7 +112,11 @@ local function make_driver(args)
     opts.timeouts.transfer_per_mib = 0
   end
   if args.sim then
-    opts.command = { (os.getenv("FLEETSNAP_ROOT") or ".") .. "/scripts/icp-sim" }
+    -- The simulator's Lua entry directly (the module paths are inherited):
+    -- a shell wrapper per call would double the cost of every icp call.
+    local root = os.getenv("FLEETSNAP_ROOT") or "."
+    opts.command = { "lua5.4", root .. "/scripts/lib/icp-sim.lua" }
+    opts.display = { root .. "/scripts/icp-sim" }
     opts.env = { ICP_SIM_HOME = args.sim }
     opts.environment = opts.environment or (not opts.network and "local" or nil)
   else

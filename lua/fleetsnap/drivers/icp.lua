@@ -33,6 +33,7 @@ function M.new(opts)
   assert(not (opts.environment and opts.network), "driver: environment and network are exclusive")
   local self = setmetatable({
     command = opts.command or { opts.icp or "icp" },
+    display = opts.display,
     environment = opts.environment,
     network = opts.network,
     root_key = opts.root_key,
@@ -120,7 +121,10 @@ end
 --- The command line as a shell would take it (for --dry-run and messages).
 function M:render(kind, p)
   local parts = {}
-  for _, a in ipairs(self:argv(kind, p)) do
+  local argv = {}
+  for _, x in ipairs(self.display or self.command) do argv[#argv + 1] = x end
+  for _, x in ipairs(self:args(kind, p)) do argv[#argv + 1] = x end
+  for _, a in ipairs(argv) do
     parts[#parts + 1] = a:match("^[%w%-%._/:=@]+$") and a or ("'" .. a:gsub("'", "'\\''") .. "'")
   end
   return table.concat(parts, " ")
