@@ -296,7 +296,7 @@ static long long next_event(const fsn_proc *p) {
   return p->deadline_ms;
 }
 
-int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms) {
+int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms, int interruptible) {
   long long end = timeout_ms >= 0 ? fsn_now_ms() + timeout_ms : 0;
   struct pollfd stackfds[96];
   struct pollfd *fds = n * 3 <= 96 ? stackfds : malloc(n * 3 * sizeof *fds);
@@ -328,7 +328,10 @@ int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms) {
     if (wait < 0 && wake) wait = 0;
     if (need_tick && (wait < 0 || wait > 10)) wait = 10;
     if (wait > INT_MAX) wait = INT_MAX;
-    poll(fds ? fds : stackfds, fds ? k : 0, (int)wait);
+    if (poll(fds ? fds : stackfds, fds ? k : 0, (int)wait) < 0 && errno == EINTR && interruptible) {
+      found = -2; /* a signal: let the caller (an operator's Ctrl-C) decide */
+      break;
+    }
   }
   if (fds != stackfds) free(fds);
   return found;

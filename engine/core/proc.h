@@ -47,8 +47,9 @@ int fsn_proc_spawn(fsn_proc *p, const fsn_spawn_opts *o, fsn_err *err);
 /* Non-blocking progress: drain pipes, reap, enforce the timeout. */
 void fsn_proc_step(fsn_proc *p);
 /* Wait until one of ps[0..n) has finished (exited and its pipes closed);
- * returns its index, or -1 when timeout_ms (< 0: forever) runs out. */
-int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms);
+ * returns its index, -1 when timeout_ms (< 0: forever) runs out, or -2 when
+ * interruptible and a signal arrived. */
+int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms, int interruptible);
 /* Signal the whole process group (no-op once reaped). */
 int fsn_proc_kill(fsn_proc *p, int sig, fsn_err *err);
 /* Kill the group if the child is still running, reap it, close pipes, free

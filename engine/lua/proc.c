@@ -190,7 +190,7 @@ static int l_run(lua_State *L) {
   if (n != 1) return n;
   proc_ud *u = lua_touserdata(L, -1);
   fsn_proc *p = &u->p;
-  fsn_proc_wait_any(&p, 1, -1);
+  fsn_proc_wait_any(&p, 1, -1, 0);
   push_result(L, p);
   lua_insert(L, -2);
   fsn_proc_close(p);
@@ -209,7 +209,12 @@ static int l_wait_any(lua_State *L) {
     ps[i] = &check_proc(L, -1)->p;
     lua_pop(L, 1);
   }
-  int found = fsn_proc_wait_any(ps, n, (long)timeout);
+  int found = fsn_proc_wait_any(ps, n, (long)timeout, 1);
+  if (found == -2) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "EINTR");
+    return 2;
+  }
   if (found < 0) {
     luaL_pushfail(L);
     return 1;
@@ -221,7 +226,7 @@ static int l_wait_any(lua_State *L) {
 static int m_result(lua_State *L) {
   proc_ud *u = check_proc(L, 1);
   fsn_proc *p = &u->p;
-  fsn_proc_wait_any(&p, 1, -1);
+  fsn_proc_wait_any(&p, 1, -1, 0);
   push_result(L, p);
   return 1;
 }

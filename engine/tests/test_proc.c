@@ -1,6 +1,7 @@
 /* Unit tests of child processes: capture, exit status, timeout with group
  * kill, tail capture, stdin, env, exec failure, wait_any over several. */
 #include <signal.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +9,12 @@
 #include "proc.h"
 
 extern char **environ;
+
+static volatile sig_atomic_t usr1_seen = 0;
+static void on_usr1(int sig) {
+  (void)sig;
+  usr1_seen = 1;
+}
 
 static int run(char **argv, const char *in, size_t cap, long timeout, fsn_proc *p, fsn_err *err) {
   fsn_spawn_opts o;
@@ -20,7 +27,7 @@ static int run(char **argv, const char *in, size_t cap, long timeout, fsn_proc *
   o.timeout_ms = timeout;
   o.kill_grace_ms = 200;
   if (fsn_proc_spawn(p, &o, err) != 0) return -1;
-  fsn_proc_wait_any(&p, 1, -1);
+  fsn_proc_wait_any(&p, 1, -1, 0);
   return 0;
 }
 
@@ -108,8 +115,23 @@ int main(void) {
   o.argv = fast_argv;
   CHECK(fsn_proc_spawn(&b, &o, &err) == 0);
   fsn_proc *both[] = {&a, &b};
-  CHECK(fsn_proc_wait_any(both, 2, -1) == 1);
-  CHECK(fsn_proc_wait_any(both, 1, 10) == -1); /* still sleeping */
+  CHECK(fsn_proc_wait_any(both, 2, -1, 0) == 1);
+  CHECK(fsn_proc_wait_any(both, 1, 10, 0) == -1); /* still sleeping */
+  /* A signal interrupts an interruptible wait (the runner's Ctrl-C). */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_usr1; /* no SA_RESTART: poll returns EINTR */
+  sigaction(SIGUSR1, &sa, NULL);
+  pid_t me = getpid();
+  pid_t killer = fork();
+  if (killer == 0) {
+    usleep(100 * 1000);
+    kill(me, SIGUSR1);
+    _exit(0);
+  }
+  CHECK(fsn_proc_wait_any(both, 1, 5000, 1) == -2);
+  CHECK(usr1_seen == 1);
+  waitpid(killer, NULL, 0);
   fsn_proc_close(&a); /* kills and reaps */
   fsn_proc_close(&b);
   fsn_proc_close(&b); /* idempotent */

@@ -440,6 +440,14 @@ function M.run(dir, opts)
     M.retain(r, plan)
     return { manifest = man }
   end)
+  if not ok and (type(result) == "string" and result:find("interrupted!", 1, true)
+      or type(result) == "table" and result.code == "EINTERRUPTED") then
+    -- Interrupted: nothing may stay stopped because the operator pressed
+    -- Ctrl-C. A claim left pending is reconciled by the next resume.
+    local cok, cerr = pcall(M.contain, r, plan, "interrupted by the operator")
+    result = failure("EINTERRUPTED", "interrupted; stopped canisters were started again" ..
+      (cok and "" or (" (containment failed: " .. tostring(cerr) .. ")")) .. "; resume with `backup resume`")
+  end
   j:close()
   lock:close()
   if not ok then error(result, 0) end

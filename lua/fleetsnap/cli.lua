@@ -20,6 +20,7 @@ M.EXIT = {
   EPRECONDITION = 5, EEXISTS = 5, LIMIT = 5, ENOSPC = 5,
   EVERIFY = 6,
   ECORRUPT = 7, EJSON = 7, EDOC = 7, EMANIFEST = 7, EPOLICY = 7,
+  EINTERRUPTED = 130,
 }
 
 local function parser()
@@ -395,6 +396,9 @@ function M.main(argv)
   local handler = HANDLERS[args.command][sub]
   local rok, rc = pcall(handler, args)
   if not rok then
+    if type(rc) == "string" and rc:find("interrupted!", 1, true) then
+      return fail(args, "EINTERRUPTED", "interrupted")
+    end
     if type(rc) == "table" and rc.fleetsnap then
       return fail(args, rc.code, rc.message, { failures = rc.failures })
     end

@@ -498,6 +498,12 @@ function M:schedule(filter)
     for h in pairs(running) do handles[#handles + 1] = h end
     if #handles == 0 then break end
     local done = engine.proc.wait_any(handles)
+    if not done then
+      -- A signal (the operator's Ctrl-C): stop every command now; the
+      -- caller contains what was stopped.
+      for h in pairs(running) do h:close() end
+      error({ fleetsnap = true, code = "EINTERRUPTED", message = "interrupted" }, 0)
+    end
     local entry = running[done]
     running[done] = nil
     resume(entry.co, entry.op, done:result())

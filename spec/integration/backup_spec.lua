@@ -473,3 +473,28 @@ describe("fleetsnap backup inspect and prune", function()
     assert.equal("directory", fs.lstat(dir .. "/b4").type)
   end)
 end)
+
+describe("fleetsnap backup interrupted", function()
+  after_each(function() helpers.cleanup() end)
+
+  it("starts stopped canisters again and exits 130 on SIGINT", function()
+    local home = helpers.sim_home()
+    local out = helpers.tmpdir() .. "/backups/b1"
+    local h = engine.proc.spawn({ argv = { helpers.root .. "/scripts/fleetsnap", "--sim", home, "backup", "create",
+      "--out", out }, env = { ICP_SIM_HANG = "snapshot.create", RUST_BACKTRACE = "0" }, unset_env = { "LD_PRELOAD" } })
+    -- Wait until every member is stopped and the snapshots hang.
+    local deadline = os.time() + 60
+    repeat
+      engine.sleep_ms(100)
+      local stopped = 0
+      for _, e in pairs(helpers.effects(home)) do stopped = stopped + e.stop end
+    until stopped == 6 or os.time() > deadline
+    engine.sleep_ms(300)
+    engine.proc.signal(h:pid(), 2)
+    local r = h:result()
+    h:close()
+    assert.equal(130, r.status, r.stderr)
+    assert.matches("interrupted; stopped canisters were started again", r.stderr)
+    for _, m in ipairs(helpers.fleet(home).members) do assert.equal("running", m.status) end
+  end)
+end)
