@@ -51,12 +51,30 @@ end
 
 --- Builds the plan document (not yet written).
 function M.plan(driver, opts)
-  local fleet, ferr, fcode = M.discover(driver, opts)
+  local policy, perr = policy_mod.load(opts.policy or "consistent")
+  if not policy then raise("EPOLICY", perr) end
+  local fleet, ferr, fcode
+  if type(policy.discover) == "function" then
+    -- The policy's own discovery, given what the registry says (if anything).
+    local registry = (opts.root or opts.inventory) and M.discover(driver, opts) or nil
+    local raw = nil
+    if registry then
+      raw = {}
+      for i, m in ipairs(registry.members) do
+        raw[i] = { canister_id = m.canister_id, role = m.role, parent = m.parent, module_hash = m.module_hash }
+      end
+    end
+    local res, derr, dcode = policy_mod.discover(policy, { root = opts.root, registry = raw })
+    if not res then raise(dcode or "EPOLICY", derr) end
+    fleet, ferr, fcode = fleet_mod.build(res.root, res.members, "policy " .. policy.name .. " discovery")
+  else
+    fleet, ferr, fcode = M.discover(driver, opts)
+  end
   if not fleet then raise(fcode or "EFLEET", ferr) end
   local selection, serr, scode = fleet_mod.select(fleet, opts)
   if not selection then raise(scode, serr) end
-  local policy, perr = policy_mod.load(opts.policy or "consistent")
-  if not policy then raise("EPOLICY", perr) end
+  local checks, cerr = policy_mod.checks(policy, selection)
+  if not checks then raise("EPOLICY", cerr) end
   local ops, oerr = policy_mod.build(policy, selection)
   if not ops then raise("EPOLICY", oerr) end
   local hash, rows = fleet_mod.scope_hash(fleet, selection)
@@ -64,7 +82,10 @@ function M.plan(driver, opts)
   local stamp = os.date("!%Y%m%d-%H%M%S", now // 1000000000)
   local id = opts.backup_id or string.format("%s-%s-%s", fleet.root:sub(1, 5), stamp, random_hex(2))
   local targets, operations = {}, {}
-  for i, m in ipairs(selection) do targets[i] = target_doc(m) end
+  for i, m in ipairs(selection) do
+    targets[i] = target_doc(m)
+    if checks[m.canister_id] then targets[i].checks = json.array(checks[m.canister_id]) end
+  end
   for i, op in ipairs(ops) do
     local o = { id = op.id, kind = op.kind, canister = op.canister, after = json.array(op.after) }
     if op.kind == "call" then
@@ -78,7 +99,8 @@ function M.plan(driver, opts)
     backup_id = id,
     created_ns = now,
     root = fleet.root,
-    discovery = opts.inventory and { inventory = opts.inventory } or { registry = fleet.root },
+    discovery = type(policy.discover) == "function" and { policy = policy.name, root = opts.root,
+      inventory = opts.inventory } or opts.inventory and { inventory = opts.inventory } or { registry = fleet.root },
     target = { environment = driver.environment, network = driver.network },
     scope = {
       kind = opts.subtree and "subtree" or opts.member and "member" or "fleet",
@@ -203,6 +225,11 @@ function M.preflight(r, plan)
 end
 
 function M.check_drift(r, plan)
+  if plan.discovery.policy then
+    -- A policy's discovery was taken once, at planning; the policy is not
+    -- run again, so only members still answering count (preflight).
+    return
+  end
   local f, err, code = M.discover(r.driver, { inventory = plan.discovery.inventory, root = plan.root })
   if not f then raise(code or "EFLEET", "topology re-read before the first stop: " .. err) end
   local sel = {}
@@ -215,6 +242,33 @@ function M.check_drift(r, plan)
   if hash ~= plan.scope.topology_hash then
     raise("EPRECONDITION", "topology drift since the plan was made; nothing was stopped. Changed rows:\n  "
       .. table.concat(fleet_mod.drift(plan.scope.rows, rows), "\n  "))
+  end
+end
+
+-- {=== post-start checks ===}
+
+--- Runs the policy's checks (queries whose replies must match) once every
+-- member is running again. Returns nil or the first failure.
+function M.run_checks(r, plan)
+  local jobs, what = {}, {}
+  for _, t in ipairs(plan.targets) do
+    for _, c in ipairs(t.checks or {}) do
+      jobs[#jobs + 1] = { "call", { canister = t.canister_id, method = c.method, args = c.args, query = true } }
+      what[#what + 1] = { canister = t.canister_id, check = c }
+    end
+  end
+  for i, res in ipairs(r.driver:run_many(jobs, plan.options.concurrency)) do
+    local w = what[i]
+    if not res[1] then
+      return { code = "EVERIFY", message = string.format("check %s of %s after the restart: %s", w.check.method,
+        w.canister, res[2].message) }
+    end
+    local hex = res[1]:gsub(".", function(ch) return string.format("%02x", ch:byte()) end)
+    if hex ~= w.check.expect_hex then
+      return { code = "EVERIFY", message = string.format("check %s of %s after the restart: reply %s, expected %s",
+        w.check.method, w.canister, hex, w.check.expect_hex) }
+    end
+    r:emit("check-passed", { canister = w.canister, method = w.check.method })
   end
 end
 
@@ -422,7 +476,7 @@ function M.run(dir, opts)
     end
     local success = r:schedule()
     if success then
-      local bad = r:check_started()
+      local bad = r:check_started() or M.run_checks(r, plan)
       if bad then
         r.failures[#r.failures + 1] = { op = "check-started", error = bad }
         success = false

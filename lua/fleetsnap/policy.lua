@@ -168,6 +168,47 @@ local function check_plan(b, policy)
   return nil
 end
 
+--- The post-start checks the policy asks for, per member: an array of
+-- {method, args, expect_hex} (a query whose reply must equal expect_hex).
+-- Returns a table canister -> checks, or nil, message, "EPOLICY".
+function M.checks(policy, selection)
+  if type(policy.checks) ~= "function" then return {} end
+  local out = {}
+  for _, m in ipairs(selection) do
+    local view = { canister_id = m.canister_id, role = m.role, parent = m.parent, depth = m.depth }
+    local ok, list = budgeted(policy.name, policy.checks, view)
+    if not ok then return nil, "policy " .. policy.name .. ": checks: " .. tostring(list), "EPOLICY" end
+    if list ~= nil then
+      if type(list) ~= "table" then
+        return nil, "policy " .. policy.name .. ": checks must return an array of checks", "EPOLICY"
+      end
+      for i, c in ipairs(list) do
+        if type(c) ~= "table" or type(c.method) ~= "string" or type(c.expect_hex) ~= "string"
+          or not c.expect_hex:match("^%x*$") then
+          return nil, string.format("policy %s: check %d of %s needs method and expect_hex", policy.name, i,
+            m.canister_id), "EPOLICY"
+        end
+        list[i] = { method = c.method, args = c.args or "()", expect_hex = c.expect_hex:lower() }
+      end
+      out[m.canister_id] = list
+    end
+  end
+  return out
+end
+
+--- Members from the policy's discover(ctx), if it has one: ctx.root is the
+-- root given on the command line, ctx.registry the members the registry
+-- listed (or nil). Returns raw members or nil (no hook), or nil, msg, code.
+function M.discover(policy, ctx)
+  if type(policy.discover) ~= "function" then return nil end
+  local ok, res = budgeted(policy.name, policy.discover, ctx)
+  if not ok then return nil, "policy " .. policy.name .. ": discover: " .. tostring(res), "EPOLICY" end
+  if type(res) ~= "table" or type(res.root) ~= "string" or type(res.members) ~= "table" then
+    return nil, "policy " .. policy.name .. ": discover must return {root = principal, members = {...}}", "EPOLICY"
+  end
+  return res
+end
+
 --- Runs policy.plan over the selection; returns the operations (array) or
 -- nil, message, "EPOLICY".
 function M.build(policy, selection)

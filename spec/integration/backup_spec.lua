@@ -498,3 +498,62 @@ describe("fleetsnap backup interrupted", function()
     for _, m in ipairs(helpers.fleet(home).members) do assert.equal("running", m.status) end
   end)
 end)
+
+describe("fleetsnap policy hooks", function()
+  local home, fleet, out
+  before_each(function()
+    home = helpers.sim_home({ members = 2, depth = 1 })
+    fleet = helpers.fleet(home)
+    out = helpers.tmpdir() .. "/backups/b1"
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  local function policy_with(extra)
+    local file = helpers.tmpdir() .. "/p.lua"
+    helpers.write(file, [[return { name = "hooks", summary = "test",
+      plan = function(sel, plan)
+        for _, m in ipairs(sel) do
+          local s = plan:snapshot(m, { after = { plan:stop(m) } })
+          plan:start(m, { after = { s } })
+          plan:download(m, { after = { s } })
+        end
+      end, ]] .. extra .. [[ }]])
+    return file
+  end
+
+  local function canned(cid, method, hex)
+    helpers.sh("mkdir -p " .. home .. "/canisters/" .. cid .. "/calls")
+    helpers.write(home .. "/canisters/" .. cid .. "/calls/" .. method .. ".json", json.encode({ reply_hex = hex }))
+  end
+
+  it("runs the post-start checks and completes when replies match", function()
+    for _, m in ipairs(fleet.members) do canned(m.canister_id, "health", "4449444c00017e01") end
+    local p = policy_with([[checks = function(m) return { { method = "health", expect_hex = "4449444c00017e01" } } end]])
+    local r = helpers.fleetsnap(home, { "--json", "backup", "create", "--policy", p, "--out", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.matches('"type":"check%-passed"', r.stdout)
+  end)
+
+  it("fails the backup (exit 6) when a check's reply differs, leaving canisters running", function()
+    for _, m in ipairs(fleet.members) do canned(m.canister_id, "health", "4449444c00017e00") end
+    local p = policy_with([[checks = function(m) return { { method = "health", expect_hex = "4449444c00017e01" } } end]])
+    local r = helpers.fleetsnap(home, { "backup", "create", "--policy", p, "--out", out })
+    assert.equal(6, r.status)
+    assert.matches("check health of %S+ after the restart: reply 4449444c00017e00", r.stderr)
+    for _, m in ipairs(helpers.fleet(home).members) do assert.equal("running", m.status) end
+  end)
+
+  it("takes the members from the policy's discover", function()
+    local only = fleet.members[2]
+    local p = policy_with(string.format([[discover = function(ctx)
+      return { root = %q, members = {
+        { canister_id = %q, role = "root" },
+        { canister_id = %q, role = "chosen", parent = %q } } }
+    end]], fleet.root, fleet.root, only.canister_id, fleet.root))
+    local r = helpers.fleetsnap(home, { "backup", "create", "--policy", p, "--out", out })
+    assert.equal(0, r.status, r.stderr)
+    local m = manifest(out)
+    assert.equal(1, #m.fleet.members)
+    assert.equal("chosen", m.fleet.members[1].role)
+  end)
+end)
