@@ -300,6 +300,19 @@ end
 -- {=== finalize ===}
 
 function M.finalize(r, plan)
+  -- Every published artifact is re-hashed against its receipt before the
+  -- manifest vouches for it (a directory removed or changed since is a
+  -- typed failure, never a manifest).
+  for _, t in ipairs(plan.targets) do
+    local rec = r.state.ops["download-" .. t.canister_id].receipt
+    local tree, terr = engine.hash.tree(r.dir .. "/" .. rec.artifact_path)
+    if not tree then
+      raise("EVERIFY", "artifact of " .. t.canister_id .. " before the manifest: " .. terr)
+    elseif tree.digest ~= rec.digest then
+      raise("EVERIFY", string.format("artifact of %s changed after it was published: digest %s, recorded %s",
+        t.canister_id, tree.digest, rec.digest))
+    end
+  end
   local artifacts, members = {}, {}
   local first_stop, last_start
   for _, t in ipairs(plan.targets) do
@@ -395,10 +408,8 @@ function M.retain(r, plan)
       deleted[#deleted + 1] = p.canister .. "/" .. p.snapshot_id
     end
   end
-  if #deletes > 0 then
-    r:record({ t = "retention", keep = keep, deleted = json.array(deleted), failed = json.array(failed) })
-    r:emit("retention", { deleted = deleted, failed = failed })
-  end
+  r:record({ t = "retention", keep = keep, deleted = json.array(deleted), failed = json.array(failed) })
+  if #deletes > 0 then r:emit("retention", { deleted = deleted, failed = failed }) end
   return deleted, failed
 end
 
@@ -435,7 +446,7 @@ function M.run(dir, opts)
       -- A crash after the final record may have left the command locks and
       -- an unfinished retention.
       assert(fs.remove_tree(dir .. "/.fleetsnap-commands"))
-      M.retain(r, plan)
+      if not r.state.retained then M.retain(r, plan) end
       return { already = true }
     end
     local fresh = r.state.attempt == 0

@@ -43,6 +43,8 @@ local function replay(j)
       st.created_at = r.value
     elseif r.t == "finalized" then
       st.finalized = r
+    elseif r.t == "retention" then
+      st.retained = r
     end
   end
   return st

@@ -557,3 +557,66 @@ describe("fleetsnap policy hooks", function()
     assert.equal("chosen", m.fleet.members[1].role)
   end)
 end)
+
+describe("fleetsnap backup catalogue scenarios", function()
+  local home, fleet, out
+  before_each(function()
+    home = helpers.sim_home()
+    fleet = helpers.fleet(home)
+    out = helpers.tmpdir() .. "/backups/b1"
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  -- Every path, type, size, time and byte, but the runner lock's owner text
+  -- (rewritten by whoever takes the lock, by design).
+  local function inventory(dir)
+    return helpers.sh("cd " .. dir .. " && find . ! -name '*.lock' -printf '%p %y %s %T@\\n' | sort && "
+      .. "find . -type f ! -name '*.lock' -exec sha256sum {} + | sort")
+  end
+
+  it("BK-48: resuming a complete backup makes no icp call and changes no byte", function()
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
+    local before = inventory(out)
+    local r = helpers.fleetsnap(home, { "backup", "resume", out }, { ICP_SIM_UNREACHABLE = "1" })
+    assert.equal(0, r.status, r.stderr)
+    assert.matches("already complete", r.stdout)
+    assert.equal(before, inventory(out))
+  end)
+
+  it("VF-01..03: verify writes nothing, whatever it finds", function()
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
+    local before = inventory(out)
+    assert.equal(0, helpers.fleetsnap(nil, { "backup", "verify", out }).status)
+    assert.equal(before, inventory(out))
+  end)
+
+  it("BK-49: a command of a dead runner still holding its lock blocks resume (exit 4)", function()
+    local c = fleet.members[2].canister_id
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { FLEETSNAP_FAILPOINT = "after-effect@stop-" .. c .. ":1" })
+    assert.equal(9, r.signal)
+    -- A descendant of that icp command still alive: it holds the lock.
+    local lock = assert(engine.lock.acquire(out .. "/.fleetsnap-commands/stop-" .. c .. ".lock"))
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(4, r.status)
+    assert.matches("still running", r.stderr)
+    lock:close()
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(1, helpers.effects(home)[c].stop)
+  end)
+
+  it("BK-33: an artifact changed after its receipt never reaches a manifest", function()
+    local last = fleet.members[#fleet.members].canister_id
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { FLEETSNAP_FAILPOINT = "before-write@fleet-backup-manifest.json:1" })
+    assert.equal(9, r.signal)
+    local f = assert(io.open(out .. "/" .. last .. "/stable_memory.bin", "r+b"))
+    f:write("X")
+    f:close()
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(6, r.status)
+    assert.matches("artifact of " .. last:gsub("%-", "%%-") .. " changed after it was published", r.stderr)
+    assert.is_nil(fs.lstat(out .. "/fleet-backup-manifest.json"))
+  end)
+end)
