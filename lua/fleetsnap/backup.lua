@@ -480,10 +480,19 @@ function M.run(dir, opts)
     local failed_before = {}
     for _, op in ipairs(plan.operations) do
       local o = r.state.ops[op.id]
-      if o and o.state == "failed" then failed_before[#failed_before + 1] = op.id end
+      if o and o.state == "failed" then
+        if opts.retry_failed then
+          -- The operator has looked: the operation may run again.
+          r:record({ t = "rearm", op = op.id, attempt = r.state.attempt }, op.id)
+          r.state.ops[op.id] = { kind = op.kind }
+        else
+          failed_before[#failed_before + 1] = op.id .. ": " .. tostring(o.error and o.error.message)
+        end
+      end
     end
     if #failed_before > 0 then
-      raise("EFAILED", "backup " .. dir .. ": operations failed earlier: " .. table.concat(failed_before, ", "))
+      raise("EFAILED", "backup " .. dir .. ": operations failed (check, then `backup resume --retry-failed`):\n  "
+        .. table.concat(failed_before, "\n  "))
     end
     local success = r:schedule()
     if success then

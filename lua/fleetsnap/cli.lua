@@ -55,6 +55,7 @@ local function parser()
   create:flag("--dry-run", "Print the plan and the icp command lines; change nothing.")
   local resume = backup:command("resume", "Resume an interrupted backup.")
   resume:argument("ref", "Backup directory, id or list number.")
+  resume:flag("--retry-failed", "Run failed operations again (after checking what they did).")
   local status = backup:command("status", "Progress of a backup.")
   status:argument("ref", "Backup directory, id or list number.")
   local verify = backup:command("verify", "Re-hash every artifact against the manifest (offline).")
@@ -211,7 +212,7 @@ end
 function M.backup_resume(args)
   local dir = resolve(args.ref, args.dir)
   if not dir then return fail(args, "ENOTFOUND", "no backup " .. args.ref .. " (nor under " .. args.dir .. ")") end
-  local res = backup.run(dir, { driver = make_driver(args), events = events(args) })
+  local res = backup.run(dir, { driver = make_driver(args), events = events(args), retry_failed = args.retry_failed })
   out(args, { type = "result", status = "complete", dir = dir }, summary_text(dir, res))
   return 0
 end

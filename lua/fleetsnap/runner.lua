@@ -37,6 +37,8 @@ local function replay(j)
       local o = st.ops[r.op] or {}
       o.state, o.receipt, o.error, o.done = r.state, r.receipt, r.error, r
       st.ops[r.op] = o
+    elseif r.t == "rearm" then
+      st.ops[r.op] = { kind = st.ops[r.op] and st.ops[r.op].kind }
     elseif r.t == "contained" then
       st.contained[r.attempt] = r
     elseif r.t == "created_at" then
@@ -443,7 +445,7 @@ function M:reconcile_one(op, o)
   elseif op.kind == "call" then
     if not op.idempotent then
       return self:complete(op, nil, { code = "OPERATOR", message = string.format("%s: a non-idempotent call may or "
-        .. "may not have run; check the canister, then resume with --retry-failed", op.id) })
+        .. "may not have run; check the canister, then `backup resume --retry-failed`", op.id) })
     end
     return
   end

@@ -620,3 +620,61 @@ describe("fleetsnap backup catalogue scenarios", function()
     assert.is_nil(fs.lstat(out .. "/fleet-backup-manifest.json"))
   end)
 end)
+
+describe("fleetsnap plans with custom calls", function()
+  local home, fleet, out, policy
+  before_each(function()
+    home = helpers.sim_home({ members = 2, depth = 1 })
+    fleet = helpers.fleet(home)
+    out = helpers.tmpdir() .. "/backups/b1"
+    for _, m in ipairs(fleet.members) do
+      helpers.sh("mkdir -p " .. home .. "/canisters/" .. m.canister_id .. "/calls")
+      helpers.write(home .. "/canisters/" .. m.canister_id .. "/calls/drain.json", json.encode({ reply_hex = "4449444c0000" }))
+    end
+    policy = function(idempotent)
+      local file = helpers.tmpdir() .. "/drain.lua"
+      helpers.write(file, string.format([[return { name = "drain", summary = "drain, then stop",
+        plan = function(sel, plan)
+          for _, m in ipairs(sel) do
+            local d = plan:call(m, "drain", "()", { idempotent = %s })
+            local s = plan:snapshot(m, { after = { plan:stop(m, { after = { d } }) } })
+            plan:start(m, { after = { s } })
+            plan:download(m, { after = { s } })
+          end
+        end }]], tostring(idempotent)))
+      return file
+    end
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  it("calls each member before stopping it", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--policy", policy(true), "--out", out })
+    assert.equal(0, r.status, r.stderr)
+    local order = {}
+    for line in fs.read(home .. "/log.jsonl"):gmatch("[^\n]+") do
+      local e = json.decode(line)
+      if e.argv[1] == "canister" then order[#order + 1] = e.argv[2] .. ":" .. tostring(e.argv[3]) end
+    end
+    local seen_call = {}
+    for _, o in ipairs(order) do
+      local kind, cid = o:match("^(%w+):(.*)$")
+      if kind == "call" then seen_call[cid] = true end
+      if kind == "stop" then assert.is_true(seen_call[cid], "stop before drain of " .. cid) end
+    end
+  end)
+
+  it("asks the operator instead of repeating a non-idempotent call found pending (exit 1)", function()
+    local c = fleet.members[2].canister_id
+    local r = helpers.fleetsnap(home, { "backup", "create", "--policy", policy(false), "--out", out },
+      { FLEETSNAP_FAILPOINT = "after-effect@call-" .. c .. ":1" })
+    assert.equal(9, r.signal)
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.are_not.equal(0, r.status)
+    assert.matches("non%-idempotent call may or may not have run", r.stderr)
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.matches("backup resume %-%-retry%-failed", r.stderr)
+    r = helpers.fleetsnap(home, { "backup", "resume", "--retry-failed", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(0, helpers.fleetsnap(nil, { "backup", "verify", out }).status)
+  end)
+end)
