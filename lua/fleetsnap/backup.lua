@@ -143,6 +143,13 @@ end
 
 -- {=== preflight ===}
 
+--- Read-only rounds (preflight, checks, retention listing) change nothing,
+-- so they are not held to the lifecycle bound (rolling's 4 would make 64
+-- members' preflight 32 rounds long).
+function M.read_bound(plan)
+  return math.max(plan.options.concurrency, 32)
+end
+
 --- Snapshot ids fleetsnap made: recorded in manifests or plans of backups
 -- under `parent` (the backups directory).
 function M.known_snapshots(parent)
@@ -173,7 +180,7 @@ function M.preflight(r, plan)
     jobs[#jobs + 1] = { "status", { canister = t.canister_id } }
     jobs[#jobs + 1] = { "snapshot_list", { canister = t.canister_id } }
   end
-  local answers = driver:run_many(jobs, math.max(plan.options.concurrency, 4))
+  local answers = driver:run_many(jobs, M.read_bound(plan))
   for i, t in ipairs(plan.targets) do
     local st, err = answers[2 * i - 1][1], answers[2 * i - 1][2]
     if not st then
@@ -257,7 +264,7 @@ function M.run_checks(r, plan)
       what[#what + 1] = { canister = t.canister_id, check = c }
     end
   end
-  for i, res in ipairs(r.driver:run_many(jobs, plan.options.concurrency)) do
+  for i, res in ipairs(r.driver:run_many(jobs, M.read_bound(plan))) do
     local w = what[i]
     if not res[1] then
       return { code = "EVERIFY", message = string.format("check %s of %s after the restart: %s", w.check.method,
@@ -387,7 +394,7 @@ function M.retain(r, plan)
   local jobs = {}
   for _, t in ipairs(plan.targets) do jobs[#jobs + 1] = { "snapshot_list", { canister = t.canister_id } } end
   local deletes = {}
-  for i, res in ipairs(r.driver:run_many(jobs, plan.options.concurrency)) do
+  for i, res in ipairs(r.driver:run_many(jobs, M.read_bound(plan))) do
     local cid = plan.targets[i].canister_id
     local ours = {}
     for _, s in ipairs(res[1] or {}) do

@@ -162,7 +162,7 @@ function M:check_started()
     end
   end
   local first
-  for i, res in ipairs(self.driver:run_many(jobs, self.concurrency)) do
+  for i, res in ipairs(self.driver:run_many(jobs, math.max(self.concurrency, 32))) do
     local st, err = res[1], res[2]
     if not st then
       first = first or err
