@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "aux.h"
 
@@ -144,8 +145,15 @@ static int l_sleep_ms(lua_State *L) {
   return 0;
 }
 
+/* Whether a descriptor (0, 1, 2) is a terminal: progress only there. */
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 static const luaL_Reg engine_funcs[] = {
   {"failpoint", l_failpoint},
+  {"isatty", l_isatty},
   {"sleep_ms", l_sleep_ms},
   {"monotonic_ns", l_monotonic_ns},
   {"realtime_ns", l_realtime_ns},

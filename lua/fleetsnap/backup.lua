@@ -564,7 +564,9 @@ function M.create(opts)
   local res
   res, err, code = fs.write_create(dir .. "/" .. M.PLAN, json.encode(plan, { pretty = true }))
   if not res then raise(code, err) end
-  if opts.events then opts.events({ type = "created", backup_id = plan.backup_id, dir = dir }) end
+  if opts.events then
+    opts.events({ type = "created", backup_id = plan.backup_id, dir = dir, operations = #plan.operations })
+  end
   local result = M.run(dir, opts)
   result.dir = dir
   result.plan = plan

@@ -151,15 +151,28 @@ local function resolve(ref, dir)
   return nil
 end
 
+-- NDJSON events with --json; on a terminal, one progress line rewritten in
+-- place; otherwise nothing until the summary.
 local function events(args)
-  local tty = os.getenv("TERM") and io.stderr.seek and false
+  local tty = not args.json and engine.isatty(2)
+  local done, total = 0, 0
   return function(e)
     e.at = e.at or engine.realtime_ns()
     if args.json then
       io.stdout:write(json.encode(e) .. "\n")
       io.stdout:flush()
-    elseif tty then
-      io.stderr:write(e.type .. " " .. (e.op or "") .. "\n")
+      return
+    end
+    if not tty then return end
+    if e.type == "plan" or e.type == "created" then
+      total = e.operations or total
+    elseif e.type == "operation-completed" then
+      done = done + 1
+      io.stderr:write(string.format("\r\27[K[%d%s] %s", done, total > 0 and ("/" .. total) or "", e.op))
+    elseif e.type == "operation-failed" then
+      io.stderr:write(string.format("\r\27[K%s failed: %s\n", e.op, e.message or e.code))
+    elseif e.type == "contained" then
+      io.stderr:write(string.format("\r\27[Kstarted %d stopped canister(s) again\n", #e.started))
     end
   end
 end

@@ -678,3 +678,17 @@ describe("fleetsnap plans with custom calls", function()
     assert.equal(0, helpers.fleetsnap(nil, { "backup", "verify", out }).status)
   end)
 end)
+
+describe("fleetsnap backup progress", function()
+  after_each(function() helpers.cleanup() end)
+
+  it("shows progress on a terminal only", function()
+    local home = helpers.sim_home({ members = 2, depth = 1 })
+    local out = helpers.tmpdir() .. "/b"
+    local cmd = string.format("%s/scripts/fleetsnap --sim %s backup create --out %s", helpers.root, home, out)
+    local tty = helpers.sh("script -qec '" .. cmd .. "' /dev/null")
+    assert.matches("%[8/8%] ", tty)
+    local plain = helpers.fleetsnap(home, { "backup", "create", "--out", out .. "2" })
+    assert.equal("", plain.stderr)
+  end)
+end)

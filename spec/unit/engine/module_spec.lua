@@ -57,3 +57,20 @@ describe("engine.sleep_ms", function()
     assert.has_error(function() engine.sleep_ms(-1) end)
   end)
 end)
+
+describe("engine.isatty", function()
+  it("says a pipe or /dev/null is not a terminal", function()
+    local r = require("helpers").lua([[io.write(tostring(require("fleetsnap.engine").isatty(0)),
+      tostring(require("fleetsnap.engine").isatty(1)))]])
+    assert.equal("falsefalse", r.stdout)
+  end)
+
+  it("says a pseudo-terminal is one", function()
+    -- Under AddressSanitizer the child needs the preloaded runtime: keep
+    -- the environment as it is.
+    local r = require("fleetsnap.engine").proc.run({ argv = { "script", "-qec",
+      "lua5.4 -e 'io.write(tostring(require(\"fleetsnap.engine\").isatty(1)))'", "/dev/null" },
+      env = { LUA_CPATH = package.cpath } })
+    assert.matches("true", r.stdout)
+  end)
+end)
