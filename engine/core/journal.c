@@ -91,7 +91,7 @@ static int recover(fsn_journal *j, uint64_t size, fsn_err *err) {
       }
     }
     j->torn_bytes = size - off;
-    if (ftruncate(j->fd, (off_t)off) != 0 || fsync(j->fd) != 0) {
+    if (!j->readonly && (ftruncate(j->fd, (off_t)off) != 0 || fsync(j->fd) != 0)) {
       rc = fsn_fail_errno(err, errno, "journal '%s': cut torn tail", j->path);
       goto out;
     }
@@ -149,8 +149,39 @@ int fsn_journal_open(fsn_journal *j, const char *path, fsn_failpoints *fp, fsn_e
   return 0;
 }
 
+int fsn_journal_open_readonly(fsn_journal *j, const char *path, fsn_err *err) {
+  fsn_journal_init(j);
+  j->readonly = 1;
+  j->path = strdup(path);
+  if (!j->path) return fsn_fail(err, "ENOMEM", "out of memory");
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    free(j->path);
+    fsn_journal_init(j);
+    if (e == ELOOP) return fsn_fail(err, "EUNSAFE", "journal '%s': is a symbolic link", path);
+    return fsn_fail_errno(err, e, "journal '%s'", path);
+  }
+  j->fd = fd;
+  j->readonly = 1;
+  struct stat st;
+  int rc = 0;
+  if (fstat(fd, &st) != 0) rc = fsn_fail_errno(err, errno, "journal '%s'", path);
+  else if (!S_ISREG(st.st_mode)) rc = fsn_fail(err, "EUNSAFE", "journal '%s': not a regular file", path);
+  else if ((uint64_t)st.st_size < FSN_JOURNAL_HEADER_LEN) j->end = FSN_JOURNAL_HEADER_LEN;
+  else rc = recover(j, (uint64_t)st.st_size, err);
+  if (rc != 0) {
+    close(fd);
+    free(j->path);
+    fsn_journal_init(j);
+    return -1;
+  }
+  return 0;
+}
+
 int fsn_journal_write(fsn_journal *j, const void *payload, size_t len, const char *key,
                       fsn_err *err) {
+  if (j->readonly) return fsn_fail(err, "EINVAL", "journal '%s': opened read-only", j->path);
   if (j->broken)
     return fsn_fail(err, "EIO", "journal '%s': an earlier write failed; reopen it", j->path);
   if (len == 0 || len > FSN_JOURNAL_MAX_RECORD)
@@ -241,6 +272,7 @@ int fsn_journal_next(fsn_journal *j, uint64_t *offset, fsn_buf *out, fsn_err *er
 }
 
 int fsn_journal_compact(fsn_journal *j, const void *payload, size_t len, fsn_err *err) {
+  if (j->readonly) return fsn_fail(err, "EINVAL", "journal '%s': opened read-only", j->path);
   if (j->broken)
     return fsn_fail(err, "EIO", "journal '%s': an earlier write failed; reopen it", j->path);
   if (len == 0 || len > FSN_JOURNAL_MAX_RECORD)
@@ -287,7 +319,7 @@ int fsn_journal_compact(fsn_journal *j, const void *payload, size_t len, fsn_err
 
 int fsn_journal_close(fsn_journal *j, fsn_err *err) {
   if (j->fd < 0) return 0;
-  int rc = j->broken ? 0 : fsn_journal_sync(j, err);
+  int rc = (j->broken || j->readonly) ? 0 : fsn_journal_sync(j, err);
   close(j->fd);
   free(j->path);
   fsn_buf_free(&j->pending);

@@ -31,7 +31,8 @@ typedef struct fsn_journal {
   uint64_t records; /* durable records */
   uint64_t torn_bytes;
   int created;
-  int broken; /* a write or sync failed: nothing more is accepted */
+  int readonly; /* opened for reading while a runner may be writing */
+  int broken;   /* a write or sync failed: nothing more is accepted */
   fsn_buf pending;
   fsn_buf pending_keys; /* NUL-terminated keys, one per pending record */
   size_t npending;
@@ -40,6 +41,9 @@ typedef struct fsn_journal {
 
 void fsn_journal_init(fsn_journal *j);
 int fsn_journal_open(fsn_journal *j, const char *path, fsn_failpoints *fp, fsn_err *err);
+/* Opens for reading only: nothing is created, repaired or written; a torn
+ * tail (perhaps a record being appended right now) is only left out. */
+int fsn_journal_open_readonly(fsn_journal *j, const char *path, fsn_err *err);
 int fsn_journal_write(fsn_journal *j, const void *payload, size_t len, const char *key,
                       fsn_err *err);
 int fsn_journal_sync(fsn_journal *j, fsn_err *err);

@@ -37,6 +37,9 @@ static void push_info(lua_State *L, const fsn_journal *j) {
 
 static int l_open(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
+  static const char *const allowed[] = {"readonly", NULL};
+  fsn_lua_check_options(L, 2, allowed);
+  int readonly = fsn_lua_opt_boolean(L, 2, "readonly", 0);
   journal_ud *u = lua_newuserdatauv(L, sizeof *u, 2);
   fsn_journal_init(&u->j);
   luaL_setmetatable(L, JOURNAL_TYPE);
@@ -47,7 +50,9 @@ static int l_open(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 2);
   fsn_err err;
-  if (fsn_journal_open(&u->j, path, &fsn_lua_state(L)->fp, &err) != 0) return fsn_lua_fail(L, &err);
+  int rc = readonly ? fsn_journal_open_readonly(&u->j, path, &err)
+                    : fsn_journal_open(&u->j, path, &fsn_lua_state(L)->fp, &err);
+  if (rc != 0) return fsn_lua_fail(L, &err);
   push_info(L, &u->j);
   return 2;
 }

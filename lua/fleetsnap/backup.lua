@@ -298,9 +298,14 @@ function M.contain(r, plan, reason)
       end
     end
   end
-  r:record({ t = "contained", attempt = r.state.attempt, reason = reason, started = json.array(started),
-    failed = json.array(failed) })
-  r:emit("contained", { attempt = r.state.attempt, started = started, failed = failed })
+  -- Only a failure while members were stopped breaks the consistency
+  -- window: then the next run takes a new attempt. A failure after every
+  -- start (a download, say) is simply retried.
+  if #started > 0 or #failed > 0 then
+    r:record({ t = "contained", attempt = r.state.attempt, reason = reason, started = json.array(started),
+      failed = json.array(failed) })
+    r:emit("contained", { attempt = r.state.attempt, started = started, failed = failed })
+  end
   return started, failed
 end
 
@@ -488,7 +493,8 @@ function M.run(dir, opts)
     for _, op in ipairs(plan.operations) do
       local o = r.state.ops[op.id]
       if o and o.state == "failed" then
-        if opts.retry_failed then
+        if opts.retry_failed or op.kind == "download" then
+          -- A download only reads: it is always safe to try again.
           -- The operator has looked: the operation may run again.
           r:record({ t = "rearm", op = op.id, attempt = r.state.attempt }, op.id)
           r.state.ops[op.id] = { kind = op.kind }

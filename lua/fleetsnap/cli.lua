@@ -17,9 +17,9 @@ M.EXIT = {
   EUSAGE = 2, EPRINCIPAL = 2,
   ENOTFOUND = 3, ENOENT = 3, ESELECT = 3,
   ELOCKED = 4, EINFLIGHT = 4,
-  EPRECONDITION = 5, EEXISTS = 5, LIMIT = 5, ENOSPC = 5,
+  EPRECONDITION = 5, EEXISTS = 5, LIMIT = 5, ENOSPC = 5, ECONFLICT = 5,
   EVERIFY = 6,
-  ECORRUPT = 7, EJSON = 7, EDOC = 7, EMANIFEST = 7, EPOLICY = 7,
+  ECORRUPT = 7, EJSON = 7, EDOC = 7, EMANIFEST = 7, EPOLICY = 7, EUNSAFE = 7,
   EINTERRUPTED = 130,
 }
 
@@ -238,7 +238,8 @@ function M.backup_status(args)
   local counts = { completed = 0, failed = 0, pending = 0, waiting = 0 }
   local failed, pending = json.array({}), json.array({})
   local state = { attempt = 0, ops = {} }
-  local j = engine.journal.open(dir .. "/" .. backup.JOURNAL)
+  -- Read-only: a runner may be appending right now; never repair its tail.
+  local j = engine.journal.open(dir .. "/" .. backup.JOURNAL, { readonly = true })
   if j then
     state = require("fleetsnap.runner").replay(j)
     j:close()
