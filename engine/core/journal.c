@@ -102,46 +102,48 @@ out:
   return rc;
 }
 
-int fsn_journal_open(fsn_journal *j, const char *path, fsn_failpoints *fp, fsn_err *err) {
-  fsn_journal_init(j);
-  j->fp = fp;
+/* The open shared by writers and readers: j->readonly chooses whether a
+ * journal may be created, restarted after a torn header, or cut. */
+static int open_journal(fsn_journal *j, const char *path, fsn_err *err) {
   j->path = strdup(path);
   if (!j->path) return fsn_fail(err, "ENOMEM", "out of memory");
-  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd >= 0) {
-    j->created = 1;
-  } else if (errno == EEXIST) {
-    fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  int fd;
+  if (j->readonly) {
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  } else {
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) j->created = 1;
+    else if (errno == EEXIST) fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   }
+  int rc = 0;
   if (fd < 0) {
     int e = errno;
-    free(j->path);
-    fsn_journal_init(j);
-    if (e == ELOOP) return fsn_fail(err, "EUNSAFE", "journal '%s': is a symbolic link", path);
-    return fsn_fail_errno(err, e, "journal '%s'", path);
-  }
-  j->fd = fd;
-  struct stat st;
-  int rc = 0;
-  if (fstat(fd, &st) != 0) {
-    rc = fsn_fail_errno(err, errno, "journal '%s'", path);
-  } else if (!S_ISREG(st.st_mode)) {
-    rc = fsn_fail(err, "EUNSAFE", "journal '%s': not a regular file", path);
-  } else if ((uint64_t)st.st_size < FSN_JOURNAL_HEADER_LEN) {
-    /* New, or a crash before the header was durable: start it (again). */
-    char head[FSN_JOURNAL_HEADER_LEN];
-    ssize_t n = pread(fd, head, sizeof head, 0);
-    if (n < 0 || memcmp(head, FSN_JOURNAL_HEADER, (size_t)n) != 0)
-      rc = fsn_fail(err, "ECORRUPT", "journal '%s': not a fleetsnap journal (bad header)", path);
-    else if ((rc = write_header(fd, path, err)) == 0)
-      rc = fsn_fsync_parent(path, err);
-    j->torn_bytes = n > 0 ? (uint64_t)n : 0;
-    j->end = FSN_JOURNAL_HEADER_LEN;
+    rc = e == ELOOP ? fsn_fail(err, "EUNSAFE", "journal '%s': is a symbolic link", path)
+                    : fsn_fail_errno(err, e, "journal '%s'", path);
   } else {
-    rc = recover(j, (uint64_t)st.st_size, err);
+    j->fd = fd;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+      rc = fsn_fail_errno(err, errno, "journal '%s'", path);
+    } else if (!S_ISREG(st.st_mode)) {
+      rc = fsn_fail(err, "EUNSAFE", "journal '%s': not a regular file", path);
+    } else if ((uint64_t)st.st_size < FSN_JOURNAL_HEADER_LEN) {
+      /* New, or a crash before the header was durable: a writer starts it
+       * (again); a reader sees an empty journal. */
+      char head[FSN_JOURNAL_HEADER_LEN];
+      ssize_t n = pread(fd, head, sizeof head, 0);
+      if (n < 0 || memcmp(head, FSN_JOURNAL_HEADER, (size_t)n) != 0)
+        rc = fsn_fail(err, "ECORRUPT", "journal '%s': not a fleetsnap journal (bad header)", path);
+      else if (!j->readonly && (rc = write_header(fd, path, err)) == 0)
+        rc = fsn_fsync_parent(path, err);
+      j->torn_bytes = n > 0 ? (uint64_t)n : 0;
+      j->end = FSN_JOURNAL_HEADER_LEN;
+    } else {
+      rc = recover(j, (uint64_t)st.st_size, err);
+    }
   }
   if (rc != 0) {
-    close(fd);
+    if (fd >= 0) close(fd);
     free(j->path);
     fsn_journal_init(j);
     return -1;
@@ -149,34 +151,16 @@ int fsn_journal_open(fsn_journal *j, const char *path, fsn_failpoints *fp, fsn_e
   return 0;
 }
 
+int fsn_journal_open(fsn_journal *j, const char *path, fsn_failpoints *fp, fsn_err *err) {
+  fsn_journal_init(j);
+  j->fp = fp;
+  return open_journal(j, path, err);
+}
+
 int fsn_journal_open_readonly(fsn_journal *j, const char *path, fsn_err *err) {
   fsn_journal_init(j);
   j->readonly = 1;
-  j->path = strdup(path);
-  if (!j->path) return fsn_fail(err, "ENOMEM", "out of memory");
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    int e = errno;
-    free(j->path);
-    fsn_journal_init(j);
-    if (e == ELOOP) return fsn_fail(err, "EUNSAFE", "journal '%s': is a symbolic link", path);
-    return fsn_fail_errno(err, e, "journal '%s'", path);
-  }
-  j->fd = fd;
-  j->readonly = 1;
-  struct stat st;
-  int rc = 0;
-  if (fstat(fd, &st) != 0) rc = fsn_fail_errno(err, errno, "journal '%s'", path);
-  else if (!S_ISREG(st.st_mode)) rc = fsn_fail(err, "EUNSAFE", "journal '%s': not a regular file", path);
-  else if ((uint64_t)st.st_size < FSN_JOURNAL_HEADER_LEN) j->end = FSN_JOURNAL_HEADER_LEN;
-  else rc = recover(j, (uint64_t)st.st_size, err);
-  if (rc != 0) {
-    close(fd);
-    free(j->path);
-    fsn_journal_init(j);
-    return -1;
-  }
-  return 0;
+  return open_journal(j, path, err);
 }
 
 int fsn_journal_write(fsn_journal *j, const void *payload, size_t len, const char *key,
