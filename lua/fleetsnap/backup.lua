@@ -287,6 +287,12 @@ function M.contain(r, plan, reason)
   for _, t in ipairs(plan.targets) do
     local stop = r.state.ops["stop-" .. t.canister_id]
     local start = r.state.ops["start-" .. t.canister_id]
+    if stop and stop.state == "failed" then
+      -- A stop that reported failure may still have stopped the canister
+      -- (CT-01): the canister's status decides.
+      local st = r.driver:run("status", { canister = t.canister_id })
+      if st and st.status ~= "running" then stop = { state = "completed" } end
+    end
     local stopped = stop and (stop.state == "completed" or stop.state == "pending")
     local unstarted = r.unstarted and r.unstarted[t.canister_id]
     if stopped and (unstarted or not (start and start.state == "completed")) then
@@ -467,12 +473,22 @@ function M.run(dir, opts)
       -- The abandoned attempt's snapshots are replaced, so every artifact
       -- comes from one consistency window.
       r.replace = {}
+      local orphans = {}
       for _, t in ipairs(plan.targets) do
         local o = r.state.ops["snapshot-" .. t.canister_id]
         local done = o and (o.state == "completed" and o or o.previous)
         if done and done.state == "completed" and done.receipt then
           r.replace[t.canister_id] = done.receipt.snapshot_id
+        elseif o and o.state == "failed" and o.claim and o.claim.baseline then
+          -- A create that reported failure may have committed (CT-02): one
+          -- snapshot beyond the claim's baseline is ours to replace.
+          orphans[#orphans + 1] = { t.canister_id, o.claim.baseline }
         end
+      end
+      for _, x in ipairs(orphans) do
+        local list = r.driver:run("snapshot_list", { canister = x[1] })
+        local new = list and runner_mod.new_snapshots(x[2], list) or {}
+        if #new == 1 then r.replace[x[1]] = new[1].snapshot_id end
       end
       M.preflight(r, plan)
       for cid, id in pairs(r.replace_preflight or {}) do r.replace[cid] = r.replace[cid] or id end
@@ -517,10 +533,17 @@ function M.run(dir, opts)
     end
     if not success then
       local f = r.failures[1]
-      if f.error.code ~= "IN_FLIGHT" then M.contain(r, plan, f.op .. ": " .. f.error.message) end
+      local message = f.error.message
+      if f.error.code ~= "IN_FLIGHT" then
+        local _, cfailed = M.contain(r, plan, f.op .. ": " .. f.error.message)
+        if #cfailed > 0 then
+          -- Both causes: the operator must know some canisters stay stopped (CT-03).
+          message = message .. "\nand starting stopped canisters again failed:\n  " .. table.concat(cfailed, "\n  ")
+        end
+      end
       local code = ({ IN_FLIGHT = "EINFLIGHT", EVERIFY = "EVERIFY", LIMIT = "EPRECONDITION",
         NOT_CONTROLLER = "EPRECONDITION", NOT_STOPPED = "EPRECONDITION" })[f.error.code] or "EICP"
-      raise(code, f.error.message,
+      raise(code, message,
         { failures = r.failures, op = f.op, icp_code = f.error.code })
     end
     local man = M.finalize(r, plan)

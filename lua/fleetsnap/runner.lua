@@ -257,10 +257,68 @@ function M:artifact_paths(op)
   return self.dir .. "/" .. seg .. ".tmp", self.dir .. "/" .. seg, seg
 end
 
+-- The artifact state machine: Downloaded (bytes in the private staging
+-- dir, checked against metadata) -> ChecksumVerified (tree digest recorded)
+-- -> Durable (published; the operation's done record). Each state is a
+-- journal record, so a resumed run continues from the last one.
+
+function M:expected_module_hash(op)
+  local stopped = self.state.ops["stop-" .. op.canister]
+  local expected = stopped and stopped.receipt and stopped.receipt.module_hash
+  if not expected then
+    -- Resumed without preflight: ask the canister (outside any window).
+    local st = self:status(op)
+    expected = st and st.module_hash
+  end
+  return expected
+end
+
+--- Checks the staged bytes (sizes, chunk digests, module hash) and
+-- records Downloaded. Returns nil or an error.
+function M:check_staged(op, staging)
+  local bad, meta = M.check_download(staging, op.canister)
+  if bad then return bad end
+  local expected = self:expected_module_hash(op)
+  if expected and meta.wasm_module_size > 0 then
+    local mh = engine.hash.file(staging .. "/wasm_module.bin")
+    if mh ~= expected then
+      return { code = "EVERIFY", message = string.format("download of %s: wasm_module.bin hashes to %s, the "
+        .. "canister's module hash is %s", op.canister, mh, expected) }
+    end
+  end
+  self:record({ t = "artifact", op = op.id, attempt = self.state.attempt, state = "Downloaded" }, op.id)
+end
+
+--- From Downloaded on: digest, record ChecksumVerified (unless recorded),
+-- re-verify right before publication, publish without replacing.
+function M:publish_staged(op, snap, recorded)
+  local staging, final, seg = self:artifact_paths(op)
+  assert(fs.mkdir_private(staging))
+  local tree, terr, tcode = engine.hash.tree(staging)
+  if not tree then return fail(tcode, terr) end
+  if recorded then
+    if tree.digest ~= recorded.digest then
+      return fail("EVERIFY", string.format("artifact of %s: the staged bytes changed after verification (digest %s, "
+        .. "recorded %s); nothing was published", op.canister, tree.digest, recorded.digest))
+    end
+  else
+    self:record({ t = "artifact", op = op.id, attempt = self.state.attempt, state = "ChecksumVerified",
+      digest = tree.digest, bytes = tree.bytes, files = tree.files }, op.id)
+    local again = engine.hash.tree(staging)
+    if not again or again.digest ~= tree.digest then
+      return fail("EVERIFY", "artifact of " .. op.canister .. ": the staged bytes changed before publication")
+    end
+  end
+  local pok, perr, pcode = fs.publish_dir(staging, final, { key = "artifact-" .. op.canister })
+  if not pok then return fail(pcode, perr) end
+  return { snapshot_id = snap.snapshot_id, artifact_path = seg, digest = tree.digest, bytes = tree.bytes,
+    files = tree.files, taken_at = snap.taken_at, total_size = snap.total_size }
+end
+
 function M:op_download(op)
   local snap = self:snapshot_of(op.canister)
   if not snap then return fail("EPLAN", "download of " .. op.canister .. ": no completed snapshot") end
-  local staging, final, seg = self:artifact_paths(op)
+  local staging, final = self:artifact_paths(op)
   local ok, rerr = fs.remove_tree(staging)
   if not ok then return fail("EIO", rerr) end
   -- An artifact already published here belongs to an abandoned attempt
@@ -277,31 +335,9 @@ function M:op_download(op)
   end
   if derr then return nil, derr end
   for _, f in ipairs({ ".lock", ".download_progress.json" }) do os.remove(staging .. "/" .. f) end
-  local bad, meta = M.check_download(staging, op.canister)
+  local bad = self:check_staged(op, staging)
   if bad then return nil, bad end
-  local stopped = self.state.ops["stop-" .. op.canister]
-  local expected = stopped and stopped.receipt and stopped.receipt.module_hash
-  if not expected then
-    -- Resumed without preflight: ask the canister (outside any window).
-    local st = self:status(op)
-    expected = st and st.module_hash
-  end
-  if expected and meta.wasm_module_size > 0 then
-    local mh = engine.hash.file(staging .. "/wasm_module.bin")
-    if mh ~= expected then
-      return fail("EVERIFY", string.format("download of %s: wasm_module.bin hashes to %s, the canister's module hash "
-        .. "is %s", op.canister, mh, expected))
-    end
-  end
-  assert(fs.mkdir_private(staging))
-  local tree, terr, tcode = engine.hash.tree(staging)
-  if not tree then return fail(tcode, terr) end
-  self:record({ t = "artifact", op = op.id, attempt = self.state.attempt, state = "ChecksumVerified",
-    digest = tree.digest, bytes = tree.bytes, files = tree.files }, op.id)
-  local pok, perr, pcode = fs.publish_dir(staging, final, { key = "artifact-" .. op.canister })
-  if not pok then return fail(pcode, perr) end
-  return { snapshot_id = snap.snapshot_id, artifact_path = seg, digest = tree.digest, bytes = tree.bytes,
-    files = tree.files, taken_at = snap.taken_at, total_size = snap.total_size }
+  return self:publish_staged(op, snap)
 end
 
 function M:op_call(op)
@@ -426,12 +462,23 @@ function M:reconcile_one(op, o)
     end
     return -- none: create again
   elseif op.kind == "download" then
-    local _, final = self:artifact_paths(op)
+    local staging, final = self:artifact_paths(op)
     local art = o.artifact
-    if fs.lstat(final) and art then
+    local snap = self:snapshot_of(op.canister)
+    if snap and art and not fs.lstat(final) and fs.lstat(staging) then
+      -- Downloaded or ChecksumVerified, not yet published: continue from
+      -- the recorded state, with no second download.
+      local recorded = art.state == "ChecksumVerified" and art or nil
+      if not recorded then
+        local bad = self:check_staged(op, staging)
+        if bad then return self:complete(op, nil, bad) end
+      end
+      local receipt, err = self:publish_staged(op, snap, recorded)
+      return self:complete(op, receipt, err)
+    end
+    if fs.lstat(final) and art and art.state == "ChecksumVerified" then
       local tree = engine.hash.tree(final)
       if tree and tree.digest == art.digest then
-        local snap = self:snapshot_of(op.canister)
         return self:complete(op, { snapshot_id = snap.snapshot_id, artifact_path = select(3, self:artifact_paths(op)),
           digest = tree.digest, bytes = tree.bytes, files = tree.files, taken_at = snap.taken_at,
           total_size = snap.total_size, reconciled = true })

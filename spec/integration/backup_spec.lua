@@ -759,3 +759,71 @@ describe("fleetsnap backup catalogue scenarios, continued", function()
     assert.equal(size, fs.lstat(out .. "/fleetsnap-journal.wal").size)
   end)
 end)
+
+describe("fleetsnap backup containment and transfers", function()
+  local home, fleet, out
+  before_each(function()
+    home = helpers.sim_home()
+    fleet = helpers.fleet(home)
+    out = helpers.tmpdir() .. "/backups/b1"
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  local function all_up()
+    for _, m in ipairs(helpers.fleet(home).members) do
+      if m.status ~= "running" then return false, m.canister_id end
+    end
+    return true
+  end
+
+  it("CT-01: a stop that failed but took effect is started again", function()
+    local c = fleet.members[4].canister_id
+    -- The stop commits, but icp reports a transport failure.
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out }, { ICP_SIM_FAIL_AFTER = "stop@" .. c })
+    assert.equal(1, r.status)
+    assert.matches("stop of " .. c:gsub("%-", "%%-"), r.stderr)
+    assert.is_true(all_up())
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(0, r.status, r.stderr)
+  end)
+
+  it("CT-02: a create that failed but committed is replaced by the next attempt", function()
+    local c = fleet.members[3].canister_id
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { ICP_SIM_FAIL_AFTER = "snapshot.create@" .. c })
+    assert.equal(1, r.status)
+    local list = json.decode(helpers.icp(home, { "canister", "snapshot", "list", c, "-e", "local", "--json" }).stdout)
+    assert.equal(1, #list.snapshots) -- the orphan
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(0, r.status, r.stderr)
+    list = json.decode(helpers.icp(home, { "canister", "snapshot", "list", c, "-e", "local", "--json" }).stdout)
+    assert.equal(1, #list.snapshots)
+    assert.equal(manifest(out).fleet.members[2].source_snapshot.snapshot_id, list.snapshots[1].snapshot_id)
+  end)
+
+  it("CT-03: reports both causes when restarting fails too", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { ICP_SIM_FAIL = "snapshot.create,start" })
+    assert.equal(1, r.status)
+    assert.matches("and starting stopped canisters again failed", r.stderr)
+  end)
+
+  it("survives icp killed in the middle of a download, and resumes", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--policy", "sequential", "--out", out },
+      { ICP_SIM_CRASH = "snapshot.download#2:100" })
+    assert.equal(1, r.status)
+    assert.matches("killed by signal 9", r.stderr)
+    assert.is_true(all_up())
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(0, helpers.fleetsnap(nil, { "backup", "verify", out }).status)
+  end)
+
+  it("refuses when a stopped canister still reports running to icp (exit 6)", function()
+    local c = fleet.members[3].canister_id
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { ICP_SIM_FORCE_STATUS = "running@" .. c })
+    assert.equal(6, r.status)
+    assert.matches("stop of " .. c:gsub("%-", "%%-") .. ": icp reported success but the canister is running", r.stderr)
+  end)
+end)

@@ -58,11 +58,18 @@ local function mutation(ctx, fn)
   if ctx.faults.hang then return ctx.hang() end
   local failed = M.injected_failure(ctx)
   if failed then return failed end
-  return ctx.home:transact(function(sim)
-    local c, rc = M.controlled(ctx, ctx.home:canister(ctx.canister))
-    if not c then return rc end
+  local rc = ctx.home:transact(function(sim)
+    local c, crc = M.controlled(ctx, ctx.home:canister(ctx.canister))
+    if not c then return crc end
     return fn(sim, c)
   end)
+  if rc == 0 and ctx.faults.fail_after then
+    -- Committed, but the caller never hears so.
+    ctx.out, ctx.err = {}, {}
+    ctx.faults.fail = ctx.faults.fail_after
+    return M.injected_failure(ctx)
+  end
+  return rc
 end
 
 local function effective_status(ctx, c)

@@ -81,6 +81,13 @@ function M.evaluate(path, canister, sim)
       note("fail", f.fail)
     end
   end
+  -- The effect happens, then the command fails (a lost response).
+  for _, it in ipairs(items(env("ICP_SIM_FAIL_AFTER"), "=")) do
+    if selected(it.sel, path, canister, sim) then
+      f.fail_after = it.arg or "transport"
+      note("fail-after", f.fail_after)
+    end
+  end
   if env("ICP_SIM_UNREACHABLE") == "1" then
     f.fail = "transport"
     f.unreachable = true
