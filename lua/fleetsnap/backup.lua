@@ -382,6 +382,9 @@ function M.finalize(r, plan)
   local ok, err, code = fs.write_replace(r.dir .. "/" .. manifest.DOWNLOAD_JOURNAL, json.encode(dj, { pretty = true }))
   if not ok then raise(code, err) end
   local text = json.encode(man, { pretty = true })
+  -- Never publish a manifest our own reader would refuse.
+  local valid, verr = manifest.validate(json.decode(text), manifest.FILE_036, "0.36")
+  if not valid then raise("ECORRUPT", "the manifest built for " .. plan.backup_id .. " is invalid: " .. verr) end
   local res
   res, err, code = fs.write_create(r.dir .. "/" .. manifest.FILE_036, text)
   if not res then

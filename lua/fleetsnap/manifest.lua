@@ -176,6 +176,15 @@ function M.read(dir)
   end
   local doc, jerr = json.decode(text, { name = file })
   if not doc then return nil, jerr, "EJSON" end
+  local ok, err, code = M.validate(doc, file, line)
+  if not ok then return nil, err, code end
+  local section = line == "0.36" and doc.fleet or doc.deployment
+  return { doc = doc, file = file, line = line, members = section.members, section = section }
+end
+
+--- Validates a decoded manifest of the given line ("0.36" lenient, "0.108"
+-- strict); `file` names it in messages. true, or nil, message, "EMANIFEST".
+function M.validate(doc, file, line)
   local ok, err = pcall(function()
     check(type(doc) == "table", file, "(document)", "not an object")
     check(doc.manifest_version == 1, file, "manifest_version", "unsupported version " .. tostring(doc.manifest_version))
@@ -220,8 +229,7 @@ function M.read(dir)
     if type(err) == "table" and err.manifest then return nil, err.message, "EMANIFEST" end
     error(err, 0)
   end
-  local section = line == "0.36" and doc.fleet or doc.deployment
-  return { doc = doc, file = file, line = line, members = section.members, section = section }
+  return true
 end
 
 --- Reads the download journal, if any: entries by canister.
