@@ -140,7 +140,7 @@ int fsn_write_create(const char *path, const void *data, size_t len, mode_t mode
 
 /* {=== directory publication ===} */
 
-static int sync_tree(int dirfd, const char *shown, int depth, fsn_err *err) {
+static int sync_tree(int dirfd, const char *shown, int depth, int private_modes, fsn_err *err) {
   if (depth > 256) return fsn_fail(err, "EUNSAFE", "'%s': too deep", shown);
   int fd2 = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
   if (fd2 < 0) return fsn_fail_errno(err, errno, "'%s'", shown);
@@ -168,8 +168,10 @@ static int sync_tree(int dirfd, const char *shown, int depth, fsn_err *err) {
     if (S_ISDIR(st.st_mode)) {
       char sub[4200];
       snprintf(sub, sizeof sub, "%s/%s", shown, de->d_name);
-      rc = sync_tree(fd, sub, depth + 1, err);
+      rc = sync_tree(fd, sub, depth + 1, private_modes, err);
     }
+    if (rc == 0 && private_modes && fchmod(fd, S_ISDIR(st.st_mode) ? 0700 : 0600) != 0)
+      rc = fsn_fail_errno(err, errno, "chmod '%s/%s'", shown, de->d_name);
     if (rc == 0 && fsync(fd) != 0)
       rc = fsn_fail_errno(err, errno, "fsync '%s/%s'", shown, de->d_name);
     close(fd);
@@ -179,7 +181,7 @@ static int sync_tree(int dirfd, const char *shown, int depth, fsn_err *err) {
   return rc;
 }
 
-int fsn_publish_dir(const char *src, const char *dst, fsn_failpoints *fp,
+int fsn_publish_dir(const char *src, const char *dst, int private_modes, fsn_failpoints *fp,
                     const char *key, fsn_err *err) {
   const char *k = key_or_base(key, dst);
   int fd = open(src, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -187,7 +189,8 @@ int fsn_publish_dir(const char *src, const char *dst, fsn_failpoints *fp,
     if (errno == ELOOP) return fsn_fail(err, "EUNSAFE", "publish '%s': is a symbolic link", src);
     return fsn_fail_errno(err, errno, "publish '%s'", src);
   }
-  int rc = sync_tree(fd, src, 0, err);
+  int rc = sync_tree(fd, src, 0, private_modes, err);
+  if (rc == 0 && private_modes && fchmod(fd, 0700) != 0) rc = fsn_fail_errno(err, errno, "chmod '%s'", src);
   if (rc == 0 && fsync(fd) != 0) rc = fsn_fail_errno(err, errno, "fsync '%s'", src);
   close(fd);
   if (rc) return -1;

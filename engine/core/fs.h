@@ -26,8 +26,9 @@ int fsn_write_create(const char *path, const void *data, size_t len, mode_t mode
                      int *adopted, fsn_failpoints *fp, const char *key, fsn_err *err);
 
 /* fsync every file and directory of src bottom-up, rename it to dst with
- * RENAME_NOREPLACE, fsync both parents. EEXIST when dst exists. */
-int fsn_publish_dir(const char *src, const char *dst, fsn_failpoints *fp,
+ * RENAME_NOREPLACE, fsync both parents. EEXIST when dst exists. With
+ * private_modes, every directory becomes 0700 and every file 0600 first. */
+int fsn_publish_dir(const char *src, const char *dst, int private_modes, fsn_failpoints *fp,
                     const char *key, fsn_err *err);
 
 /* Create a 0700 directory or accept an existing one of ours (tightened to

@@ -63,21 +63,23 @@ static void test_publish(const char *tmp) {
   FILE *f = fopen(at(0, tmp, "stage/sub/x.bin"), "w");
   fputs("x", f);
   fclose(f);
-  CHECK(fsn_publish_dir(at(0, tmp, "stage"), at(1, tmp, "final"), NULL, NULL, &err) == 0);
+  CHECK(fsn_publish_dir(at(0, tmp, "stage"), at(1, tmp, "final"), 1, NULL, NULL, &err) == 0);
   struct stat st;
-  CHECK(stat(at(0, tmp, "final/sub/x.bin"), &st) == 0);
+  CHECK(stat(at(0, tmp, "final/sub/x.bin"), &st) == 0 && (st.st_mode & 0777) == 0600);
+  CHECK(stat(at(0, tmp, "final/sub"), &st) == 0 && (st.st_mode & 0777) == 0700);
+  CHECK(stat(at(0, tmp, "final"), &st) == 0 && (st.st_mode & 0777) == 0700);
   CHECK(lstat(at(0, tmp, "stage"), &st) != 0);
   /* An existing (even empty) target is never replaced. */
   mkdir(at(0, tmp, "stage2"), 0700);
   mkdir(at(1, tmp, "taken"), 0700);
-  CHECK(fsn_publish_dir(at(0, tmp, "stage2"), at(1, tmp, "taken"), NULL, NULL, &err) == -1);
+  CHECK(fsn_publish_dir(at(0, tmp, "stage2"), at(1, tmp, "taken"), 0, NULL, NULL, &err) == -1);
   CHECK_STR(err.code, "EEXIST");
   CHECK(lstat(at(0, tmp, "stage2"), &st) == 0);
   /* A symlink inside a staged tree is refused before anything moves. */
   symlink("/etc/passwd", at(0, tmp, "stage2/evil"));
-  CHECK(fsn_publish_dir(at(0, tmp, "stage2"), at(1, tmp, "final2"), NULL, NULL, &err) == -1);
+  CHECK(fsn_publish_dir(at(0, tmp, "stage2"), at(1, tmp, "final2"), 0, NULL, NULL, &err) == -1);
   CHECK_STR(err.code, "EUNSAFE");
-  CHECK(fsn_publish_dir(at(0, tmp, "missing"), at(1, tmp, "final3"), NULL, NULL, &err) == -1);
+  CHECK(fsn_publish_dir(at(0, tmp, "missing"), at(1, tmp, "final3"), 0, NULL, NULL, &err) == -1);
   CHECK_STR(err.code, "ENOENT");
 }
 

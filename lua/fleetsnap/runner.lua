@@ -309,7 +309,7 @@ function M:publish_staged(op, snap, recorded)
       return fail("EVERIFY", "artifact of " .. op.canister .. ": the staged bytes changed before publication")
     end
   end
-  local pok, perr, pcode = fs.publish_dir(staging, final, { key = "artifact-" .. op.canister })
+  local pok, perr, pcode = fs.publish_dir(staging, final, { key = "artifact-" .. op.canister, private = true })
   if not pok then return fail(pcode, perr) end
   return { snapshot_id = snap.snapshot_id, artifact_path = seg, digest = tree.digest, bytes = tree.bytes,
     files = tree.files, taken_at = snap.taken_at, total_size = snap.total_size }

@@ -60,6 +60,8 @@ describe("fleetsnap backup create", function()
     assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
     for _, member in ipairs(manifest(out).fleet.members) do
       local s = member.source_snapshot
+      assert.equal(448, fs.lstat(out .. "/" .. s.artifact_path).mode) -- 0700
+      assert.equal(384, fs.lstat(out .. "/" .. s.artifact_path .. "/metadata.json").mode) -- 0600
       assert.equal(engine.hash.tree(out .. "/" .. s.artifact_path).digest, s.checksum)
       assert.equal(member.canister_id, s.artifact_path)
     end

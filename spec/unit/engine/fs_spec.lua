@@ -82,6 +82,15 @@ describe("engine.fs.publish_dir", function()
     assert.is_nil(fs.lstat(dir .. "/a.tmp"))
   end)
 
+  it("makes the published tree private when asked (dirs 0700, files 0600)", function()
+    helpers.sh("mkdir -p -m 755 " .. dir .. "/a.tmp/sub && echo x > " .. dir .. "/a.tmp/sub/f && chmod 644 " .. dir
+      .. "/a.tmp/sub/f")
+    assert.is_true(fs.publish_dir(dir .. "/a.tmp", dir .. "/a", { private = true }))
+    assert.equal(448, fs.lstat(dir .. "/a").mode)
+    assert.equal(448, fs.lstat(dir .. "/a/sub").mode)
+    assert.equal(384, fs.lstat(dir .. "/a/sub/f").mode)
+  end)
+
   it("refuses an existing empty target with EEXIST and keeps the staging dir", function()
     helpers.sh("mkdir -p " .. dir .. "/a.tmp " .. dir .. "/a")
     local ok, msg, code = fs.publish_dir(dir .. "/a.tmp", dir .. "/a")
