@@ -80,6 +80,21 @@ function M:record(rec, key)
   if not ok then error({ fleetsnap = true, code = code or "EIO", message = "journal: " .. err }, 0) end
 end
 
+-- Terminal records are buffered and made durable together once per
+-- scheduler tick (group commit). Losing one to a crash only leaves its
+-- claim pending, which the next run reconciles from evidence; every claim
+-- (an append) flushes what is buffered before its effect.
+function M:record_lazy(rec, key)
+  rec.at = rec.at or self:now()
+  local ok, err, code = self.j:write(rec, key)
+  if not ok then error({ fleetsnap = true, code = code or "EIO", message = "journal: " .. err }, 0) end
+end
+
+function M:flush()
+  local ok, err, code = self.j:sync()
+  if not ok then error({ fleetsnap = true, code = code or "EIO", message = "journal: " .. err }, 0) end
+end
+
 -- {=== command-lifetime locks ===}
 
 -- Command locks live in a private directory removed once the backup is
@@ -400,7 +415,7 @@ function M:complete(op, receipt, err)
     rec.state = "completed"
     rec.receipt = receipt
   end
-  self:record(rec, op.id)
+  self:record_lazy(rec, op.id)
   local o = self.state.ops[op.id] or {}
   o.state, o.receipt, o.error, o.done = rec.state, rec.receipt, rec.error, rec
   self.state.ops[op.id] = o
@@ -434,6 +449,7 @@ function M:reconcile()
       end
     end
   end
+  self:flush()
 end
 
 -- Runs inside a coroutine (commands yield handles).
@@ -552,13 +568,24 @@ function M:schedule(filter)
     if not done then
       -- A signal (the operator's Ctrl-C): stop every command now; the
       -- caller contains what was stopped.
+      self:flush()
       for h in pairs(running) do h:close() end
       error({ fleetsnap = true, code = "EINTERRUPTED", message = "interrupted" }, 0)
     end
-    local entry = running[done]
-    running[done] = nil
-    resume(entry.co, entry.op, done:result())
+    -- Everything that finished in this tick, then one fdatasync for all
+    -- their terminal records.
+    repeat
+      local entry = running[done]
+      running[done] = nil
+      for i, h in ipairs(handles) do
+        if h == done then table.remove(handles, i) break end
+      end
+      resume(entry.co, entry.op, done:result())
+      done = #handles > 0 and engine.proc.wait_any(handles, 0) or nil
+    until not done
+    self:flush()
   end
+  self:flush()
   return #self.failures == 0
 end
 
