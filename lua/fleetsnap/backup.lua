@@ -283,7 +283,7 @@ end
 
 --- Restarts every target this attempt stopped and did not start again.
 function M.contain(r, plan, reason)
-  local started, failed = {}, {}
+  local targets, started, failed = {}, {}, {}
   for _, t in ipairs(plan.targets) do
     local stop = r.state.ops["stop-" .. t.canister_id]
     local start = r.state.ops["start-" .. t.canister_id]
@@ -296,22 +296,27 @@ function M.contain(r, plan, reason)
     local stopped = stop and (stop.state == "completed" or stop.state == "pending")
     local unstarted = r.unstarted and r.unstarted[t.canister_id]
     if stopped and (unstarted or not (start and start.state == "completed")) then
-      local ok, err = r.driver:run("start", { canister = t.canister_id })
-      if ok then
-        started[#started + 1] = t.canister_id
-      else
-        failed[#failed + 1] = t.canister_id .. ": " .. err.message
-      end
+      targets[#targets + 1] = t.canister_id
     end
   end
   -- Only a failure while members were stopped breaks the consistency
   -- window: then the next run takes a new attempt. A failure after every
   -- start (a download, say) is simply retried.
-  if #started > 0 or #failed > 0 then
-    r:record({ t = "contained", attempt = r.state.attempt, reason = reason, started = json.array(started),
-      failed = json.array(failed) })
-    r:emit("contained", { attempt = r.state.attempt, started = started, failed = failed })
+  if #targets == 0 then return started, failed end
+  -- Claimed before the starts: a crash among them still leaves the attempt
+  -- contained, so the next run re-quiesces and restarts everything.
+  r:record({ t = "contained", attempt = r.state.attempt, reason = reason, targets = json.array(targets) }, "contain")
+  for _, cid in ipairs(targets) do
+    local ok, err = r.driver:run("start", { canister = cid })
+    if ok then
+      started[#started + 1] = cid
+    else
+      failed[#failed + 1] = cid .. ": " .. err.message
+    end
   end
+  r:record({ t = "containment", attempt = r.state.attempt, started = json.array(started),
+    failed = json.array(failed) }, "contain")
+  r:emit("contained", { attempt = r.state.attempt, started = started, failed = failed })
   return started, failed
 end
 

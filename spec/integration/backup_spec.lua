@@ -771,20 +771,13 @@ describe("fleetsnap backup containment and transfers", function()
   end)
   after_each(function() helpers.cleanup() end)
 
-  local function all_up()
-    for _, m in ipairs(helpers.fleet(home).members) do
-      if m.status ~= "running" then return false, m.canister_id end
-    end
-    return true
-  end
-
   it("CT-01: a stop that failed but took effect is started again", function()
     local c = fleet.members[4].canister_id
     -- The stop commits, but icp reports a transport failure.
     local r = helpers.fleetsnap(home, { "backup", "create", "--out", out }, { ICP_SIM_FAIL_AFTER = "stop@" .. c })
     assert.equal(1, r.status)
     assert.matches("stop of " .. c:gsub("%-", "%%-"), r.stderr)
-    assert.is_true(all_up())
+    assert.is_true(all_running(home))
     r = helpers.fleetsnap(home, { "backup", "resume", out })
     assert.equal(0, r.status, r.stderr)
   end)
@@ -803,6 +796,16 @@ describe("fleetsnap backup containment and transfers", function()
     assert.equal(manifest(out).fleet.members[2].source_snapshot.snapshot_id, list.snapshots[1].snapshot_id)
   end)
 
+  it("a crash during containment still leads to a new attempt that completes", function()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { ICP_SIM_FAIL = "snapshot.create", FLEETSNAP_FAILPOINT = "after-append@contain:1" })
+    assert.equal(9, r.signal)
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(2, manifest(out).fleetsnap.attempt)
+    assert.is_true(all_running(home))
+  end)
+
   it("CT-03: reports both causes when restarting fails too", function()
     local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
       { ICP_SIM_FAIL = "snapshot.create,start" })
@@ -815,7 +818,7 @@ describe("fleetsnap backup containment and transfers", function()
       { ICP_SIM_CRASH = "snapshot.download#2:100" })
     assert.equal(1, r.status)
     assert.matches("killed by signal 9", r.stderr)
-    assert.is_true(all_up())
+    assert.is_true(all_running(home))
     r = helpers.fleetsnap(home, { "backup", "resume", out })
     assert.equal(0, r.status, r.stderr)
     assert.equal(0, helpers.fleetsnap(nil, { "backup", "verify", out }).status)
