@@ -110,6 +110,23 @@ function Builder:call(m, method, args, opts)
     method = method, args = args or "()", query = opts.query or false, idempotent = opts.idempotent })
 end
 
+--- Stops the selection parents first, level by level, each level in
+-- parallel after the one above it (opts.after: what the first level waits
+-- for). Returns every stop's id, for what must follow all of them.
+function Builder:stop_by_level(opts)
+  local previous, stops = (opts or {}).after or {}, {}
+  for _, level in ipairs(self:levels()) do
+    local this = {}
+    for _, m in ipairs(level) do
+      local id = self:stop(m, { after = previous })
+      this[#this + 1] = id
+      stops[#stops + 1] = id
+    end
+    previous = this
+  end
+  return stops
+end
+
 --- The selection grouped by depth, shallowest first.
 function Builder:levels()
   local by, depths = {}, {}

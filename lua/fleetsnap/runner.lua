@@ -115,7 +115,10 @@ end
 -- tree holds the operation's command lock; the coroutine yields the handle
 -- and resumes with its result. Returns value, or nil and an error table.
 function M:command(op, kind, p)
-  assert(fs.mkdir_private(self.dir .. "/.fleetsnap-commands"))
+  if not self.commands_dir then
+    assert(fs.mkdir_private(self.dir .. "/.fleetsnap-commands"))
+    self.commands_dir = true
+  end
   local lock, lerr, lcode = engine.lock.acquire(self:command_lock_path(op), { wait_ms = 250 })
   if not lock then
     return nil, { code = lcode == "ELOCKED" and "IN_FLIGHT" or lcode, message = op.id .. ": " .. lerr }

@@ -7,24 +7,14 @@ return {
   summary = "stop parents-first level by level, snapshot all, restart children-first, then download",
   plan = function(selection, plan)
     local levels = plan:levels()
-    local previous = {}
-    local stops = {}
-    for _, level in ipairs(levels) do
-      local this = {}
-      for _, m in ipairs(level) do
-        local id = plan:stop(m, { after = previous })
-        this[#this + 1] = id
-        stops[#stops + 1] = id
-      end
-      previous = this
-    end
+    local stops = plan:stop_by_level()
     local snapshots = {}
     for _, m in ipairs(selection) do
       snapshots[m.canister_id] = plan:snapshot(m, { after = stops })
     end
     local all_snapshots = {}
     for _, m in ipairs(selection) do all_snapshots[#all_snapshots + 1] = snapshots[m.canister_id] end
-    previous = all_snapshots
+    local previous = all_snapshots
     for i = #levels, 1, -1 do
       local this = {}
       for _, m in ipairs(levels[i]) do

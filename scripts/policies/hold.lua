@@ -6,16 +6,7 @@ return {
   summary = "stop parents-first and snapshot, leaving the selection stopped",
   leaves_stopped = true,
   plan = function(selection, plan)
-    local previous, stops = {}, {}
-    for _, level in ipairs(plan:levels()) do
-      local this = {}
-      for _, m in ipairs(level) do
-        local id = plan:stop(m, { after = previous })
-        this[#this + 1] = id
-        stops[#stops + 1] = id
-      end
-      previous = this
-    end
+    local stops = plan:stop_by_level()
     for _, m in ipairs(selection) do
       local snap = plan:snapshot(m, { after = stops })
       plan:download(m, { after = { snap } })

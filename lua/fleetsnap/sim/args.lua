@@ -164,6 +164,24 @@ local function option_label(o)
   return o.value and ("--" .. o.long .. " <" .. o.value .. ">") or ("--" .. o.long)
 end
 
+-- The value of an option given as "--opt value" or "-o value": the next
+-- argument, which clap never takes when it is itself an option. Returns the
+-- value (or nil) and how many arguments it used.
+local function next_value(argv, i)
+  local v = argv[i + 1]
+  if v and v ~= "-" and v:sub(1, 1) == "-" then return nil, 1 end
+  return v, 1
+end
+
+-- Stores v as option o's value; returns nil, usage error on failure.
+local function store_value(cmd, o, v, store)
+  if v == nil then
+    return usage_error("a value is required for '" .. option_label(o) .. "' but none was supplied")
+  end
+  local ok, err, no_usage = store(o, v)
+  if not ok then return usage_error(err, not no_usage and usage_line(cmd, "full") or nil) end
+end
+
 local function find_long(options, name)
   for _, o in ipairs(options) do
     if o.long == name then return o end
@@ -300,18 +318,11 @@ function M.parse_leaf(cmd, argv, i, common)
         return true
       end or set
       if o.value then
-        local v = inline
-        if v == nil then
-          v = argv[i + 1]
-          i = i + 1
-          -- clap does not take a following option as a value.
-          if v and v ~= "-" and v:sub(1, 1) == "-" then v = nil end
-        end
-        if v == nil then
-          return usage_error("a value is required for '" .. option_label(o) .. "' but none was supplied")
-        end
-        local ok, err, no_usage = store(o, v)
-        if not ok then return usage_error(err, not no_usage and usage_line(cmd, "full") or nil) end
+        local v, used = inline, 0
+        if v == nil then v, used = next_value(argv, i) end
+        i = i + used
+        local _, uerr = store_value(cmd, o, v, store)
+        if uerr then return nil, uerr end
       else
         if inline then
           return usage_error("unexpected value '" .. inline .. "' for '" .. option_label(o)
@@ -332,18 +343,12 @@ function M.parse_leaf(cmd, argv, i, common)
             .. "' as a value, use '-- -" .. ch .. "'", usage_line(cmd, "full"))
         end
         if o.value then
-          local v = a:sub(j + 1)
+          local v, used = a:sub(j + 1), 0
           if v:sub(1, 1) == "=" then v = v:sub(2) end
-          if v == "" then
-            v = argv[i + 1]
-            i = i + 1
-            if v and v ~= "-" and v:sub(1, 1) == "-" then v = nil end
-          end
-          if v == nil then
-            return usage_error("a value is required for '" .. option_label(o) .. "' but none was supplied")
-          end
-          local ok, err, no_usage = set(o, v)
-          if not ok then return usage_error(err, not no_usage and usage_line(cmd, "full") or nil) end
+          if v == "" then v, used = next_value(argv, i) end
+          i = i + used
+          local _, uerr = store_value(cmd, o, v, set)
+          if uerr then return nil, uerr end
           break
         end
         local ok, err = set(o)
