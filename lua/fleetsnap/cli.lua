@@ -19,7 +19,7 @@ M.EXIT = {
   ELOCKED = 4, EINFLIGHT = 4,
   EPRECONDITION = 5, EEXISTS = 5, LIMIT = 5, ENOSPC = 5, ECONFLICT = 5,
   EVERIFY = 6,
-  ECORRUPT = 7, EJSON = 7, EDOC = 7, EMANIFEST = 7, EPOLICY = 7, EUNSAFE = 7,
+  ECORRUPT = 7, EJSON = 7, EDOC = 7, EMANIFEST = 7, EPOLICY = 7, EUNSAFE = 7, EMAPPING = 7,
   EINTERRUPTED = 130,
 }
 
@@ -72,6 +72,38 @@ local function parser()
   prune:option("--keep-weekly", "Weeks for which to keep the newest backup."):convert(math.tointeger)
   prune:flag("--dry-run", "Say what would be deleted.")
   for _, c in ipairs({ resume, status, verify }) do
+    c:option("--dir", "Backups directory for ids and numbers.", "backups")
+  end
+
+  local restore = p:command("restore", "Plan, run, check and undo restores of a backup.")
+  restore:command_target("restore_command")
+  local rplan = restore:command("plan", "Plan a restore of a verified backup (writes fleetsnap-restore-plan.json).")
+  rplan:argument("ref", "Backup directory, id or list number.")
+  rplan:option("--mapping", "Mapping file {\"members\": [{\"source_canister\", \"target_canister\"}]}.")
+  rplan:mutex(rplan:option("--members", "Members to restore (principals or roles, comma-separated)."),
+    rplan:option("--subtree", "Restore this member (principal or role) and everything below it."))
+  rplan:option("--policy", "Bundled policy name or policy file (default: the backup's).")
+  rplan:option("--concurrency", "Lifecycle operations at once."):convert(math.tointeger)
+  rplan:option("--uploads", "Uploads at once (also bounded by free space for staging)."):convert(math.tointeger)
+  rplan:option("--snapshot-limit", "Snapshots the network allows per canister.", "10"):convert(math.tointeger)
+  local rrun = restore:command("run", "Run (or preview) the planned restore; resumes where it stopped.")
+  rrun:argument("ref", "Backup directory, id or list number.")
+  rrun:mutex(rrun:flag("--dry-run", "Print the icp command lines still to run (the default)."),
+    rrun:flag("--execute", "Execute."),
+    rrun:flag("--abort", "Before the first load only: restart stopped targets, delete the uploads, give up."))
+  rrun:option("--max-steps", "Run at most this many operations, then stop."):convert(math.tointeger)
+  rrun:flag("--retry-failed", "Re-arm failed operations, then execute.")
+  rrun:flag("--safety-snapshot", "Snapshot each target after stopping it, before loading (for `restore undo`).")
+  rrun:flag("--verify-data", "After each load, snapshot, download and compare the data with the backup.")
+  rrun:flag("--keep-uploaded", "Keep the uploaded snapshots after a verified restore.")
+  local rstatus = restore:command("status", "Progress, next operations and failures of a restore.")
+  rstatus:argument("ref", "Backup directory, id or list number.")
+  local rundo = restore:command("undo", "Load the safety snapshots back (parents stopped first, children started "
+    .. "first).")
+  rundo:argument("ref", "Backup directory, id or list number.")
+  rundo:flag("--retry-failed", "Re-arm failed operations of the undo, then execute.")
+  for _, c in ipairs({ rplan, rrun, rstatus, rundo }) do
+    c:option("--state", "Restore state directory (default <backup>/restore; for read-only backups).")
     c:option("--dir", "Backups directory for ids and numbers.", "backups")
   end
 
@@ -140,7 +172,7 @@ local function resolve(ref, dir)
   local names = {}
   for _, name in ipairs(fs.list(dir) or {}) do
     if fs.lstat(dir .. "/" .. name .. "/fleetsnap-plan.json") or fs.lstat(dir .. "/" .. name .. "/"
-      .. "fleet-backup-manifest.json") then
+      .. "fleet-backup-manifest.json") or fs.lstat(dir .. "/" .. name .. "/deployment-backup-manifest.json") then
       names[#names + 1] = name
     end
   end
@@ -356,6 +388,112 @@ function M.backup_prune(args)
   return 0
 end
 
+-- {=== restore ===}
+
+local restore = require "fleetsnap.restore"
+
+local function seconds(ns)
+  return (ns and ns ~= json.null) and string.format("%.3f s", ns / 1e9) or "n/a"
+end
+
+local function backup_dir(args)
+  local dir = resolve(args.ref, args.dir)
+  if not dir then
+    error({ fleetsnap = true, code = "ENOTFOUND", message = "no backup " .. args.ref .. " (nor under " .. args.dir
+      .. ")" }, 0)
+  end
+  return dir
+end
+
+function M.restore_plan(args)
+  local driver = make_driver(args)
+  local res = restore.plan(backup_dir(args), { state = args.state, mapping = args.mapping, members = args.members,
+    subtree = args.subtree, policy = args.policy, concurrency = args.concurrency, uploads = args.uploads,
+    snapshot_limit = args.snapshot_limit, environment = driver.environment, network = driver.network })
+  local doc = res.plan
+  local lines = { string.format("restore %s of backup %s (%s): %d member(s), policy %s%s", doc.restore_id,
+    doc.backup.backup_id, res.status, #doc.members, doc.policy.name, res.archived and (", previous restore kept in "
+      .. res.archived) or "") }
+  for _, m in ipairs(doc.members) do
+    lines[#lines + 1] = string.format("  %2d  %-12s %s%s", m.member_order, m.role, m.source_canister,
+      m.target_canister ~= m.source_canister and (" -> " .. m.target_canister) or "")
+  end
+  lines[#lines + 1] = "  plan: " .. res.state .. "/" .. restore.plan_doc.FILE
+  out(args, { type = "restore-plan", status = res.status, state = res.state, archived = res.archived, plan = doc },
+    table.concat(lines, "\n") .. "\n")
+  return 0
+end
+
+local function run_text(res)
+  if res.aborted then
+    return string.format("restore %s aborted: started %d target(s) again, deleted %d uploaded snapshot(s)\n",
+      res.plan.restore_id, #res.started, #res.deleted)
+  end
+  if res.paused then
+    return string.format("restore %s paused after --max-steps: %d/%d operations completed; run again to continue\n",
+      res.plan.restore_id, res.completed, res.operations)
+  end
+  return string.format("restore %s %s: %d member(s), stopped window %s\n", res.plan.restore_id,
+    res.already and "was already complete" or "complete", #res.plan.members, seconds(res.window_ns))
+end
+
+function M.restore_run(args)
+  local dir = backup_dir(args)
+  local opts = { driver = make_driver(args), events = events(args), state = args.state, max_steps = args.max_steps,
+    retry_failed = args.retry_failed, abort = args.abort, safety_snapshot = args.safety_snapshot,
+    verify_data = args.verify_data, keep_uploaded = args.keep_uploaded }
+  opts.dry_run = not (args.execute or args.retry_failed or args.abort)
+  if args.max_steps and args.max_steps < 1 then
+    return fail(args, "EUSAGE", "--max-steps must be at least 1")
+  end
+  local res = restore.run(dir, opts)
+  if res.dry_run then
+    local lines = { string.format("restore %s of backup %s: %s, %d of %d operations still to run (dry run; "
+      .. "--execute to run them)", res.plan.restore_id, res.plan.backup.backup_id,
+      res.aborted and "aborted" or res.complete and "complete" or "not complete", #res.remaining, res.operations) }
+    for _, r in ipairs(res.remaining) do
+      for i, c in ipairs(r.commands) do
+        lines[#lines + 1] = string.format("  %-44s %s", i == 1 and (r.op .. (r.state ~= "waiting" and (" [" .. r.state
+          .. "]") or "")) or "", c)
+      end
+    end
+    out(args, { type = "restore-dry-run", restore_id = res.plan.restore_id, options = res.options,
+      operations = res.operations, remaining = json.array(res.remaining) }, table.concat(lines, "\n") .. "\n")
+    return 0
+  end
+  out(args, { type = "result", status = res.aborted and "aborted" or res.paused and "paused" or "complete",
+    restore_id = res.plan.restore_id, window_ns = res.window_ns, completed = res.completed,
+    operations = res.operations, started = res.started, deleted = res.deleted }, run_text(res))
+  return 0
+end
+
+function M.restore_status(args)
+  local s = restore.status(backup_dir(args), { state = args.state })
+  local text = string.format("restore %s of backup %s: %s, %d/%d operations completed, %d failed, %d pending\n",
+    s.restore_id, s.backup_id, s.phase, s.counts.completed, s.operations, s.counts.failed, s.counts.pending)
+  if #s.next > 0 and s.phase ~= "aborted" then
+    text = text .. "  next: " .. table.concat(s.next, ", ", 1, math.min(#s.next, 8))
+      .. (#s.next > 8 and (" and " .. (#s.next - 8) .. " more") or "") .. "\n"
+  end
+  for _, f in ipairs(s.failed) do text = text .. "  failed " .. f.op .. ": " .. tostring(f.error.message) .. "\n" end
+  if #s.stopped > 0 and s.phase ~= "aborted" then
+    text = text .. "  stopped: " .. table.concat(s.stopped, ", ") .. "\n"
+  end
+  if s.window_ns ~= json.null then text = text .. "  stopped window " .. seconds(s.window_ns) .. "\n" end
+  s.type = "restore-status"
+  out(args, s, text)
+  return 0
+end
+
+function M.restore_undo(args)
+  local res = restore.undo(backup_dir(args), { driver = make_driver(args), events = events(args), state = args.state,
+    retry_failed = args.retry_failed })
+  out(args, { type = "result", status = "undone", restore_id = res.plan.restore_id },
+    string.format("restore %s undone: the safety snapshots are loaded back%s\n", res.plan.restore_id,
+      res.already and " (already)" or ""))
+  return 0
+end
+
 function M.policy_list(args)
   local policy = require "fleetsnap.policy"
   local rows, lines = {}, {}
@@ -395,6 +533,7 @@ end
 local HANDLERS = {
   backup = { create = M.backup_create, resume = M.backup_resume, status = M.backup_status, verify = M.backup_verify,
     list = M.backup_list, inspect = M.backup_inspect, prune = M.backup_prune },
+  restore = { plan = M.restore_plan, run = M.restore_run, status = M.restore_status, undo = M.restore_undo },
   policy = { list = M.policy_list, show = M.policy_show, check = M.policy_check },
 }
 
@@ -407,7 +546,7 @@ function M.main(argv)
   if args.sim and not fs.lstat(args.sim .. "/sim.json") then
     return fail(args, "ENOTFOUND", "--sim " .. args.sim .. ": no simulated fleet there (icp-sim sim init)")
   end
-  local sub = args.backup_command or args.policy_command
+  local sub = args.backup_command or args.policy_command or args.restore_command
   local handler = HANDLERS[args.command][sub]
   local rok, rc = pcall(handler, args)
   if not rok then

@@ -15,10 +15,12 @@ M.__index = M
 
 local LIFECYCLE = { stop = true, snapshot = true, start = true, call = true }
 
---- Replays the journal into the run state.
-local function replay(j)
+--- Replays the journal into the run state. `extra(st, record)`, if given,
+-- sees every record too (the restore runner keeps its own record types).
+local function replay(j, extra)
   local st = { attempt = 0, ops = {}, contained = {}, created_at = nil, finalized = nil }
   for r in j:records() do
+    if extra then extra(st, r) end
     if r.t == "attempt" then
       st.attempt = r.n
       st.attempt_at = r.at
@@ -128,6 +130,8 @@ function M:command(op, kind, p)
   if not h then return nil, err end
   local r = coroutine.yield(h)
   h:close()
+  self.outputs = self.outputs or {}
+  self.outputs[op.id] = M.output_tail(r)
   local value, ferr = self.driver:finish(kind, p, r)
   -- The command's whole process tree must be gone before its outcome counts.
   local busy = self:in_flight(op)
@@ -135,6 +139,14 @@ function M:command(op, kind, p)
     return nil, { code = "IN_FLIGHT", message = op.id .. ": a process of the command is still running: " .. busy }
   end
   return value, ferr
+end
+
+--- The bounded tail of a command's output, for receipts: the last 4 KiB
+-- of stdout and of stderr, and how many bytes there were.
+function M.output_tail(r)
+  local out, err = r.stdout or "", r.stderr or ""
+  return { stdout = out:sub(-4096), stderr = err:sub(-4096), bytes = #out + #err,
+    truncated = #out > 4096 or #err > 4096 }
 end
 
 -- {=== operations ===}
@@ -519,6 +531,12 @@ end
 
 -- {=== scheduling ===}
 
+--- Which concurrency bound an operation counts against: lifecycle calls,
+-- or transfers ("download").
+function M:bucket(op)
+  return LIFECYCLE[op.kind] and "lifecycle" or "download"
+end
+
 function M:ready(op)
   local o = self.state.ops[op.id]
   if o and (o.state == "completed" or o.state == "failed") then return false end
@@ -535,8 +553,9 @@ function M:schedule(filter)
   local running = {} -- handle -> coroutine
   local active = {}  -- op id -> true
   local counts = { lifecycle = 0, download = 0 }
-  local function bucket(op) return LIFECYCLE[op.kind] and "lifecycle" or "download" end
+  local function bucket(op) return self:bucket(op) end
   local limits = { lifecycle = self.concurrency, download = self.downloads }
+  self.started = self.started or 0
   local function resume(co, op, ...)
     local ok, handle = coroutine.resume(co, ...)
     if not ok then
@@ -556,8 +575,10 @@ function M:schedule(filter)
     if #self.failures == 0 then
       for _, op in ipairs(self.plan.operations) do
         local b = bucket(op)
-        if not active[op.id] and (not filter or filter(op)) and self:ready(op) and counts[b] < limits[b] then
+        if not active[op.id] and (not filter or filter(op)) and self:ready(op) and counts[b] < limits[b]
+            and not (self.max_steps and self.started >= self.max_steps) then
           active[op.id] = true
+          self.started = self.started + 1
           counts[b] = counts[b] + 1
           self:emit("operation-started", { op = op.id, kind = op.kind, canister = op.canister })
           resume(coroutine.create(function() return self:execute(op) end), op)

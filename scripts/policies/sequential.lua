@@ -6,6 +6,9 @@ return {
   summary = "upstream's order, one operation at a time (benchmark baseline)",
   concurrency = 1,
   downloads = 1,
+  -- Restores in upstream's order too: every upload, every stop, every
+  -- load, every start (children first), every verification, one by one.
+  restore = { serial = true, concurrency = 1, uploads = 1 },
   plan = function(selection, plan)
     local order = {}
     for i, m in ipairs(selection) do order[i] = m end

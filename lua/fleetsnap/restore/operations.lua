@@ -1,0 +1,141 @@
+--- The operations of a restore (or of its undo) and their order: upload
+-- every artifact while the fleet runs, stop parents first, (safety
+-- snapshot,) load each member only once every target is stopped, (check the
+-- loaded data,) start children first once every load is in, verify, and
+-- delete the uploaded snapshots. `serial` chains everything into
+-- upstream's one-at-a-time order (the benchmark's baseline).
+local engine = require "fleetsnap.engine"
+
+local json = engine.json
+
+local M = {}
+
+local PHASES = { "upload", "stop", "snapshot", "load", "verify_data", "start", "verify", "delete" }
+
+local PREFIX = { upload = "upload", stop = "stop", snapshot = "safety", load = "load", verify_data = "verify-data",
+  start = "start", verify = "verify", delete = "delete-uploaded" }
+
+--- The id of a member's operation of `kind`.
+function M.id(kind, target)
+  return PREFIX[kind] .. "-" .. target
+end
+
+--- Builds the operation list. rows: array (parent-before-child order) of
+-- {target, parent (target of the parent, or nil), steps = {kind = true}};
+-- serial: one operation at a time.
+function M.build(rows, serial)
+  local ops, by_id = {}, {}
+  local function add(kind, row, after)
+    local op = { id = M.id(kind, row.target), kind = kind, canister = row.target, after = json.array(after) }
+    ops[#ops + 1] = op
+    by_id[op.id] = op
+    return op.id
+  end
+  local function all(kind)
+    local out = {}
+    for _, row in ipairs(rows) do
+      if row.steps[kind] then out[#out + 1] = M.id(kind, row.target) end
+    end
+    return out
+  end
+  local function with(list, ...)
+    local out = {}
+    for _, x in ipairs(list) do out[#out + 1] = x end
+    for _, x in ipairs({ ... }) do out[#out + 1] = x end
+    return out
+  end
+  local function has(row, kind) return row.steps[kind] and true or false end
+
+  if serial then
+    local last
+    local function chain(kind, row)
+      last = add(kind, row, last and { last } or {})
+    end
+    for _, row in ipairs(rows) do if has(row, "upload") then chain("upload", row) end end
+    for _, row in ipairs(rows) do
+      if has(row, "stop") then chain("stop", row) end
+      if has(row, "snapshot") then chain("snapshot", row) end
+    end
+    for _, row in ipairs(rows) do
+      if has(row, "load") then chain("load", row) end
+      if has(row, "verify_data") then chain("verify_data", row) end
+    end
+    for i = #rows, 1, -1 do if has(rows[i], "start") then chain("start", rows[i]) end end
+    for _, row in ipairs(rows) do if has(row, "verify") then chain("verify", row) end end
+    for _, row in ipairs(rows) do if has(row, "delete") then chain("delete", row) end end
+    return ops
+  end
+
+  local uploads = all("upload")
+  for _, row in ipairs(rows) do if has(row, "upload") then add("upload", row, {}) end end
+  local stopped = {}
+  for _, row in ipairs(rows) do
+    if has(row, "stop") then
+      stopped[row.target] = true
+      local after = with(uploads)
+      -- Parents first: the top of the restored subtree stops taking
+      -- ingress before anything below it.
+      if row.parent and stopped[row.parent] then after[#after + 1] = M.id("stop", row.parent) end
+      add("stop", row, after)
+    end
+  end
+  local stops = all("stop")
+  for _, row in ipairs(rows) do
+    if has(row, "snapshot") then add("snapshot", row, { M.id("stop", row.target) }) end
+  end
+  -- Nothing is replaced before every target is stopped.
+  for _, row in ipairs(rows) do
+    if has(row, "load") then
+      add("load", row, has(row, "snapshot") and with(stops, M.id("snapshot", row.target)) or with(stops))
+    end
+  end
+  for _, row in ipairs(rows) do
+    if has(row, "verify_data") then add("verify_data", row, { M.id("load", row.target) }) end
+  end
+  -- Children first, and only once every load (and data check) is in.
+  local before_starts = with(with(all("load"), table.unpack(all("verify_data"))), table.unpack(stops))
+  local children = {}
+  for _, row in ipairs(rows) do
+    if row.parent and has(row, "start") then
+      children[row.parent] = children[row.parent] or {}
+      table.insert(children[row.parent], M.id("start", row.target))
+    end
+  end
+  for i = #rows, 1, -1 do
+    local row = rows[i]
+    if has(row, "start") then add("start", row, with(before_starts, table.unpack(children[row.target] or {}))) end
+  end
+  local starts = all("start")
+  for _, row in ipairs(rows) do
+    if has(row, "verify") then add("verify", row, with(starts)) end
+  end
+  local verifies = all("verify")
+  for _, row in ipairs(rows) do
+    if has(row, "delete") then add("delete", row, with(verifies)) end
+  end
+  -- Stable order for humans: by phase, then member order.
+  local rank, pos = {}, {}
+  for i, k in ipairs(PHASES) do rank[k] = i end
+  for i, op in ipairs(ops) do pos[op.id] = i end
+  table.sort(ops, function(a, b)
+    if rank[a.kind] ~= rank[b.kind] then return rank[a.kind] < rank[b.kind] end
+    return pos[a.id] < pos[b.id]
+  end)
+  return ops
+end
+
+--- The operations of a restore plan under the run options
+-- {safety_snapshot, verify_data, keep_uploaded}.
+function M.restore(plan, options)
+  local rows = {}
+  for i, m in ipairs(plan.members) do
+    rows[i] = { target = m.target_canister,
+      parent = m.parent_target_canister ~= json.null and m.parent_target_canister or nil,
+      steps = { upload = true, stop = true, snapshot = options.safety_snapshot or nil, load = true,
+        verify_data = options.verify_data or nil, start = true, verify = true,
+        delete = not options.keep_uploaded or nil } }
+  end
+  return M.build(rows, plan.policy.serial)
+end
+
+return M

@@ -1,0 +1,558 @@
+-- fleetsnap restore against icp-sim: in place, mapped and subtree
+-- restores, faults at each phase, abort, safety snapshots and undo, the
+-- data check, upstream layouts, preflight refusals.
+local engine = require "fleetsnap.engine"
+local helpers = require "helpers"
+
+local json, fs = engine.json, engine.fs
+
+-- One backed-up fleet, mutated afterwards, copied for every test.
+local base
+
+local function digests(home)
+  local out = {}
+  for _, m in ipairs(helpers.fleet(home).members) do out[m.canister_id] = m.state_sha256 end
+  return out
+end
+
+local function prepare()
+  local dir = helpers.sh("mktemp -d /tmp/fsn-restore-base-XXXXXX"):gsub("%s+$", "")
+  local home = dir .. "/home"
+  helpers.sh("cp -a " .. helpers.sim_home() .. " " .. home)
+  local r = helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/b" })
+  assert(r.status == 0, r.stderr)
+  local b = { dir = dir, home = home, backup = dir .. "/b", fleet = helpers.fleet(home) }
+  b.backed_up = digests(home)
+  b.effects = helpers.effects(home)
+  assert(helpers.icp(home, { "sim", "mutate", "--all" }).status == 0)
+  b.mutated = digests(home)
+  b.members = {}
+  for _, m in ipairs(b.fleet.members) do
+    if m.canister_id ~= b.fleet.root then b.members[#b.members + 1] = m end
+  end
+  return b
+end
+
+local function fresh()
+  local work = helpers.tmpdir()
+  helpers.sh(string.format("cp -a %s %s/home && cp -a %s %s/b", base.home, work, base.backup, work))
+  return work .. "/home", work .. "/b", work
+end
+
+-- Effects since the backup, per canister.
+local function delta(home)
+  local now, out = helpers.effects(home), {}
+  for cid, e in pairs(now) do
+    local d = {}
+    for k, v in pairs(e) do d[k] = v - (base.effects[cid][k] or 0) end
+    out[cid] = d
+  end
+  return out
+end
+
+local function snapshot_count(home, cid)
+  local r = helpers.icp(home, { "canister", "snapshot", "list", cid, "--json", "-e", "local" })
+  assert(r.status == 0, r.stderr)
+  return #json.decode(r.stdout).snapshots
+end
+
+local function restore(home, b, argv, env)
+  local full = { "restore" }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  return helpers.fleetsnap(home, full, env)
+end
+
+local function plan_and_run(home, b, plan_args, run_args, env)
+  local p = { "plan", b }
+  for _, a in ipairs(plan_args or {}) do p[#p + 1] = a end
+  local r = restore(home, b, p)
+  assert.equal(0, r.status, r.stderr)
+  local x = { "run", b, "--execute" }
+  for _, a in ipairs(run_args or {}) do x[#x + 1] = a end
+  return restore(home, b, x, env)
+end
+
+local function status(home, b)
+  local r = helpers.fleetsnap(home, { "--json", "restore", "status", b })
+  assert.equal(0, r.status, r.stderr)
+  return json.decode(r.stdout)
+end
+
+local function all_running(home)
+  for _, m in ipairs(helpers.fleet(home).members) do
+    if m.status ~= "running" then return false, m.canister_id .. " is " .. m.status end
+  end
+  return true
+end
+
+local function restored(home, which)
+  local now = digests(home)
+  for _, m in ipairs(which or base.members) do
+    if now[m.canister_id] ~= base.backed_up[m.canister_id] then return false, m.canister_id end
+  end
+  return true
+end
+
+describe("fleetsnap restore", function()
+  setup(function() base = prepare() end)
+  teardown(function() helpers.sh("rm -rf " .. base.dir) end)
+  after_each(function() helpers.cleanup() end)
+
+  describe("in place", function()
+    it("puts every member back to the backup's state with one upload and one load each", function()
+      local home, b = fresh()
+      local r = plan_and_run(home, b)
+      assert.equal(0, r.status, r.stderr)
+      assert.matches("complete: 6 member%(s%), stopped window", r.stdout)
+      assert.is_true(restored(home))
+      assert.is_true(all_running(home))
+      local d = delta(home)
+      for _, m in ipairs(base.members) do
+        assert.same({ stop = 1, start = 1, snapshot_create = 0, snapshot_load = 1, snapshot_upload = 1,
+          snapshot_delete = 1 }, d[m.canister_id], m.canister_id)
+      end
+      -- The root was not in the backup and is left alone.
+      assert.equal(0, d[base.fleet.root].stop)
+      assert.equal("complete", status(home, b).phase)
+    end)
+
+    it("deletes only the snapshots it uploaded", function()
+      local home, b = fresh()
+      local before = snapshot_count(home, base.members[1].canister_id)
+      assert.equal(0, plan_and_run(home, b).status)
+      assert.equal(before, snapshot_count(home, base.members[1].canister_id))
+    end)
+
+    it("keeps the uploaded snapshots with --keep-uploaded", function()
+      local home, b = fresh()
+      local before = snapshot_count(home, base.members[1].canister_id)
+      assert.equal(0, plan_and_run(home, b, {}, { "--keep-uploaded" }).status)
+      assert.equal(before + 1, snapshot_count(home, base.members[1].canister_id))
+    end)
+
+    it("leaves no staging, data-check or command-lock directory behind", function()
+      local home, b = fresh()
+      assert.equal(0, plan_and_run(home, b, {}, { "--verify-data" }).status)
+      assert.same({ "fleetsnap-restore-plan.json", "fleetsnap-restore.wal", "fleetsnap-restore.wal.lock" },
+        (function() local l = fs.list(b .. "/restore") table.sort(l) return l end)())
+    end)
+
+    it("runs again as a no-op once complete", function()
+      local home, b = fresh()
+      assert.equal(0, plan_and_run(home, b).status)
+      local e = helpers.effects(home)
+      local r = restore(home, b, { "run", b, "--execute" })
+      assert.equal(0, r.status, r.stderr)
+      assert.matches("already complete", r.stdout)
+      assert.same(e, helpers.effects(home))
+    end)
+
+    it("previews the exact icp command lines by default, changing nothing", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local r = restore(home, b, { "run", b })
+      assert.equal(0, r.status, r.stderr)
+      local cid = base.members[1].canister_id
+      assert.matches("canister snapshot upload " .. cid .. " --input " .. b .. "/restore/staging/" .. cid
+        .. " --json -e local", r.stdout, 1, true)
+      assert.matches("canister snapshot restore " .. cid, r.stdout, 1, true)
+      assert.same(base.mutated, digests(home))
+      for _, e in pairs(delta(home)) do assert.equal(0, e.snapshot_upload + e.stop) end
+    end)
+
+    it("pauses after --max-steps and continues where it stopped", function()
+      local home, b = fresh()
+      local r = plan_and_run(home, b, {}, { "--max-steps", "3" })
+      assert.equal(0, r.status, r.stderr)
+      assert.matches("paused after %-%-max%-steps: 3/", r.stdout)
+      assert.equal(3, status(home, b).counts.completed)
+      r = restore(home, b, { "run", b, "--execute" })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(restored(home))
+    end)
+
+    it("reports progress, the next operations and failures with status --json", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local s = status(home, b)
+      assert.equal("planned", s.phase)
+      assert.equal(#base.members, #s.next)
+      assert.equal(0, s.counts.completed)
+    end)
+
+    it("adopts an identical plan and refuses a different one while a restore is unfinished (exit 5)", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local r = restore(home, b, { "plan", b })
+      assert.equal(0, r.status)
+      assert.matches("%(adopted%)", r.stdout)
+      assert.equal(0, restore(home, b, { "run", b, "--execute", "--max-steps", "1" }).status)
+      r = restore(home, b, { "plan", b, "--subtree", base.members[1].role })
+      assert.equal(5, r.status)
+      assert.matches("not finished", r.stderr)
+    end)
+
+    it("keeps a finished restore as a record when a new one is planned", function()
+      local home, b = fresh()
+      assert.equal(0, plan_and_run(home, b).status)
+      local r = restore(home, b, { "plan", b, "--subtree", base.members[1].role })
+      assert.equal(0, r.status, r.stderr)
+      assert.matches("previous restore kept in", r.stdout)
+    end)
+  end)
+
+  describe("mapped and partial", function()
+    it("restores one member's backup into another canister", function()
+      local home, b, work = fresh()
+      local src, dst = base.members[#base.members], base.members[#base.members - 1]
+      local map = work .. "/map.json"
+      helpers.write(map, json.encode({ members = { { source_canister = src.canister_id,
+        target_canister = dst.canister_id } } }))
+      local r = plan_and_run(home, b, { "--members", src.canister_id, "--mapping", map })
+      assert.equal(0, r.status, r.stderr)
+      local now = digests(home)
+      assert.equal(base.backed_up[src.canister_id], now[dst.canister_id])
+      -- The source canister itself is untouched.
+      assert.equal(base.mutated[src.canister_id], now[src.canister_id])
+      assert.equal(0, delta(home)[src.canister_id].stop)
+    end)
+
+    it("restores a subtree and nothing else", function()
+      local home, b = fresh()
+      local top = base.members[1]
+      local r = plan_and_run(home, b, { "--subtree", top.role })
+      assert.equal(0, r.status, r.stderr)
+      local inside = { [top.canister_id] = true }
+      for _ = 1, 4 do
+        for _, m in ipairs(base.members) do
+          if m.parent and inside[m.parent] then inside[m.canister_id] = true end
+        end
+      end
+      local now, d = digests(home), delta(home)
+      for _, m in ipairs(base.members) do
+        if inside[m.canister_id] then
+          assert.equal(base.backed_up[m.canister_id], now[m.canister_id])
+        else
+          assert.equal(base.mutated[m.canister_id], now[m.canister_id])
+          assert.equal(0, d[m.canister_id].stop)
+        end
+      end
+    end)
+
+    it("refuses a target that does not exist in preflight, before anything (exit 5)", function()
+      local home, b, work = fresh()
+      local src = base.members[1]
+      local map = work .. "/map.json"
+      local ghost = require("fleetsnap.principal").canister_id(999999)
+      helpers.write(map, json.encode({ members = { { source_canister = src.canister_id, target_canister = ghost } } }))
+      local r = plan_and_run(home, b, { "--members", src.canister_id, "--mapping", map })
+      assert.equal(5, r.status)
+      assert.matches(ghost .. ": does not exist", r.stderr, 1, true)
+      for _, e in pairs(delta(home)) do assert.equal(0, e.snapshot_upload + e.stop) end
+    end)
+
+    it("refuses a malformed mapping file, naming it (exit 7)", function()
+      local home, b, work = fresh()
+      local map = work .. "/map.json"
+      helpers.write(map, "{\"members\": [{\"source_canister\": 1}]}")
+      local r = restore(home, b, { "plan", b, "--mapping", map })
+      assert.equal(7, r.status)
+      assert.matches(map, r.stderr, 1, true)
+    end)
+  end)
+
+  describe("refusals before any effect", function()
+    it("refuses an unverified backup, naming the corrupt member (exit 6)", function()
+      local home, b = fresh()
+      local cid = base.members[2].canister_id
+      local path = b .. "/" .. cid .. "/wasm_memory.bin"
+      local data = helpers.read(path)
+      helpers.write(path, data:sub(1, 10) .. string.char((data:byte(11) + 1) % 256) .. data:sub(12))
+      local r = restore(home, b, { "plan", b })
+      assert.equal(6, r.status)
+      assert.matches(cid, r.stderr, 1, true)
+      assert.is_nil(fs.lstat(b .. "/restore/fleetsnap-restore-plan.json"))
+    end)
+
+    it("refuses when a target has no free snapshot slot, stopping nothing (exit 5)", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b, "--snapshot-limit", "1" }).status)
+      local r = restore(home, b, { "run", b, "--execute" }, { ICP_SIM_SNAPSHOT_LIMIT = "1" })
+      assert.equal(5, r.status)
+      assert.matches("snapshot slots are taken", r.stderr)
+      for _, e in pairs(delta(home)) do assert.equal(0, e.snapshot_upload + e.stop) end
+    end)
+
+    it("refuses when the operator does not control a target (exit 5)", function()
+      local home, b = fresh()
+      local cid = base.members[3].canister_id
+      local r = plan_and_run(home, b, {}, {}, { ICP_SIM_NOT_CONTROLLER = "*@" .. cid })
+      assert.equal(5, r.status)
+      assert.matches(cid .. ": the operator", r.stderr, 1, true)
+    end)
+
+    it("refuses a backup whose manifest changed since the plan (exit 7)", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local path = b .. "/fleet-backup-manifest.json"
+      helpers.write(path, helpers.read(path) .. "\n")
+      local r = restore(home, b, { "run", b, "--execute" })
+      assert.equal(7, r.status)
+      assert.matches("changed since restore", r.stderr)
+    end)
+
+    it("refuses a second runner on the same restore (exit 4)", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local lock = assert(engine.lock.acquire(b .. "/restore/fleetsnap-restore.wal.lock"))
+      local r = restore(home, b, { "run", b, "--execute" })
+      lock:close()
+      assert.equal(4, r.status)
+    end)
+
+    it("says there is no plan yet (exit 3)", function()
+      local home, b = fresh()
+      local r = restore(home, b, { "run", b, "--execute" })
+      assert.equal(3, r.status)
+      assert.matches("restore plan", r.stderr)
+    end)
+  end)
+
+  describe("faults", function()
+    local function fault_then_retry(env, expect_code, check)
+      local home, b = fresh()
+      local r = plan_and_run(home, b, {}, {}, env)
+      assert.equal(expect_code, r.status, r.stderr)
+      local s = status(home, b)
+      assert.equal("failed", s.phase)
+      assert.equal(1, #s.failed)
+      if check then check(home, s, r) end
+      r = restore(home, b, { "run", b, "--retry-failed" })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(restored(home))
+      assert.is_true(all_running(home))
+      for _, e in pairs(delta(home)) do assert.is_true(e.snapshot_upload <= 1) end
+      return home
+    end
+
+    it("an upload that keeps failing fails before anything is stopped (exit 1)", function()
+      local cid = base.members[2].canister_id
+      fault_then_retry({ ICP_SIM_FAIL = "snapshot.upload@" .. cid }, 1, function(home, s)
+        assert.equal("upload-" .. cid, s.failed[1].op)
+        for _, e in pairs(delta(home)) do assert.equal(0, e.stop) end
+      end)
+    end)
+
+    it("a transient upload failure is retried within the run", function()
+      local home, b = fresh()
+      local cid = base.members[2].canister_id
+      local r = plan_and_run(home, b, {}, {}, { ICP_SIM_FAIL = "snapshot.upload@" .. cid .. "#1" })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(restored(home))
+    end)
+
+    it("an upload whose answer is lost is found by the inventory, not repeated", function()
+      local home, b = fresh()
+      local cid = base.members[2].canister_id
+      local r = plan_and_run(home, b, {}, {}, { ICP_SIM_FAIL_AFTER = "snapshot.upload@" .. cid .. "#1" })
+      assert.equal(0, r.status, r.stderr)
+      assert.equal(1, delta(home)[cid].snapshot_upload)
+      assert.is_true(restored(home))
+    end)
+
+    it("an upload broken part-way is resumed into the same snapshot", function()
+      local home, b = fresh()
+      local cid = base.members[2].canister_id
+      local r = plan_and_run(home, b, {}, {}, { ICP_SIM_CRASH = "snapshot.upload@" .. cid .. "#1:1000:error" })
+      assert.equal(0, r.status, r.stderr)
+      assert.equal(1, delta(home)[cid].snapshot_upload)
+      assert.is_true(restored(home))
+      local log = helpers.read(home .. "/log.jsonl")
+      assert.matches("\"--resume\"", log, 1, true)
+    end)
+
+    it("a failed stop leaves the others stopped and loads nothing (exit 1)", function()
+      local cid = base.members[4].canister_id
+      fault_then_retry({ ICP_SIM_FAIL = "stop@" .. cid }, 1, function(home, s)
+        assert.equal("stop-" .. cid, s.failed[1].op)
+        assert.is_false(s.loads_begun)
+        for _, e in pairs(delta(home)) do assert.equal(0, e.snapshot_load) end
+      end)
+    end)
+
+    it("a failed load is never reported done, and nothing starts (exit 1)", function()
+      local cid = base.members[3].canister_id
+      fault_then_retry({ ICP_SIM_FAIL = "snapshot.restore@" .. cid }, 1, function(home, s, r)
+        assert.equal("load-" .. cid, s.failed[1].op)
+        assert.matches("loads have begun", r.stderr)
+        assert.equal(base.mutated[cid], digests(home)[cid])
+        for _, e in pairs(delta(home)) do assert.equal(0, e.start) end
+      end)
+    end)
+
+    it("a failed start stops the run after every load (exit 1)", function()
+      local cid = base.members[5].canister_id
+      fault_then_retry({ ICP_SIM_FAIL = "start@" .. cid }, 1, function(_, s)
+        assert.equal("start-" .. cid, s.failed[1].op)
+      end)
+    end)
+
+    it("a failed verification leaves the restore incomplete (exit 1)", function()
+      local cid = base.members[1].canister_id
+      -- status of cid: preflight, the load's stopped proof, then verification.
+      fault_then_retry({ ICP_SIM_FAIL = "status@" .. cid .. "#3+" }, 1, function(_, s)
+        assert.equal("verify-" .. cid, s.failed[1].op)
+      end)
+    end)
+
+    it("refuses a load into a canister that is not stopped (exit 5)", function()
+      local cid = base.members[2].canister_id
+      fault_then_retry({ ICP_SIM_STOP_NOOP = "stop@" .. cid }, 5, function(home, s)
+        assert.equal("load-" .. cid, s.failed[1].op)
+        assert.equal(0, delta(home)[cid].snapshot_load)
+      end)
+    end)
+  end)
+
+  describe("abort", function()
+    it("before the first load restarts the targets and deletes the uploads", function()
+      local home, b = fresh()
+      local cid = base.members[4].canister_id
+      local before = snapshot_count(home, cid)
+      assert.equal(1, plan_and_run(home, b, {}, {}, { ICP_SIM_FAIL = "stop@" .. cid }).status)
+      local r = restore(home, b, { "run", b, "--abort" })
+      assert.equal(0, r.status, r.stderr)
+      assert.matches("aborted", r.stdout)
+      assert.is_true(all_running(home))
+      assert.equal(before, snapshot_count(home, cid))
+      assert.same(base.mutated, digests(home))
+      assert.equal("aborted", status(home, b).phase)
+      r = restore(home, b, { "run", b, "--execute" })
+      assert.equal(5, r.status)
+      assert.matches("was aborted", r.stderr)
+    end)
+
+    it("is refused once a load has begun (exit 5)", function()
+      local home, b = fresh()
+      local cid = base.members[5].canister_id
+      assert.equal(1, plan_and_run(home, b, {}, {}, { ICP_SIM_FAIL = "start@" .. cid }).status)
+      local r = restore(home, b, { "run", b, "--abort" })
+      assert.equal(5, r.status)
+      assert.matches("cannot be aborted", r.stderr)
+    end)
+  end)
+
+  describe("safety snapshots and undo", function()
+    it("undo puts the pre-restore state back", function()
+      local home, b = fresh()
+      local r = plan_and_run(home, b, {}, { "--safety-snapshot" })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(restored(home))
+      r = restore(home, b, { "undo", b })
+      assert.equal(0, r.status, r.stderr)
+      assert.same(base.mutated, digests(home))
+      assert.is_true(all_running(home))
+      assert.equal("undone", status(home, b).phase)
+    end)
+
+    it("undo after a failed load puts every target back and starts it", function()
+      local home, b = fresh()
+      local cid = base.members[3].canister_id
+      assert.equal(1, plan_and_run(home, b, {}, { "--safety-snapshot" },
+        { ICP_SIM_FAIL = "snapshot.restore@" .. cid }).status)
+      local r = restore(home, b, { "undo", b })
+      assert.equal(0, r.status, r.stderr)
+      assert.same(base.mutated, digests(home))
+      assert.is_true(all_running(home))
+    end)
+
+    it("undo is refused without safety snapshots (exit 5)", function()
+      local home, b = fresh()
+      assert.equal(0, plan_and_run(home, b).status)
+      assert.equal(5, restore(home, b, { "undo", b }).status)
+    end)
+
+    it("options cannot change once a restore has begun (exit 2)", function()
+      local home, b = fresh()
+      assert.equal(0, plan_and_run(home, b, {}, { "--max-steps", "1" }).status)
+      local r = restore(home, b, { "run", b, "--execute", "--safety-snapshot" })
+      assert.equal(2, r.status)
+    end)
+  end)
+
+  describe("--verify-data", function()
+    it("proves the loaded data equals the backup's", function()
+      local home, b = fresh()
+      local r = plan_and_run(home, b, {}, { "--verify-data" })
+      assert.equal(0, r.status, r.stderr)
+      for _, e in pairs(delta(home)) do assert.equal(e.snapshot_create, e.snapshot_delete - e.snapshot_upload) end
+    end)
+
+    it("catches a load that did not take, and leaves the member stopped (exit 6)", function()
+      local home, b = fresh()
+      local cid = base.members[2].canister_id
+      local before = snapshot_count(home, cid)
+      local r = plan_and_run(home, b, {}, { "--verify-data", "--keep-uploaded" },
+        { ICP_SIM_SILENT_SUCCESS = "snapshot.restore@" .. cid })
+      assert.equal(6, r.status, r.stderr)
+      assert.matches("data check of " .. cid, r.stderr, 1, true)
+      assert.matches("wasm_memory.bin differs", r.stderr, 1, true)
+      local s = status(home, b)
+      assert.equal("verify-data-" .. cid, s.failed[1].op)
+      for _, m in ipairs(helpers.fleet(home).members) do
+        if m.canister_id == cid then assert.equal("stopped", m.status) end
+      end
+      -- The check snapshot is gone; only the upload was added.
+      assert.equal(before + 1, snapshot_count(home, cid))
+    end)
+  end)
+
+  describe("upstream layouts", function()
+    local function to_upstream(b, line)
+      local m = json.decode(helpers.read(b .. "/fleet-backup-manifest.json"))
+      m.fleetsnap = nil
+      m.tool = { name = "canic", version = line == "0.108" and "0.108.0" or "0.36.2" }
+      os.remove(b .. "/fleetsnap-plan.json")
+      os.remove(b .. "/fleetsnap-journal.wal")
+      os.remove(b .. "/fleetsnap-journal.wal.lock")
+      os.remove(b .. "/fleet-backup-manifest.json")
+      if line == "0.108" then
+        m.deployment, m.fleet = m.fleet, nil
+        m.verification = { deployment_checks = {}, member_checks = {} }
+        helpers.write(b .. "/deployment-backup-manifest.json", json.encode(m))
+      else
+        -- 0.36 readers are lenient: absent nullable fields, unknown keys.
+        for _, member in ipairs(m.fleet.members) do
+          member.subnet_canister_id, member.controller_hint = nil, nil
+          member.source_snapshot.code_version = nil
+          member.upstream_only = true
+        end
+        helpers.write(b .. "/fleet-backup-manifest.json", json.encode(m))
+      end
+    end
+
+    for _, line in ipairs({ "0.36", "0.108" }) do
+      it("verifies and restores a " .. line .. " backup", function()
+        local home, b = fresh()
+        to_upstream(b, line)
+        local r = helpers.fleetsnap(nil, { "backup", "verify", b })
+        assert.equal(0, r.status, r.stdout .. r.stderr)
+        r = plan_and_run(home, b)
+        assert.equal(0, r.status, r.stderr)
+        assert.is_true(restored(home))
+      end)
+    end
+
+    it("refuses a 0.108 manifest with an unknown field (exit 7)", function()
+      local home, b = fresh()
+      to_upstream(b, "0.108")
+      local path = b .. "/deployment-backup-manifest.json"
+      local m = json.decode(helpers.read(path))
+      m.extra = 1
+      helpers.write(path, json.encode(m))
+      local r = restore(home, b, { "plan", b })
+      assert.equal(7, r.status)
+      assert.matches("extra: unknown field", r.stderr)
+    end)
+  end)
+end)
