@@ -56,7 +56,7 @@ local function snapshot_count(home, cid)
   return #json.decode(r.stdout).snapshots
 end
 
-local function restore(home, b, argv, env)
+local function restore(home, _, argv, env)
   local full = { "restore" }
   for _, a in ipairs(argv) do full[#full + 1] = a end
   return helpers.fleetsnap(home, full, env)

@@ -101,7 +101,7 @@ function M.plan(dir, opts)
   if opts.state then engine.proc.run({ argv = { "mkdir", "-p", "--", state } }) end
   local ok, merr, mcode = fs.mkdir_private(state)
   if not ok then raise(mcode, "restore state " .. state .. ": " .. merr) end
-  local lock <close> = lock_state(state)
+  local _lock <close> = lock_state(state)
   backup.clean_temp(state)
   local path = state .. "/" .. plan_mod.FILE
   local status, archived = "created", nil
@@ -138,6 +138,9 @@ function M.open(dir, state_opt)
   local state = M.state_dir(dir, state_opt)
   local doc, err, code = plan_mod.read(state)
   if not doc then raise(code == "EJSON" and "EJSON" or code, err) end
+  -- The backup is where the reference points now (a backup directory may
+  -- be moved or copied with its restore state).
+  doc.backup.dir = M.realpath(dir)
   local mfile = doc.backup.dir .. "/" .. doc.backup.manifest_file
   local sum = engine.hash.file(mfile)
   if sum ~= doc.backup.manifest_sha256 then
@@ -426,11 +429,11 @@ function M.run(dir, opts)
     return { dry_run = true, plan = doc, state = state, options = options, operations = #ops, remaining = out,
       complete = st.finalized ~= nil, aborted = st.aborted ~= nil }
   end
-  local lock <close> = lock_state(state)
+  local _lock <close> = lock_state(state)
   backup.clean_temp(state)
   local j, jerr, jcode = engine.journal.open(jpath)
   if not j then raise(jcode == "ECORRUPT" and "ECORRUPT" or jcode, jerr) end
-  local journal <close> = j
+  local _journal <close> = j
   local st = M.replay(j)
   if st.aborted then
     raise("EPRECONDITION", "restore " .. doc.restore_id .. " was aborted; plan a new one to restore again")
@@ -548,7 +551,7 @@ end
 -- check every target runs; then deletes what the restore uploaded.
 function M.undo(dir, opts)
   local doc, state = M.open(dir, opts.state)
-  local lock <close> = lock_state(state)
+  local _lock <close> = lock_state(state)
   local rj, rerr, rcode = engine.journal.open(state .. "/" .. M.JOURNAL, { readonly = true })
   if not rj then raise(rcode == "ENOENT" and "ENOTFOUND" or rcode, "restore " .. doc.restore_id .. ": " .. rerr) end
   local rst = M.replay(rj)
@@ -580,7 +583,7 @@ function M.undo(dir, opts)
   local ops = operations.build(rows, doc.policy.serial)
   local j, jerr, jcode = engine.journal.open(state .. "/" .. M.UNDO_JOURNAL)
   if not j then raise(jcode, jerr) end
-  local journal <close> = j
+  local _journal <close> = j
   local r = new_runner(doc, state, j, opts, ops, {
     restore_state = rst, lock_prefix = "undo-", skip_module_hash = true, skip_checks = true,
     source_of = function(_, op)

@@ -24,11 +24,10 @@ end
 -- {target, parent (target of the parent, or nil), steps = {kind = true}};
 -- serial: one operation at a time.
 function M.build(rows, serial)
-  local ops, by_id = {}, {}
+  local ops = {}
   local function add(kind, row, after)
     local op = { id = M.id(kind, row.target), kind = kind, canister = row.target, after = json.array(after) }
     ops[#ops + 1] = op
-    by_id[op.id] = op
     return op.id
   end
   local function all(kind)

@@ -37,7 +37,9 @@ function M.read_mapping(path)
   for k in pairs(doc) do
     if k ~= "members" then bad(k, "unknown field") end
   end
-  if type(doc.members) ~= "table" or json.kind(doc.members) ~= "array" then bad("members", "missing or not an array") end
+  if type(doc.members) ~= "table" or json.kind(doc.members) ~= "array" then
+    bad("members", "missing or not an array")
+  end
   local map, targets = {}, {}
   for i, e in ipairs(doc.members) do
     local f = string.format("members[%d]", i)

@@ -138,7 +138,9 @@ function M:upload_from(op, baseline, resume)
   -- Out of attempts: an incomplete orphan would only hold a slot.
   local list = self:command(op, "snapshot_list", { canister = op.canister })
   local new = list and base.new_snapshots(baseline, list) or {}
-  if #new == 1 then self:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = new[1].snapshot_id }) end
+  if #new == 1 then
+    self:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = new[1].snapshot_id })
+  end
   return nil, last
 end
 
@@ -154,9 +156,6 @@ function M:op_upload(op)
 end
 
 function M:finish_upload(op, tree, receipt, err)
-  if err and err.code == "IN_FLIGHT" then return nil, err end
-  -- The stage lives until the upload is terminal.
-  fs.remove_tree(self:stage_path(op))
   if not receipt then return nil, err end
   receipt.digest, receipt.bytes = tree.digest, tree.bytes
   receipt.files = file_digests(tree.files)
@@ -184,7 +183,6 @@ function M:redo_upload(op, o)
     elseif intact then
       -- icp removes its progress file only once every byte is in: the
       -- upload completed and its answer was lost.
-      fs.remove_tree(stage)
       return { uploaded_snapshot_id = new[1].snapshot_id, uploaded_at = self:now(), reconciled = true,
         digest = tree.digest, bytes = tree.bytes, files = o.claim.files }
     end
@@ -373,7 +371,13 @@ end
 
 function M:complete(op, receipt, err)
   if receipt and self.outputs and self.outputs[op.id] then receipt.output = self.outputs[op.id] end
-  return base.complete(self, op, receipt, err)
+  base.complete(self, op, receipt, err)
+  if op.kind == "upload" and not (err and err.code == "IN_FLIGHT") then
+    -- The stage lives until the upload's terminal record is durable: a
+    -- crash before it finds the stage, and with it the upload's progress.
+    self:flush()
+    fs.remove_tree(self:stage_path(op))
+  end
 end
 
 --- A claim found without its record: stop/start and the safety snapshot

@@ -1,0 +1,168 @@
+-- Crash safety of restore: SIGKILL at every failpoint a full restore of a
+-- 6-member fleet reaches (KiB-size snapshots, concurrency 1), then run
+-- again to completion, and check: every member holds the backup's state,
+-- exactly one upload completed per member, every load ran while its
+-- target was stopped, every target runs, nothing is left over.
+local engine = require "fleetsnap.engine"
+local helpers = require "helpers"
+
+local json, fs = engine.json, engine.fs
+
+local SIZES = { members = 6, depth = 2, heap = 4096, stable = 2048 }
+
+local base
+
+local function digests(home)
+  local out = {}
+  for _, m in ipairs(helpers.fleet(home).members) do out[m.canister_id] = m.state_sha256 end
+  return out
+end
+
+-- A backed-up, then mutated fleet with a restore planned at concurrency 1.
+local function prepare(extra)
+  local dir = helpers.sh("mktemp -d /tmp/fsn-rcrash-XXXXXX"):gsub("%s+$", "")
+  local home, b = dir .. "/home", dir .. "/b"
+  helpers.sh("cp -a " .. helpers.sim_home(SIZES) .. " " .. home)
+  assert(helpers.fleetsnap(home, { "backup", "create", "--out", b }).status == 0)
+  local p = { dir = dir, home = home, backup = b, backed_up = digests(home), effects = helpers.effects(home),
+    root = helpers.fleet(home).root }
+  assert(helpers.icp(home, { "sim", "mutate", "--all" }).status == 0)
+  local argv = { "restore", "plan", b, "--concurrency", "1", "--uploads", "1" }
+  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+  local r = helpers.fleetsnap(home, argv)
+  assert(r.status == 0, r.stderr)
+  return p
+end
+
+local function run_argv(home, b, args)
+  local argv = { helpers.root .. "/scripts/fleetsnap", "--sim", home, "restore", "run", b, "--execute" }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  return argv
+end
+
+local function trace_points(args)
+  local work = helpers.tmpdir()
+  helpers.sh(string.format("cp -a %s %s/home && cp -a %s %s/b", base.home, work, base.backup, work))
+  local trace = work .. "/trace"
+  local r = engine.proc.run({ argv = run_argv(work .. "/home", work .. "/b", args),
+    env = { FLEETSNAP_FAILPOINT_TRACE = trace, RUST_BACKTRACE = "0" }, unset_env = { "LD_PRELOAD" } })
+  assert(r.status == 0, r.stderr)
+  local points, count = {}, {}
+  for line in helpers.read(trace):gmatch("[^\n]+") do
+    count[line] = (count[line] or 0) + 1
+    points[#points + 1] = line .. ":" .. count[line]
+  end
+  return points
+end
+
+-- Runs the restore to completion after a crash, as an operator would.
+local function finish(home, b, args)
+  local r
+  for _ = 1, 3 do
+    r = helpers.fleetsnap(home, { "restore", "run", b, "--execute", table.unpack(args or {}) })
+    if r.status ~= 4 then return r end
+  end
+  return r
+end
+
+-- Every successful load happened while its target was stopped (from the
+-- simulator's invocation log, in order).
+local function loads_only_while_stopped(home, label)
+  local entries = {}
+  for line in helpers.read(home .. "/log.jsonl"):gmatch("[^\n]+") do
+    entries[#entries + 1] = json.decode(line)
+  end
+  table.sort(entries, function(a, b) return a.end_ns < b.end_ns end)
+  local status = {}
+  for _, e in ipairs(entries) do
+    local a = e.argv
+    if e.rc == 0 and a[1] == "canister" then
+      if a[2] == "stop" then status[a[3]] = "stopped"
+      elseif a[2] == "start" then status[a[3]] = "running"
+      elseif a[2] == "snapshot" and a[3] == "restore" then
+        assert.equal("stopped", status[a[4]] or "running", label .. ": a load into " .. a[4] .. " while running")
+      end
+    end
+  end
+end
+
+local function check(home, b, label, opts)
+  local now = digests(home)
+  local effects = helpers.effects(home)
+  for cid, want in pairs(base.backed_up) do
+    if cid ~= base.root then
+      assert.equal(want, now[cid], label .. ": state of " .. cid)
+      local e, e0 = effects[cid], base.effects[cid]
+      assert.equal(1, e.snapshot_upload - e0.snapshot_upload, label .. ": uploads of " .. cid)
+      assert.is_true(e.snapshot_load - e0.snapshot_load >= 1, label .. ": loads of " .. cid)
+    end
+  end
+  for _, m in ipairs(helpers.fleet(home).members) do assert.equal("running", m.status, label) end
+  loads_only_while_stopped(home, label)
+  if not (opts and opts.keep) then
+    -- Every uploaded snapshot (and any data-check snapshot) is gone again.
+    for cid, e in pairs(effects) do
+      local e0 = base.effects[cid]
+      local made = (e.snapshot_upload - e0.snapshot_upload) + (e.snapshot_create - e0.snapshot_create)
+      assert.is_true(e.snapshot_delete - e0.snapshot_delete >= made, label .. ": snapshots left on " .. cid)
+    end
+  end
+  local left = fs.list(b .. "/restore")
+  table.sort(left)
+  assert.same({ "fleetsnap-restore-plan.json", "fleetsnap-restore.wal", "fleetsnap-restore.wal.lock" }, left, label)
+end
+
+local function loop(args, pick, opts)
+  local points = trace_points(args)
+  assert.is_true(#points > 50, "only " .. #points .. " failpoints")
+  local chosen = {}
+  for i, p in ipairs(points) do
+    if pick(i, p) then chosen[#chosen + 1] = p end
+  end
+  local i = 1
+  while i <= #chosen do
+    local batch = {}
+    for k = i, math.min(i + 1, #chosen) do
+      local work = helpers.sh("mktemp -d /tmp/fsn-rcrash-XXXXXX"):gsub("%s+$", "")
+      local home, b = work .. "/home", work .. "/b"
+      helpers.sh(string.format("cp -a %s %s && cp -a %s %s", base.home, home, base.backup, b))
+      batch[#batch + 1] = { point = chosen[k], work = work, home = home, b = b, h = engine.proc.spawn({
+        argv = run_argv(home, b, args), env = { FLEETSNAP_FAILPOINT = chosen[k], RUST_BACKTRACE = "0" },
+        unset_env = { "LD_PRELOAD" }, timeout_ms = 120000 }) }
+    end
+    for _, x in ipairs(batch) do
+      local r = x.h:result()
+      x.h:close()
+      assert.equal(9, r.signal, x.point .. ": the failpoint was not reached: " .. r.stderr)
+      local done = finish(x.home, x.b, args)
+      assert.equal(0, done.status, x.point .. ": " .. done.stderr)
+      check(x.home, x.b, x.point, opts)
+      helpers.sh("rm -rf " .. x.work)
+    end
+    i = i + #batch
+  end
+  return #chosen
+end
+
+describe("restore crash safety", function()
+  after_each(function() helpers.cleanup() end)
+
+  describe("a plain restore", function()
+    setup(function() base = prepare() end)
+    teardown(function() helpers.sh("rm -rf " .. base.dir) end)
+
+    it("survives a SIGKILL at every failpoint at concurrency 1", function()
+      assert.is_true(loop({}, function() return true end) > 50)
+    end)
+  end)
+
+  describe("with --safety-snapshot and --verify-data", function()
+    setup(function() base = prepare() end)
+    teardown(function() helpers.sh("rm -rf " .. base.dir) end)
+
+    it("survives a sample of failpoints", function()
+      loop({ "--safety-snapshot", "--verify-data", "--keep-uploaded" }, function(i) return i % 7 == 0 end,
+        { keep = true })
+    end)
+  end)
+end)
