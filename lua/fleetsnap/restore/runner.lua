@@ -155,7 +155,7 @@ function M:op_upload(op)
   return self:finish_upload(op, tree, self:upload_from(op, baseline, false))
 end
 
-function M:finish_upload(op, tree, receipt, err)
+function M:finish_upload(_, tree, receipt, err)
   if not receipt then return nil, err end
   receipt.digest, receipt.bytes = tree.digest, tree.bytes
   receipt.files = file_digests(tree.files)
