@@ -626,7 +626,7 @@ function M.inventory(dir)
         local secs = tostring(man.doc.created_at):match("^unix:(%d+)$")
         created = secs and tonumber(secs) * 1000000000 or 0
       end
-      local locked = not engine.lock.probe(path .. "/" .. M.JOURNAL .. ".lock")
+      local locked = not engine.lock.probe(path .. "/" .. M.JOURNAL .. ".lock") or M.restoring(path)
       out[#out + 1] = { name = name, dir = path, complete = man ~= nil, locked = locked, created_ns = created or 0 }
     end
   end
@@ -635,6 +635,23 @@ function M.inventory(dir)
     return a.name > b.name
   end)
   return out
+end
+
+--- Whether a restore from this backup is planned or under way and not
+-- finished (complete or aborted): then the backup is in use (X-08).
+function M.restoring(dir)
+  local state = dir .. "/restore"
+  if not fs.lstat(state .. "/fleetsnap-restore-plan.json") then return false end
+  if not engine.lock.probe(state .. "/fleetsnap-restore.wal.lock") then return true end
+  local j = fs.lstat(state .. "/fleetsnap-restore.wal") and engine.journal.open(state .. "/fleetsnap-restore.wal",
+    { readonly = true })
+  if not j then return true end
+  local finished = false
+  for r in j:records() do
+    if r.t == "finalized" or r.t == "aborted" then finished = true end
+  end
+  j:close()
+  return not finished
 end
 
 --- Chooses what to delete: complete, unlocked backups kept by none of the

@@ -507,6 +507,147 @@ describe("fleetsnap restore", function()
     end)
   end)
 
+  describe("catalogue scenarios", function()
+    local function crash_then_finish(point)
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local r = restore(home, b, { "run", b, "--execute" }, { FLEETSNAP_FAILPOINT = point })
+      assert.equal(9, r.signal, point .. ": " .. r.stderr)
+      r = restore(home, b, { "run", b, "--execute" })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(restored(home))
+      assert.is_true(all_running(home))
+      return home, b
+    end
+
+    it("RS-05: a symlinked staging root is refused, nothing uploaded (exit 7)", function()
+      local home, b, work = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      helpers.sh("mkdir " .. work .. "/elsewhere && ln -s " .. work .. "/elsewhere " .. b .. "/restore/staging")
+      local r = restore(home, b, { "run", b, "--execute" })
+      assert.equal(7, r.status, r.stderr)
+      assert.matches("staging root", r.stderr)
+      for _, e in pairs(delta(home)) do assert.equal(0, e.snapshot_upload) end
+      assert.same({}, fs.list(work .. "/elsewhere"))
+    end)
+
+    it("RS-19: an upload committed before the crash is found by the inventory, not repeated", function()
+      local cid = base.members[2].canister_id
+      local home = crash_then_finish("after-effect@snapshot_upload-" .. cid .. ":1")
+      assert.equal(1, delta(home)[cid].snapshot_upload)
+    end)
+
+    it("RS-18/21: a load claimed before the crash runs once, after a fresh stopped proof", function()
+      local cid = base.members[3].canister_id
+      local home = crash_then_finish("before-effect@snapshot_restore-" .. cid .. ":1")
+      assert.equal(1, delta(home)[cid].snapshot_load)
+    end)
+
+    it("RS-20: a stop committed before the crash is settled by status, not repeated", function()
+      local cid = base.members[4].canister_id
+      local home = crash_then_finish("after-effect@stop-" .. cid .. ":1")
+      assert.equal(1, delta(home)[cid].stop)
+    end)
+
+    it("RS-22: a start committed before the crash is settled by status, not repeated", function()
+      local cid = base.members[4].canister_id
+      local home = crash_then_finish("after-effect@start-" .. cid .. ":1")
+      assert.equal(1, delta(home)[cid].start)
+    end)
+
+    it("RS-38: a command of a dead runner still holding its lock blocks the run (exit 4)", function()
+      local home, b = fresh()
+      local cid = base.members[2].canister_id
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local r = restore(home, b, { "run", b, "--execute" },
+        { FLEETSNAP_FAILPOINT = "after-effect@snapshot_upload-" .. cid .. ":1" })
+      assert.equal(9, r.signal)
+      local journal = helpers.read(b .. "/restore/fleetsnap-restore.wal")
+      local lock = assert(engine.lock.acquire(b .. "/restore/.fleetsnap-commands/upload-" .. cid .. ".lock"))
+      r = restore(home, b, { "run", b, "--execute" })
+      lock:close()
+      assert.equal(4, r.status)
+      assert.matches("still running", r.stderr)
+      assert.equal(journal, helpers.read(b .. "/restore/fleetsnap-restore.wal"))
+      assert.equal(0, restore(home, b, { "run", b, "--execute" }).status)
+      assert.equal(1, delta(home)[cid].snapshot_upload)
+    end)
+
+    it("RS-37: a rerun of a complete restore runs no command and changes no byte", function()
+      local home, b = fresh()
+      assert.equal(0, plan_and_run(home, b).status)
+      local journal = helpers.read(b .. "/restore/fleetsnap-restore.wal")
+      local log = helpers.read(home .. "/log.jsonl")
+      assert.equal(0, restore(home, b, { "run", b, "--execute" }).status)
+      assert.equal(journal, helpers.read(b .. "/restore/fleetsnap-restore.wal"))
+      assert.equal(log, helpers.read(home .. "/log.jsonl"))
+    end)
+
+    it("restores a read-only backup with --state elsewhere, writing nothing into it", function()
+      local home, b, work = fresh()
+      local before = helpers.sh("cd " .. b .. " && find . -printf '%p %s %T@\\n' | sort")
+      local state = work .. "/state"
+      assert.equal(0, restore(home, b, { "plan", b, "--state", state }).status)
+      local r = restore(home, b, { "run", b, "--execute", "--state", state })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(restored(home))
+      assert.equal(before, helpers.sh("cd " .. b .. " && find . -printf '%p %s %T@\\n' | sort"))
+      assert.equal("complete", json.decode(helpers.fleetsnap(home, { "--json", "restore", "status", b, "--state",
+        state }).stdout).phase)
+    end)
+
+    it("X-08: prune never deletes a backup a restore is using", function()
+      local home, b, work = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      assert.equal(0, restore(home, b, { "run", b, "--execute", "--max-steps", "2" }).status)
+      local r = helpers.fleetsnap(nil, { "backup", "prune", "--dir", work, "--keep-last", "0" })
+      assert.equal(0, r.status, r.stderr)
+      assert.matches("keep %(in use%)", r.stdout)
+      assert.truthy(fs.lstat(b .. "/fleet-backup-manifest.json"))
+    end)
+
+    it("X-09: a backup moved after planning is restored from where it is now", function()
+      local home, b, work = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      assert.equal(0, restore(home, b, { "run", b, "--execute", "--max-steps", "3" }).status)
+      helpers.sh("mv " .. b .. " " .. work .. "/moved")
+      local r = restore(home, nil, { "run", work .. "/moved", "--execute" })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(restored(home))
+    end)
+
+    it("X-14: a restore planned for one environment does not run against another (exit 5)", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local r = helpers.fleetsnap(home, { "-e", "staging", "restore", "run", b, "--execute" })
+      assert.equal(5, r.status)
+      assert.matches("planned for environment local", r.stderr)
+    end)
+
+    it("exits 130 on SIGINT and continues on the next run", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local h = engine.proc.spawn({ argv = { helpers.root .. "/scripts/fleetsnap", "--sim", home, "restore", "run", b,
+        "--execute" }, env = { ICP_SIM_HANG = "snapshot.restore", RUST_BACKTRACE = "0" },
+        unset_env = { "LD_PRELOAD" } })
+      local deadline = os.time() + 60
+      repeat
+        engine.sleep_ms(100)
+        local stopped = 0
+        for _, e in pairs(delta(home)) do stopped = stopped + e.stop end
+      until stopped == #base.members or os.time() > deadline
+      engine.sleep_ms(300)
+      engine.proc.signal(h:pid(), 2)
+      local r = h:result()
+      h:close()
+      assert.equal(130, r.status, r.stderr)
+      assert.matches("interrupted; continue with", r.stderr)
+      r = restore(home, b, { "run", b, "--execute" })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(restored(home))
+    end)
+  end)
+
   describe("upstream layouts", function()
     local function to_upstream(b, line)
       local m = json.decode(helpers.read(b .. "/fleet-backup-manifest.json"))

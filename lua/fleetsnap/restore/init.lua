@@ -362,6 +362,19 @@ local function tidy(state)
   end
 end
 
+--- A restore runs against the network it was planned for (X-14).
+local function check_target(doc, driver)
+  local want = doc.target or {}
+  local env, net = want.environment, want.network
+  local planned = (env ~= nil and env ~= json.null) and ("environment " .. env)
+    or (net ~= nil and net ~= json.null) and ("network " .. net) or nil
+  local given = driver.network and ("network " .. driver.network) or ("environment " .. tostring(driver.environment))
+  if planned and planned ~= given then
+    raise("EPRECONDITION", string.format("restore %s was planned for %s; this run targets %s (give the same -e/-n, "
+      .. "or plan again)", doc.restore_id, planned, given))
+  end
+end
+
 --- Drives a runner over its operations: reconcile, re-arm or refuse
 -- failures, schedule, and record the end. Returns the summary.
 local function drive(r, ops, opts, what)
@@ -429,6 +442,7 @@ function M.run(dir, opts)
     return { dry_run = true, plan = doc, state = state, options = options, operations = #ops, remaining = out,
       complete = st.finalized ~= nil, aborted = st.aborted ~= nil }
   end
+  check_target(doc, opts.driver)
   local _lock <close> = lock_state(state)
   backup.clean_temp(state)
   local j, jerr, jcode = engine.journal.open(jpath)
@@ -551,6 +565,7 @@ end
 -- check every target runs; then deletes what the restore uploaded.
 function M.undo(dir, opts)
   local doc, state = M.open(dir, opts.state)
+  check_target(doc, opts.driver)
   local _lock <close> = lock_state(state)
   local rj, rerr, rcode = engine.journal.open(state .. "/" .. M.JOURNAL, { readonly = true })
   if not rj then raise(rcode == "ENOENT" and "ENOTFOUND" or rcode, "restore " .. doc.restore_id .. ": " .. rerr) end

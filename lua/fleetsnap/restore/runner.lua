@@ -59,7 +59,8 @@ end
 function M:stage(op)
   local m = self.members[op.canister]
   local stage = self:stage_path(op)
-  assert(fs.mkdir_private(self.dir .. "/staging"))
+  local made, merr, mcode = fs.mkdir_private(self.dir .. "/staging")
+  if not made then return fail(mcode, "staging root of " .. op.canister .. ": " .. merr) end
   local ok, err, code = fs.remove_tree(stage)
   if not ok then return fail(code, "staging of " .. op.canister .. ": " .. err) end
   engine.failpoint("before-stage", op.canister)
@@ -309,8 +310,9 @@ function M:op_verify_data(op, baseline)
     sid = v.snapshot_id
   end
   local dir = self.dir .. "/verify-data/" .. seg(op.canister)
-  assert(fs.mkdir_private(self.dir .. "/verify-data"))
-  assert(fs.remove_tree(dir))
+  local made, merr, mcode = fs.mkdir_private(self.dir .. "/verify-data")
+  if made then made, merr, mcode = fs.remove_tree(dir) end
+  if made == nil then return fail(mcode, "data check of " .. op.canister .. ": " .. merr) end
   local _, derr = self:command(op, "snapshot_download", { canister = op.canister, snapshot_id = sid, dir = dir,
     size_bytes = self.members[op.canister].bytes })
   local bad
