@@ -27,15 +27,27 @@ local function prepare(extra)
   local p = { dir = dir, home = home, backup = b, backed_up = digests(home), effects = helpers.effects(home),
     root = helpers.fleet(home).root }
   assert(helpers.icp(home, { "sim", "mutate", "--all" }).status == 0)
-  local argv = { "restore", "plan", b, "--concurrency", "1", "--uploads", "1" }
-  for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
-  local r = helpers.fleetsnap(home, argv)
+  p.mutated = digests(home)
+  local r = helpers.fleetsnap(home, { "restore", "plan", b, "--concurrency", "1", "--uploads", "1" })
   assert(r.status == 0, r.stderr)
+  if extra then
+    r = helpers.fleetsnap(home, { "restore", "run", b, "--execute", table.unpack(extra) })
+    assert(r.status == 0, r.stderr)
+  end
   return p
 end
 
+-- The command under test: `restore run --execute <args>`, or `restore undo`.
 local function run_argv(home, b, args)
-  local argv = { helpers.root .. "/scripts/fleetsnap", "--sim", home, "restore", "run", b, "--execute" }
+  local argv = { helpers.root .. "/scripts/fleetsnap", "--sim", home, "restore" }
+  if args and args[1] == "undo" then
+    argv[#argv + 1] = "undo"
+    argv[#argv + 1] = b
+    return argv
+  end
+  argv[#argv + 1] = "run"
+  argv[#argv + 1] = b
+  argv[#argv + 1] = "--execute"
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   return argv
 end
@@ -59,7 +71,11 @@ end
 local function finish(home, b, args)
   local r
   for _ = 1, 3 do
-    r = helpers.fleetsnap(home, { "restore", "run", b, "--execute", table.unpack(args or {}) })
+    local argv = run_argv(home, b, args)
+    table.remove(argv, 1)
+    table.remove(argv, 1)
+    table.remove(argv, 1)
+    r = helpers.fleetsnap(home, argv)
     if r.status ~= 4 then return r end
   end
   return r
@@ -86,7 +102,20 @@ local function loads_only_while_stopped(home, label)
   end
 end
 
+-- After an undo: every member holds its pre-restore state again.
+local function check_undone(home, b, label)
+  local now = digests(home)
+  for cid, want in pairs(base.mutated) do
+    assert.equal(want, now[cid], label .. ": state of " .. cid)
+  end
+  for _, m in ipairs(helpers.fleet(home).members) do assert.equal("running", m.status, label) end
+  loads_only_while_stopped(home, label)
+  local st = json.decode(helpers.fleetsnap(home, { "--json", "restore", "status", b }).stdout)
+  assert.equal("undone", st.phase, label)
+end
+
 local function check(home, b, label, opts)
+  if opts and opts.undo then return check_undone(home, b, label) end
   local now = digests(home)
   local effects = helpers.effects(home)
   for cid, want in pairs(base.backed_up) do
@@ -114,7 +143,7 @@ end
 
 local function loop(args, pick, opts)
   local points = trace_points(args)
-  assert.is_true(#points > 50, "only " .. #points .. " failpoints")
+  assert.is_true(#points > 20, "only " .. #points .. " failpoints")
   local chosen = {}
   for i, p in ipairs(points) do
     if pick(i, p) then chosen[#chosen + 1] = p end
@@ -153,6 +182,15 @@ describe("restore crash safety", function()
 
     it("survives a SIGKILL at every failpoint at concurrency 1", function()
       assert.is_true(loop({}, function() return true end) > 50)
+    end)
+  end)
+
+  describe("restore undo", function()
+    setup(function() base = prepare({ "--safety-snapshot" }) end)
+    teardown(function() helpers.sh("rm -rf " .. base.dir) end)
+
+    it("survives a sample of failpoints", function()
+      loop({ "undo" }, function(i) return i % 3 == 1 end, { undo = true })
     end)
   end)
 

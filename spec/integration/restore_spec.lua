@@ -432,6 +432,23 @@ describe("fleetsnap restore", function()
       assert.matches("was aborted", r.stderr)
     end)
 
+    it("killed part-way, finishes when run again", function()
+      local home, b = fresh()
+      local cid = base.members[6].canister_id
+      assert.equal(1, plan_and_run(home, b, {}, {}, { ICP_SIM_FAIL = "stop@" .. cid }).status)
+      local first = base.members[1].canister_id
+      local r = restore(home, b, { "run", b, "--abort" }, { FLEETSNAP_FAILPOINT = "after-effect@start-" .. first
+        .. ":1" })
+      assert.equal(9, r.signal, r.stderr)
+      r = restore(home, b, { "run", b, "--execute" })
+      assert.equal(5, r.status)
+      assert.matches("finish it with `restore run %-%-abort`", r.stderr)
+      r = restore(home, b, { "run", b, "--abort" })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(all_running(home))
+      for _, e in pairs(delta(home)) do assert.equal(e.snapshot_upload, e.snapshot_delete) end
+    end)
+
     it("is refused once a load has begun (exit 5)", function()
       local home, b = fresh()
       local cid = base.members[5].canister_id
@@ -477,6 +494,71 @@ describe("fleetsnap restore", function()
       assert.equal(0, plan_and_run(home, b, {}, { "--max-steps", "1" }).status)
       local r = restore(home, b, { "run", b, "--execute", "--safety-snapshot" })
       assert.equal(2, r.status)
+    end)
+  end)
+
+  describe("verification by the policy's checks", function()
+    local function check_policy(work, expect)
+      local file = work .. "/checks.lua"
+      helpers.write(file, [[return { name = "checked", summary = "test",
+        plan = function(sel, plan) end,
+        checks = function(m) return { { method = "health", expect_hex = "]] .. expect .. [[" } } end }]])
+      return file
+    end
+    local function canned(home, hex)
+      for _, m in ipairs(base.members) do
+        helpers.sh("mkdir -p " .. home .. "/canisters/" .. m.canister_id .. "/calls")
+        helpers.write(home .. "/canisters/" .. m.canister_id .. "/calls/health.json", json.encode({ reply_hex = hex }))
+      end
+    end
+
+    it("completes when every restored member answers its checks", function()
+      local home, b, work = fresh()
+      canned(home, "4449444c00017e01")
+      local r = plan_and_run(home, b, { "--policy", check_policy(work, "4449444c00017e01") })
+      assert.equal(0, r.status, r.stderr)
+      local log = helpers.read(home .. "/log.jsonl")
+      local calls = 0
+      for _ in log:gmatch('"call","[^"]+","health"') do calls = calls + 1 end
+      assert.equal(#base.members, calls)
+    end)
+
+    it("fails the member's verification when a reply differs (exit 6)", function()
+      local home, b, work = fresh()
+      canned(home, "4449444c00017e00")
+      local r = plan_and_run(home, b, { "--policy", check_policy(work, "4449444c00017e01") })
+      assert.equal(6, r.status)
+      assert.matches("check health replied 4449444c00017e00, expected 4449444c00017e01", r.stderr, 1, true)
+      assert.equal("failed", status(home, b).phase)
+    end)
+  end)
+
+  describe("--json", function()
+    it("streams events and ends with a result", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local r = helpers.fleetsnap(home, { "--json", "restore", "run", b, "--execute" })
+      assert.equal(0, r.status, r.stderr)
+      local types, last = {}, nil
+      for line in r.stdout:gmatch("[^\n]+") do
+        last = json.decode(line)
+        types[last.type] = (types[last.type] or 0) + 1
+      end
+      assert.equal("result", last.type)
+      assert.equal("complete", last.status)
+      assert.equal(last.operations, types["operation-completed"])
+    end)
+
+    it("reports a failure as an error document with its exit code", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local r = helpers.fleetsnap(home, { "--json", "restore", "run", b, "--execute" },
+        { ICP_SIM_FAIL = "start@" .. base.members[1].canister_id })
+      assert.equal(1, r.status)
+      local last
+      for line in r.stdout:gmatch("[^\n]+") do last = json.decode(line) end
+      assert.equal("error", last.type)
+      assert.equal(1, last.exit)
     end)
   end)
 
