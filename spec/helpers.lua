@@ -118,6 +118,55 @@ function M.fleet(home)
   return assert(engine.json.decode(r.stdout))
 end
 
+--- Each canister's state digest (`state_sha256`), by canister id.
+function M.digests(home)
+  local out = {}
+  for _, m in ipairs(M.fleet(home).members) do out[m.canister_id] = m.state_sha256 end
+  return out
+end
+
+--- Runs argv once with FLEETSNAP_FAILPOINT_TRACE: every failpoint the run
+-- reaches, in order, as "<point>@<key>:<n>" (n counts repeats).
+function M.failpoints(argv, env)
+  local trace = M.tmpdir() .. "/trace"
+  local e = { FLEETSNAP_FAILPOINT_TRACE = trace, RUST_BACKTRACE = "0" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  local r = engine.proc.run({ argv = argv, env = e, unset_env = { "LD_PRELOAD" }, timeout_ms = 300000 })
+  assert(r.status == 0, r.stderr)
+  local points, count = {}, {}
+  for line in M.read(trace):gmatch("[^\n]+") do
+    count[line] = (count[line] or 0) + 1
+    points[#points + 1] = line .. ":" .. count[line]
+  end
+  return points
+end
+
+--- The crash loop: for each failpoint, `setup(point)` returns a case
+-- {argv, work, ...} on a fresh copy; the run is killed there (SIGKILL),
+-- then `recover(case)` runs it to completion and checks it. Two cases run
+-- at a time (one per core); each case's `work` directory is removed.
+function M.crash_loop(points, setup, recover)
+  local i = 1
+  while i <= #points do
+    local batch = {}
+    for k = i, math.min(i + 1, #points) do
+      local case = setup(points[k])
+      case.point = points[k]
+      case.h = engine.proc.spawn({ argv = case.argv, env = { FLEETSNAP_FAILPOINT = points[k], RUST_BACKTRACE = "0" },
+        unset_env = { "LD_PRELOAD" }, timeout_ms = 120000 })
+      batch[#batch + 1] = case
+    end
+    for _, case in ipairs(batch) do
+      local r = case.h:result()
+      case.h:close()
+      assert(r.signal == 9, case.point .. ": the failpoint was not reached: " .. r.stderr)
+      recover(case)
+      M.sh("rm -rf " .. case.work)
+    end
+    i = i + #batch
+  end
+end
+
 function M.effects(home)
   local r = M.icp(home, { "sim", "effects", "--json" })
   assert(r.status == 0, r.stderr)

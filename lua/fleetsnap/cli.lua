@@ -446,6 +446,12 @@ function M.restore_run(args)
   if args.max_steps and args.max_steps < 1 then
     return fail(args, "EUSAGE", "--max-steps must be at least 1")
   end
+  if args.dry_run and args.retry_failed then
+    return fail(args, "EUSAGE", "--retry-failed executes; it cannot be combined with --dry-run")
+  end
+  if args.abort and (args.retry_failed or args.max_steps or args.safety_snapshot or args.verify_data) then
+    return fail(args, "EUSAGE", "--abort takes no other option")
+  end
   local res = restore.run(dir, opts)
   if res.dry_run then
     local lines = { string.format("restore %s of backup %s: %s, %d of %d operations still to run (dry run; "

@@ -6,23 +6,14 @@
 local engine = require "fleetsnap.engine"
 
 local json = engine.json
-local quick = arg[1] == "--quick"
-local MEMBERS, LATENCY_MS = quick and 16 or 64, quick and 50 or 200
-local BYTES_PER_MEMBER = 1024 * 1024
-local SHARED_BPS = 8 * 1024 * 1024
-local ROOT = os.getenv("FLEETSNAP_ROOT")
-
-local function run(argv, env)
-  local r = assert(engine.proc.run({ argv = argv, env = env, capture_limit = 16 << 20 }))
-  if r.status ~= 0 then error(table.concat(argv, " ") .. ": " .. r.stderr) end
-  return r.stdout
-end
+local common = dofile(os.getenv("FLEETSNAP_ROOT") .. "/scripts/bench/common.lua")
+local run, ROOT = common.run, common.ROOT
+local MEMBERS, LATENCY_MS = common.MEMBERS, common.LATENCY_MS
+local BYTES_PER_MEMBER, SHARED_BPS = common.BYTES_PER_MEMBER, common.SHARED_BPS
 
 local dir = run({ "mktemp", "-d", "/tmp/fsn-bench-backup-XXXXXX" }):gsub("%s+$", "")
 local base = dir .. "/base"
-run({ ROOT .. "/scripts/icp-sim", "sim", "init", "--members", tostring(MEMBERS), "--depth", "3",
-  "--heap", tostring(BYTES_PER_MEMBER - 65536), "--stable", "65536", "--snapshot-limit", "100" },
-  { ICP_SIM_HOME = base })
+common.init_fleet(base)
 
 -- Calls each operation makes on its chain.
 local CALLS = { stop = 1, snapshot = 1, start = 1, download = 1 }

@@ -7,25 +7,16 @@
 local engine = require "fleetsnap.engine"
 
 local json = engine.json
-local quick = arg[1] == "--quick"
-local MEMBERS, LATENCY_MS = quick and 16 or 64, quick and 50 or 200
-local BYTES_PER_MEMBER = 1024 * 1024
-local SHARED_BPS = 8 * 1024 * 1024
-local ROOT = os.getenv("FLEETSNAP_ROOT")
-
-local function run(argv, env)
-  local r = assert(engine.proc.run({ argv = argv, env = env, capture_limit = 16 << 20 }))
-  if r.status ~= 0 then error(table.concat(argv, " ") .. ": " .. r.stderr) end
-  return r.stdout
-end
+local common = dofile(os.getenv("FLEETSNAP_ROOT") .. "/scripts/bench/common.lua")
+local run, ROOT = common.run, common.ROOT
+local MEMBERS, LATENCY_MS = common.MEMBERS, common.LATENCY_MS
+local SHARED_BPS = common.SHARED_BPS
 
 local dir = run({ "mktemp", "-d", "/tmp/fsn-bench-restore-XXXXXX" }):gsub("%s+$", "")
 local base, backup = dir .. "/base", dir .. "/backup"
 local results = {}
 local ok, err = pcall(function()
-  run({ ROOT .. "/scripts/icp-sim", "sim", "init", "--members", tostring(MEMBERS), "--depth", "3",
-    "--heap", tostring(BYTES_PER_MEMBER - 65536), "--stable", "65536", "--snapshot-limit", "100" },
-    { ICP_SIM_HOME = base })
+  common.init_fleet(base)
   -- The backup itself is not measured: no latency, no bandwidth cap.
   run({ ROOT .. "/scripts/fleetsnap", "--sim", base, "backup", "create", "--out", backup, "--concurrency", "64",
     "--downloads", "16" })

@@ -9,18 +9,10 @@ local json, fs = engine.json, engine.fs
 
 local SIZES = { members = 6, depth = 2, heap = 4096, stable = 2048 }
 
-local function trace_points(home, out, args)
-  local trace = helpers.tmpdir() .. "/trace"
-  local argv = { "backup", "create", "--out", out }
+local function backup_argv(home, out, args)
+  local argv = { helpers.root .. "/scripts/fleetsnap", "--sim", home, "backup", "create", "--out", out }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local r = helpers.fleetsnap(home, argv, { FLEETSNAP_FAILPOINT_TRACE = trace })
-  assert(r.status == 0, r.stderr)
-  local points, count = {}, {}
-  for line in helpers.read(trace):gmatch("[^\n]+") do
-    count[line] = (count[line] or 0) + 1
-    points[#points + 1] = line .. ":" .. count[line]
-  end
-  return points
+  return argv
 end
 
 -- Runs the backup to completion after a crash, as an operator would.
@@ -62,37 +54,22 @@ end
 
 local function loop(args, pick)
   local base = helpers.sim_home(SIZES)
-  local points = trace_points(helpers.sim_home(SIZES), helpers.tmpdir() .. "/trace-run", args)
+  local points = helpers.failpoints(backup_argv(helpers.sim_home(SIZES), helpers.tmpdir() .. "/trace-run", args))
   assert.is_true(#points > 50)
   local chosen = {}
   for i, p in ipairs(points) do
     if pick(i, p) then chosen[#chosen + 1] = p end
   end
-  -- Two iterations at a time: each has its own home and backup directory.
-  local i = 1
-  while i <= #chosen do
-    local batch = {}
-    for k = i, math.min(i + 1, #chosen) do
-      local work = helpers.sh("mktemp -d /tmp/fsn-crash-XXXXXX"):gsub("%s+$", "")
-      local home, out = work .. "/home", work .. "/b"
-      helpers.sh("cp -a " .. base .. " " .. home)
-      local argv = { helpers.root .. "/scripts/fleetsnap", "--sim", home, "backup", "create", "--out", out }
-      for _, a in ipairs(args) do argv[#argv + 1] = a end
-      batch[#batch + 1] = { point = chosen[k], work = work, home = home, out = out, h = engine.proc.spawn({ argv = argv,
-        env = { FLEETSNAP_FAILPOINT = chosen[k], RUST_BACKTRACE = "0" }, unset_env = { "LD_PRELOAD" },
-        timeout_ms = 120000 }) }
-    end
-    for _, b in ipairs(batch) do
-      local r = b.h:result()
-      b.h:close()
-      assert.equal(9, r.signal, b.point .. ": the failpoint was not reached: " .. r.stderr)
-      local done = finish(b.home, b.out, args)
-      assert.equal(0, done and done.status, b.point .. ": " .. (done and done.stderr or "no result"))
-      check(b.home, b.out, b.point)
-      helpers.sh("rm -rf " .. b.work)
-    end
-    i = i + #batch
-  end
+  helpers.crash_loop(chosen, function()
+    local work = helpers.sh("mktemp -d /tmp/fsn-crash-XXXXXX"):gsub("%s+$", "")
+    local home, out = work .. "/home", work .. "/b"
+    helpers.sh("cp -a " .. base .. " " .. home)
+    return { work = work, home = home, out = out, argv = backup_argv(home, out, args) }
+  end, function(case)
+    local done = finish(case.home, case.out, args)
+    assert.equal(0, done and done.status, case.point .. ": " .. (done and done.stderr or "no result"))
+    check(case.home, case.out, case.point)
+  end)
   return #chosen
 end
 

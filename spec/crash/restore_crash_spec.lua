@@ -12,22 +12,16 @@ local SIZES = { members = 6, depth = 2, heap = 4096, stable = 2048 }
 
 local base
 
-local function digests(home)
-  local out = {}
-  for _, m in ipairs(helpers.fleet(home).members) do out[m.canister_id] = m.state_sha256 end
-  return out
-end
-
 -- A backed-up, then mutated fleet with a restore planned at concurrency 1.
 local function prepare(extra)
   local dir = helpers.sh("mktemp -d /tmp/fsn-rcrash-XXXXXX"):gsub("%s+$", "")
   local home, b = dir .. "/home", dir .. "/b"
   helpers.sh("cp -a " .. helpers.sim_home(SIZES) .. " " .. home)
   assert(helpers.fleetsnap(home, { "backup", "create", "--out", b }).status == 0)
-  local p = { dir = dir, home = home, backup = b, backed_up = digests(home), effects = helpers.effects(home),
+  local p = { dir = dir, home = home, backup = b, backed_up = helpers.digests(home), effects = helpers.effects(home),
     root = helpers.fleet(home).root }
   assert(helpers.icp(home, { "sim", "mutate", "--all" }).status == 0)
-  p.mutated = digests(home)
+  p.mutated = helpers.digests(home)
   local r = helpers.fleetsnap(home, { "restore", "plan", b, "--concurrency", "1", "--uploads", "1" })
   assert(r.status == 0, r.stderr)
   if extra then
@@ -55,16 +49,7 @@ end
 local function trace_points(args)
   local work = helpers.tmpdir()
   helpers.sh(string.format("cp -a %s %s/home && cp -a %s %s/b", base.home, work, base.backup, work))
-  local trace = work .. "/trace"
-  local r = engine.proc.run({ argv = run_argv(work .. "/home", work .. "/b", args),
-    env = { FLEETSNAP_FAILPOINT_TRACE = trace, RUST_BACKTRACE = "0" }, unset_env = { "LD_PRELOAD" } })
-  assert(r.status == 0, r.stderr)
-  local points, count = {}, {}
-  for line in helpers.read(trace):gmatch("[^\n]+") do
-    count[line] = (count[line] or 0) + 1
-    points[#points + 1] = line .. ":" .. count[line]
-  end
-  return points
+  return helpers.failpoints(run_argv(work .. "/home", work .. "/b", args))
 end
 
 -- Runs the restore to completion after a crash, as an operator would.
@@ -104,7 +89,7 @@ end
 
 -- After an undo: every member holds its pre-restore state again.
 local function check_undone(home, b, label)
-  local now = digests(home)
+  local now = helpers.digests(home)
   for cid, want in pairs(base.mutated) do
     assert.equal(want, now[cid], label .. ": state of " .. cid)
   end
@@ -116,7 +101,7 @@ end
 
 local function check(home, b, label, opts)
   if opts and opts.undo then return check_undone(home, b, label) end
-  local now = digests(home)
+  local now = helpers.digests(home)
   local effects = helpers.effects(home)
   for cid, want in pairs(base.backed_up) do
     if cid ~= base.root then
@@ -148,28 +133,16 @@ local function loop(args, pick, opts)
   for i, p in ipairs(points) do
     if pick(i, p) then chosen[#chosen + 1] = p end
   end
-  local i = 1
-  while i <= #chosen do
-    local batch = {}
-    for k = i, math.min(i + 1, #chosen) do
-      local work = helpers.sh("mktemp -d /tmp/fsn-rcrash-XXXXXX"):gsub("%s+$", "")
-      local home, b = work .. "/home", work .. "/b"
-      helpers.sh(string.format("cp -a %s %s && cp -a %s %s", base.home, home, base.backup, b))
-      batch[#batch + 1] = { point = chosen[k], work = work, home = home, b = b, h = engine.proc.spawn({
-        argv = run_argv(home, b, args), env = { FLEETSNAP_FAILPOINT = chosen[k], RUST_BACKTRACE = "0" },
-        unset_env = { "LD_PRELOAD" }, timeout_ms = 120000 }) }
-    end
-    for _, x in ipairs(batch) do
-      local r = x.h:result()
-      x.h:close()
-      assert.equal(9, r.signal, x.point .. ": the failpoint was not reached: " .. r.stderr)
-      local done = finish(x.home, x.b, args)
-      assert.equal(0, done.status, x.point .. ": " .. done.stderr)
-      check(x.home, x.b, x.point, opts)
-      helpers.sh("rm -rf " .. x.work)
-    end
-    i = i + #batch
-  end
+  helpers.crash_loop(chosen, function()
+    local work = helpers.sh("mktemp -d /tmp/fsn-rcrash-XXXXXX"):gsub("%s+$", "")
+    local home, b = work .. "/home", work .. "/b"
+    helpers.sh(string.format("cp -a %s %s && cp -a %s %s", base.home, home, base.backup, b))
+    return { work = work, home = home, b = b, argv = run_argv(home, b, args) }
+  end, function(case)
+    local done = finish(case.home, case.b, args)
+    assert.equal(0, done.status, case.point .. ": " .. done.stderr)
+    check(case.home, case.b, case.point, opts)
+  end)
   return #chosen
 end
 

@@ -6,11 +6,7 @@ local helpers = require "helpers"
 
 local json = engine.json
 
-local function digests(home)
-  local out = {}
-  for _, m in ipairs(helpers.fleet(home).members) do out[m.canister_id] = m.state_sha256 end
-  return out
-end
+local digests = helpers.digests
 
 local SEEDS = { 11, 29, 47, 83 }
 local POLICIES = { "consistent", "rolling", "sequential" }

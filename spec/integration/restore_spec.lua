@@ -9,11 +9,7 @@ local json, fs = engine.json, engine.fs
 -- One backed-up fleet, mutated afterwards, copied for every test.
 local base
 
-local function digests(home)
-  local out = {}
-  for _, m in ipairs(helpers.fleet(home).members) do out[m.canister_id] = m.state_sha256 end
-  return out
-end
+local digests = helpers.digests
 
 local function prepare()
   local dir = helpers.sh("mktemp -d /tmp/fsn-restore-base-XXXXXX"):gsub("%s+$", "")
@@ -169,6 +165,14 @@ describe("fleetsnap restore", function()
       r = restore(home, b, { "run", b, "--execute" })
       assert.equal(0, r.status, r.stderr)
       assert.is_true(restored(home))
+    end)
+
+    it("refuses options that contradict each other (exit 2)", function()
+      local home, b = fresh()
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      assert.equal(2, restore(home, b, { "run", b, "--dry-run", "--retry-failed" }).status)
+      assert.equal(2, restore(home, b, { "run", b, "--abort", "--max-steps", "2" }).status)
+      assert.equal(2, restore(home, b, { "run", b, "--dry-run", "--execute" }).status)
     end)
 
     it("reports progress, the next operations and failures with status --json", function()
@@ -481,6 +485,18 @@ describe("fleetsnap restore", function()
       assert.equal(0, r.status, r.stderr)
       assert.same(base.mutated, digests(home))
       assert.is_true(all_running(home))
+    end)
+
+    it("the restore cannot go forward again once undone (exit 5)", function()
+      local home, b = fresh()
+      local cid = base.members[3].canister_id
+      assert.equal(1, plan_and_run(home, b, {}, { "--safety-snapshot" },
+        { ICP_SIM_FAIL = "snapshot.restore@" .. cid }).status)
+      assert.equal(0, restore(home, b, { "undo", b }).status)
+      local r = restore(home, b, { "run", b, "--retry-failed" })
+      assert.equal(5, r.status)
+      assert.matches("undone", r.stderr)
+      assert.same(base.mutated, digests(home))
     end)
 
     it("undo is refused without safety snapshots (exit 5)", function()

@@ -112,7 +112,8 @@ function M.plan(dir, opts)
     end
     local st = peek(state .. "/" .. M.JOURNAL)
     local begun = next(st.ops) ~= nil or st.begin ~= nil
-    if old and begun and not (st.finalized or st.aborted) then
+    local undone = peek(state .. "/" .. M.UNDO_JOURNAL).finalized
+    if old and begun and not (st.finalized or st.aborted or undone) then
       raise("ECONFLICT", string.format("restore state %s holds restore %s, which is not finished; finish it "
         .. "(`restore run --execute`), abort it (`restore run --abort`), or plan into another --state", state,
         old.restore_id))
@@ -452,6 +453,11 @@ function M.run(dir, opts)
   if st.aborted then
     raise("EPRECONDITION", "restore " .. doc.restore_id .. " was aborted; plan a new one to restore again")
   end
+  if next(peek(state .. "/" .. M.UNDO_JOURNAL).ops) then
+    -- Going forward again would fight the undo over the same targets.
+    raise("EPRECONDITION", "restore " .. doc.restore_id .. " is being or was undone (`restore undo`); plan a new "
+      .. "one to restore again")
+  end
   local options, begun = options_of(st, opts)
   local ops = operations.restore(doc, options)
   local r = new_runner(doc, state, j, opts, ops)
@@ -644,7 +650,7 @@ function M.status(dir, opts)
   local undo = peek(state .. "/" .. M.UNDO_JOURNAL)
   local phase = st.aborted and "aborted" or st.finalized and "complete" or #failed > 0 and "failed"
     or next(st.ops) and "in-progress" or "planned"
-  if undo.finalized then phase = "undone" end
+  if undo.finalized then phase = "undone" elseif next(undo.ops) then phase = "undoing" end
   local first, last = window(st, ops)
   return {
     restore_id = doc.restore_id, backup_id = doc.backup.backup_id, backup_dir = doc.backup.dir, state_dir = state,
