@@ -196,7 +196,7 @@ local function events(args)
       return
     end
     if not tty then return end
-    if e.type == "plan" or e.type == "created" then
+    if e.type == "plan" or e.type == "created" or e.type == "restore" then
       total = e.operations or total
     elseif e.type == "operation-completed" then
       done = done + 1

@@ -379,6 +379,7 @@ end
 --- Drives a runner over its operations: reconcile, re-arm or refuse
 -- failures, schedule, and record the end. Returns the summary.
 local function drive(r, ops, opts, what)
+  r:emit("restore", { what = what, operations = #ops })
   local err = r:reconcile()
   if err then raise("EINFLIGHT", err.message) end
   local failed = {}
