@@ -653,6 +653,28 @@ describe("fleetsnap restore", function()
       assert.equal(1, delta(home)[cid].start)
     end)
 
+    it("an adopted upload that proves not loadable is uploaded again on --retry-failed", function()
+      local home, b = fresh()
+      local cid = base.members[2].canister_id
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      -- icp dies right after creating the snapshot, and fleetsnap with it.
+      local r = restore(home, b, { "run", b, "--execute" }, {
+        ICP_SIM_CRASH = "snapshot.upload@" .. cid .. "#1:0:kill",
+        FLEETSNAP_FAILPOINT = "after-effect@snapshot_upload-" .. cid .. ":1" })
+      assert.equal(9, r.signal, r.stderr)
+      -- The instant before icp writes its progress file.
+      os.remove(b .. "/restore/staging/" .. cid .. "/.upload_progress.json")
+      r = restore(home, b, { "run", b, "--execute" })
+      assert.equal(5, r.status, r.stderr)
+      assert.matches("not currently loadable", r.stderr)
+      r = restore(home, b, { "run", b, "--retry-failed" })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(restored(home))
+      local d = delta(home)[cid]
+      assert.equal(1, d.snapshot_upload)
+      assert.equal(d.snapshot_upload + 1, d.snapshot_delete)
+    end)
+
     it("RS-38: a command of a dead runner still holding its lock blocks the run (exit 4)", function()
       local home, b = fresh()
       local cid = base.members[2].canister_id

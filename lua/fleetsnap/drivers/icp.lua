@@ -188,6 +188,8 @@ function M.classify(kind, p, r)
     err.code = "ICP_USAGE"
   elseif ic == "IC0406" and stderr:find("maximum number of snapshots", 1, true) then
     err.code = "LIMIT"
+  elseif ic == "IC0406" and stderr:find("not currently loadable", 1, true) then
+    err.code = "NOT_LOADABLE"
   elseif ic == "IC0305" then
     err.code = "SNAPSHOT_GONE"
   elseif ic == "IC0301" or stderr:find("^Error: Canister %S+ was not found%.") then

@@ -350,6 +350,7 @@ end
 local function finish_failure(r, st, ops)
   local f = r.failures[1]
   local code = ({ IN_FLIGHT = "EINFLIGHT", EVERIFY = "EVERIFY", NOT_STOPPED = "EPRECONDITION",
+    NOT_LOADABLE = "EPRECONDITION",
     LIMIT = "EPRECONDITION", NOT_CONTROLLER = "EPRECONDITION", EUNSAFE = "EUNSAFE",
     AMBIGUOUS = "EFAILED" })[f.error.code] or "EICP"
   raise(code, f.op .. ": " .. tostring(f.error.message) .. "\n" .. advice(st, ops),
@@ -361,6 +362,24 @@ local function tidy(state)
   for _, sub in ipairs({ "staging", "verify-data", ".fleetsnap-commands" }) do
     assert(fs.remove_tree(state .. "/" .. sub))
   end
+end
+
+--- A load refused as not loadable, of an upload adopted from evidence
+-- (one new snapshot, icp's progress file gone) rather than from icp's own
+-- success: icp may have died between creating the snapshot and writing
+-- its progress file, leaving it empty. That upload is deleted and runs
+-- again. An upload icp confirmed is left alone: the IC's "not currently
+-- loadable" then only asks to wait.
+function M.rearm_adopted_upload(r, target)
+  local id = operations.id("upload", target)
+  local up = r.state.ops[id]
+  if not (up and up.state == "completed" and up.receipt and up.receipt.reconciled) then return end
+  local _, err = r.driver:run("snapshot_delete", { canister = target, snapshot_id = up.receipt.uploaded_snapshot_id })
+  if err and err.code ~= "SNAPSHOT_GONE" then
+    raise("EICP", "re-arming the upload to " .. target .. ": " .. err.message)
+  end
+  r:record({ t = "rearm", op = id }, id)
+  r.state.ops[id] = { kind = "upload" }
 end
 
 --- A restore runs against the network it was planned for (X-14).
@@ -394,6 +413,9 @@ local function drive(r, ops, opts, what)
           -- The stop reported success without effect: it runs again.
           r:record({ t = "rearm", op = stop }, stop)
           r.state.ops[stop] = { kind = "stop" }
+        end
+        if op.kind == "load" and o.error and o.error.code == "NOT_LOADABLE" then
+          M.rearm_adopted_upload(r, op.canister)
         end
       else
         failed[#failed + 1] = op.id .. ": " .. tostring(o.error and o.error.message)

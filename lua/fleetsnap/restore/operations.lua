@@ -85,7 +85,12 @@ function M.build(rows, serial)
   -- Nothing is replaced before every target is stopped.
   for _, row in ipairs(rows) do
     if has(row, "load") then
-      add("load", row, has(row, "snapshot") and with(stops, M.id("snapshot", row.target)) or with(stops))
+      local after = with(stops)
+      if has(row, "snapshot") then after[#after + 1] = M.id("snapshot", row.target) end
+      -- Implied by the stops, but explicit: an upload re-armed after the
+      -- stops must still come before its load.
+      if has(row, "upload") then after[#after + 1] = M.id("upload", row.target) end
+      add("load", row, after)
     end
   end
   for _, row in ipairs(rows) do

@@ -30,8 +30,10 @@ function M.new(ctx)
   return setmetatable(self, M)
 end
 
+-- Transfers (uploads, the data check's download) share the bound that
+-- preflight fitted to the free space; the rest are lifecycle calls.
 function M:bucket(op)
-  return op.kind == "upload" and "download" or "lifecycle"
+  return (op.kind == "upload" or op.kind == "verify_data") and "download" or "lifecycle"
 end
 
 local function fail(code, message, extra)
