@@ -436,6 +436,20 @@ describe("fleetsnap restore", function()
       assert.matches("was aborted", r.stderr)
     end)
 
+    it("deletes the safety snapshots it took too", function()
+      local home, b = fresh()
+      local cid = base.members[6].canister_id
+      local before = snapshot_count(home, base.members[1].canister_id)
+      assert.equal(1, plan_and_run(home, b, {}, { "--safety-snapshot" }, { ICP_SIM_FAIL = "snapshot.create@" .. cid })
+        .status)
+      -- Its upload and its safety snapshot.
+      assert.equal(before + 2, snapshot_count(home, base.members[1].canister_id))
+      local r = restore(home, b, { "run", b, "--abort" })
+      assert.equal(0, r.status, r.stderr)
+      assert.equal(before, snapshot_count(home, base.members[1].canister_id))
+      assert.is_true(all_running(home))
+    end)
+
     it("killed part-way, finishes when run again", function()
       local home, b = fresh()
       local cid = base.members[6].canister_id

@@ -342,7 +342,7 @@ local function advice(st, ops)
         and ", or put the safety snapshots back with `restore undo`" or "")
   else
     lines[#lines + 1] = "nothing was loaded yet: fix the cause and `restore run --retry-failed`, or give up with "
-      .. "`restore run --abort` (restarts the targets, deletes the uploads)"
+      .. "`restore run --abort` (restarts the targets, deletes what it uploaded and snapshotted)"
   end
   return table.concat(lines, "\n")
 end
@@ -519,8 +519,9 @@ end
 
 -- {=== abort ===}
 
---- Before the first load only: restart the stopped targets, delete what
--- this restore uploaded, mark the restore aborted. Re-runnable.
+--- Before the first load only: restart the stopped targets, delete the
+-- snapshots this restore made (uploads, safety snapshots), mark the
+-- restore aborted. Re-runnable.
 function M.abort(r, doc, ops, state)
   local first = load_begun(r.state, ops)
   if first then
@@ -541,10 +542,12 @@ function M.abort(r, doc, ops, state)
   local deleted, started, problems = {}, {}, {}
   for _, op in ipairs(ops) do
     local o = r.state.ops[op.id]
-    if op.kind == "upload" and o and o.state then
+    -- What this restore put on the targets: uploads, and safety
+    -- snapshots (nothing was loaded, so they only hold slots).
+    if (op.kind == "upload" or op.kind == "snapshot") and o and o.state then
       local ids = {}
       if o.state == "completed" then
-        ids[1] = o.receipt.uploaded_snapshot_id
+        ids[1] = o.receipt.uploaded_snapshot_id or o.receipt.snapshot_id
       elseif o.claim then
         local list, lerr = driver:run("snapshot_list", { canister = op.canister })
         if not list then
