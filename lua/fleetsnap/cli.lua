@@ -90,7 +90,8 @@ local function parser()
   rrun:argument("ref", "Backup directory, id or list number.")
   rrun:mutex(rrun:flag("--dry-run", "Print the icp command lines still to run (the default)."),
     rrun:flag("--execute", "Execute."),
-    rrun:flag("--abort", "Before the first load only: restart stopped targets, delete the snapshots this restore made, give up."))
+    rrun:flag("--abort", "Before the first load only: restart stopped targets, delete the snapshots this "
+      .. "restore made, give up."))
   rrun:option("--max-steps", "Run at most this many operations, then stop."):convert(math.tointeger)
   rrun:flag("--retry-failed", "Re-arm failed operations, then execute.")
   rrun:flag("--safety-snapshot", "Snapshot each target after stopping it, before loading (for `restore undo`).")
