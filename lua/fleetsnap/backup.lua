@@ -170,7 +170,12 @@ function M.preflight(r, plan)
   local driver = r.driver
   local me, ierr = driver:run("identity")
   if not me then raise(ierr.code == "ICP_MISSING" and "EICP" or "EICP", "preflight: " .. ierr.message) end
-  local refusals, memory = {}, 0
+  local refusals, memory, code = {}, 0, "EPRECONDITION"
+  -- A refusal is the fleet's answer; an icp that cannot ask (network,
+  -- timeout) is a failure of the command (exit 1), listed the same way.
+  local function asked(err)
+    if err.code ~= "CANISTER_GONE" and err.code ~= "NOT_CONTROLLER" then code = "EICP" end
+  end
   local known = M.known_snapshots(r.dir:match("^(.*)/[^/]+$") or ".")
   r.replace_preflight = {}
   r.baselines, r.module_hashes = {}, {}
@@ -184,6 +189,7 @@ function M.preflight(r, plan)
   for i, t in ipairs(plan.targets) do
     local st, err = answers[2 * i - 1][1], answers[2 * i - 1][2]
     if not st then
+      asked(err)
       refusals[#refusals + 1] = t.canister_id .. ": " .. err.message
     else
       local controls = false
@@ -200,6 +206,7 @@ function M.preflight(r, plan)
         r.baselines[t.canister_id] = ids
       end
       if not list then
+        asked(lerr)
         refusals[#refusals + 1] = t.canister_id .. ": " .. lerr.message
       elseif #list >= plan.options.snapshot_limit then
         -- A full canister needs an old snapshot of ours, durable in a
@@ -225,8 +232,8 @@ function M.preflight(r, plan)
       avail >> 20, need >> 20)
   end
   if #refusals > 0 then
-    raise("EPRECONDITION", "preflight refused, nothing was stopped:\n  " .. table.concat(refusals, "\n  "),
-      { refusals = refusals })
+    raise(code, "preflight " .. (code == "EICP" and "failed" or "refused") .. ", nothing was stopped:\n  "
+      .. table.concat(refusals, "\n  "), { refusals = refusals })
   end
   return me
 end

@@ -409,6 +409,29 @@ describe("fleetsnap restore", function()
       end)
     end)
 
+    it("kills a hanging load at the timeout, records it failed, and retries it (exit 1)", function()
+      local home, b = fresh()
+      local cid = base.members[2].canister_id
+      assert.equal(0, restore(home, b, { "plan", b }).status)
+      local r = helpers.fleetsnap(home, { "--timeout", "3", "restore", "run", b, "--execute" },
+        { ICP_SIM_HANG = "snapshot.restore@" .. cid })
+      assert.equal(1, r.status)
+      assert.matches("did not finish within 3 s", r.stderr)
+      assert.equal("load-" .. cid, status(home, b).failed[1].op)
+      r = restore(home, b, { "run", b, "--retry-failed" })
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(restored(home))
+    end)
+
+    it("an unreachable network fails preflight, before anything (exit 1)", function()
+      local home, b = fresh()
+      local r = plan_and_run(home, b, {}, {}, { ICP_SIM_UNREACHABLE = "1" })
+      assert.equal(1, r.status)
+      assert.matches("preflight", r.stderr)
+      for _, e in pairs(delta(home)) do assert.equal(0, e.snapshot_upload + e.stop) end
+      assert.equal("planned", status(home, b).phase)
+    end)
+
     it("refuses a load into a canister that is not stopped (exit 5)", function()
       local cid = base.members[2].canister_id
       fault_then_retry({ ICP_SIM_STOP_NOOP = "stop@" .. cid }, 5, function(home, s)

@@ -172,13 +172,19 @@ function M.preflight(r, doc, options)
     jobs[#jobs + 1] = { "snapshot_list", { canister = m.target_canister } }
   end
   local answers = driver:run_many(jobs, math.max(doc.options.concurrency, 32))
-  local refusals = {}
+  local refusals, code = {}, "EPRECONDITION"
+  -- A refusal is the fleet's answer; an icp that cannot ask (network,
+  -- timeout) is a failure of the command (exit 1), listed the same way.
+  local function asked(err)
+    if err.code ~= "CANISTER_GONE" and err.code ~= "NOT_CONTROLLER" then code = "EICP" end
+  end
   local slots = 1 + (options.safety_snapshot and 1 or 0) + (options.verify_data and 1 or 0)
   for i, m in ipairs(doc.members) do
     local t = m.target_canister
     local st, serr = answers[2 * i - 1][1], answers[2 * i - 1][2]
     local list, lerr = answers[2 * i][1], answers[2 * i][2]
     if not st then
+      asked(serr)
       refusals[#refusals + 1] = t .. ": " .. (serr.code == "CANISTER_GONE" and "does not exist" or serr.message)
     else
       local controls = false
@@ -186,6 +192,7 @@ function M.preflight(r, doc, options)
       if st.public_only or not controls then
         refusals[#refusals + 1] = string.format("%s: the operator %s is not a controller", t, me)
       elseif not list then
+        asked(lerr)
         refusals[#refusals + 1] = t .. ": " .. lerr.message
       elseif doc.options.snapshot_limit - #list < slots then
         refusals[#refusals + 1] = string.format("%s: %d of %d snapshot slots are taken, this restore needs %d free "
@@ -220,8 +227,8 @@ function M.preflight(r, doc, options)
     uploads = math.max(fit, 1)
   end
   if #refusals > 0 then
-    raise("EPRECONDITION", "restore preflight refused, nothing was uploaded or stopped:\n  "
-      .. table.concat(refusals, "\n  "), { refusals = refusals })
+    raise(code, "restore preflight " .. (code == "EICP" and "failed" or "refused")
+      .. ", nothing was uploaded or stopped:\n  " .. table.concat(refusals, "\n  "), { refusals = refusals })
   end
   return me, uploads
 end
