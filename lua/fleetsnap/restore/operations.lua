@@ -82,11 +82,13 @@ function M.build(rows, serial)
   for _, row in ipairs(rows) do
     if has(row, "snapshot") then add("snapshot", row, { M.id("stop", row.target) }) end
   end
-  -- Nothing is replaced before every target is stopped.
+  -- Nothing is replaced before every target is stopped and every safety
+  -- snapshot taken: a failure until then leaves the fleet as it was, so
+  -- the restore can still be aborted.
+  local safeties = all("snapshot")
   for _, row in ipairs(rows) do
     if has(row, "load") then
-      local after = with(stops)
-      if has(row, "snapshot") then after[#after + 1] = M.id("snapshot", row.target) end
+      local after = with(stops, table.unpack(safeties))
       -- Implied by the stops, but explicit: an upload re-armed after the
       -- stops must still come before its load.
       if has(row, "upload") then after[#after + 1] = M.id("upload", row.target) end
