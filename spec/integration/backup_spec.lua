@@ -22,14 +22,21 @@ local function all_running(home)
   return true
 end
 
-describe("fleetsnap backup create", function()
-  local home, fleet, out
+-- The fleet, and the backup directory, of the running test: a fresh
+-- simulated fleet for every test of a block that calls fresh_fleet().
+local home, fleet, out
+
+local function fresh_fleet(opts)
   before_each(function()
-    home = helpers.sim_home()
+    home = helpers.sim_home(opts)
     fleet = helpers.fleet(home)
     out = helpers.tmpdir() .. "/backups/b1"
   end)
   after_each(function() helpers.cleanup() end)
+end
+
+describe("fleetsnap backup create", function()
+  fresh_fleet()
 
   it("backs up the whole non-root fleet with one effect per operation, and verifies", function()
     local r = helpers.fleetsnap(home, { "backup", "create", "--out", out })
@@ -151,13 +158,7 @@ describe("fleetsnap backup create", function()
 end)
 
 describe("fleetsnap backup failures", function()
-  local home, fleet, out
-  before_each(function()
-    home = helpers.sim_home()
-    fleet = helpers.fleet(home)
-    out = helpers.tmpdir() .. "/backups/b1"
-  end)
-  after_each(function() helpers.cleanup() end)
+  fresh_fleet()
 
   it("restarts stopped canisters when a snapshot fails, then resumes as a new attempt", function()
     local victim = fleet.members[3].canister_id
@@ -284,13 +285,10 @@ describe("fleetsnap backup failures", function()
 end)
 
 describe("fleetsnap backup verify", function()
-  local home, out
+  fresh_fleet()
   before_each(function()
-    home = helpers.sim_home()
-    out = helpers.tmpdir() .. "/backups/b1"
     assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
   end)
-  after_each(function() helpers.cleanup() end)
 
   it("names the file whose bytes changed (exit 6)", function()
     local m = manifest(out).fleet.members[2]
@@ -366,12 +364,7 @@ describe("fleetsnap policy", function()
 end)
 
 describe("fleetsnap backup silent failures", function()
-  local home, out
-  before_each(function()
-    home = helpers.sim_home()
-    out = helpers.tmpdir() .. "/backups/b1"
-  end)
-  after_each(function() helpers.cleanup() end)
+  fresh_fleet()
 
   it("detects a start that reports success without starting (exit 6), and starts it", function()
     local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
@@ -396,13 +389,9 @@ describe("fleetsnap backup silent failures", function()
 end)
 
 describe("fleetsnap backup on-canister retention", function()
-  local home, fleet, dir
-  before_each(function()
-    home = helpers.sim_home({ members = 2, depth = 1 })
-    fleet = helpers.fleet(home)
-    dir = helpers.tmpdir() .. "/backups"
-  end)
-  after_each(function() helpers.cleanup() end)
+  fresh_fleet({ members = 2, depth = 1 })
+  local dir
+  before_each(function() dir = out:match("^(.*)/") end)
 
   local function snapshots(cid)
     local r = helpers.icp(home, { "canister", "snapshot", "list", cid, "-e", "local", "--json" })
@@ -418,10 +407,10 @@ describe("fleetsnap backup on-canister retention", function()
     helpers.icp(home, { "canister", "start", c, "-e", "local" })
     local made = {}
     for i = 1, 3 do
-      local out = dir .. "/b" .. i
-      local r = helpers.fleetsnap(home, { "backup", "create", "--keep-on-canister", "2", "--out", out })
+      local bi = dir .. "/b" .. i
+      local r = helpers.fleetsnap(home, { "backup", "create", "--keep-on-canister", "2", "--out", bi })
       assert.equal(0, r.status, r.stderr)
-      made[i] = manifest(out).fleet.members[1].source_snapshot.snapshot_id
+      made[i] = manifest(bi).fleet.members[1].source_snapshot.snapshot_id
     end
     local left = snapshots(c)
     table.sort(left)
@@ -433,7 +422,7 @@ describe("fleetsnap backup on-canister retention", function()
 end)
 
 describe("fleetsnap backup inspect and prune", function()
-  local home, dir
+  local dir
   setup(function()
     home = helpers.sim_home({ members = 2, depth = 1 })
     dir = helpers.tmpdir() .. "/backups"
@@ -480,8 +469,8 @@ describe("fleetsnap backup interrupted", function()
   after_each(function() helpers.cleanup() end)
 
   it("starts stopped canisters again and exits 130 on SIGINT", function()
-    local home = helpers.sim_home()
-    local out = helpers.tmpdir() .. "/backups/b1"
+    home = helpers.sim_home()
+    out = helpers.tmpdir() .. "/backups/b1"
     local h = engine.proc.spawn({ argv = { helpers.root .. "/scripts/fleetsnap", "--sim", home, "backup", "create",
       "--out", out }, env = { ICP_SIM_HANG = "snapshot.create", RUST_BACKTRACE = "0" }, unset_env = { "LD_PRELOAD" } })
     -- Wait until every member is stopped and the snapshots hang.
@@ -502,13 +491,7 @@ describe("fleetsnap backup interrupted", function()
 end)
 
 describe("fleetsnap policy hooks", function()
-  local home, fleet, out
-  before_each(function()
-    home = helpers.sim_home({ members = 2, depth = 1 })
-    fleet = helpers.fleet(home)
-    out = helpers.tmpdir() .. "/backups/b1"
-  end)
-  after_each(function() helpers.cleanup() end)
+  fresh_fleet({ members = 2, depth = 1 })
 
   local function policy_with(extra)
     local file = helpers.tmpdir() .. "/p.lua"
@@ -561,13 +544,7 @@ describe("fleetsnap policy hooks", function()
 end)
 
 describe("fleetsnap backup catalogue scenarios", function()
-  local home, fleet, out
-  before_each(function()
-    home = helpers.sim_home()
-    fleet = helpers.fleet(home)
-    out = helpers.tmpdir() .. "/backups/b1"
-  end)
-  after_each(function() helpers.cleanup() end)
+  fresh_fleet()
 
   -- Every path, type, size, time and byte, but the runner lock's owner text
   -- (rewritten by whoever takes the lock, by design).
@@ -624,11 +601,9 @@ describe("fleetsnap backup catalogue scenarios", function()
 end)
 
 describe("fleetsnap plans with custom calls", function()
-  local home, fleet, out, policy
+  fresh_fleet({ members = 2, depth = 1 })
+  local policy
   before_each(function()
-    home = helpers.sim_home({ members = 2, depth = 1 })
-    fleet = helpers.fleet(home)
-    out = helpers.tmpdir() .. "/backups/b1"
     for _, m in ipairs(fleet.members) do
       helpers.sh("mkdir -p " .. home .. "/canisters/" .. m.canister_id .. "/calls")
       helpers.write(home .. "/canisters/" .. m.canister_id .. "/calls/drain.json", json.encode({ reply_hex = "4449444c0000" }))
@@ -647,7 +622,6 @@ describe("fleetsnap plans with custom calls", function()
       return file
     end
   end)
-  after_each(function() helpers.cleanup() end)
 
   it("calls each member before stopping it", function()
     local r = helpers.fleetsnap(home, { "backup", "create", "--policy", policy(true), "--out", out })
@@ -685,8 +659,8 @@ describe("fleetsnap backup progress", function()
   after_each(function() helpers.cleanup() end)
 
   it("shows progress on a terminal only", function()
-    local home = helpers.sim_home({ members = 2, depth = 1 })
-    local out = helpers.tmpdir() .. "/b"
+    home = helpers.sim_home({ members = 2, depth = 1 })
+    out = helpers.tmpdir() .. "/b"
     local cmd = string.format("%s/scripts/fleetsnap --sim %s backup create --out %s", helpers.root, home, out)
     local tty = helpers.sh("script -qec '" .. cmd .. "' /dev/null")
     assert.matches("%[8/8%] ", tty)
@@ -696,13 +670,7 @@ describe("fleetsnap backup progress", function()
 end)
 
 describe("fleetsnap backup catalogue scenarios, continued", function()
-  local home, fleet, out
-  before_each(function()
-    home = helpers.sim_home()
-    fleet = helpers.fleet(home)
-    out = helpers.tmpdir() .. "/backups/b1"
-  end)
-  after_each(function() helpers.cleanup() end)
+  fresh_fleet()
 
   it("CT-05: a download failing after every start is retried, without stopping anything again", function()
     local c = fleet.members[2].canister_id
@@ -763,13 +731,7 @@ describe("fleetsnap backup catalogue scenarios, continued", function()
 end)
 
 describe("fleetsnap backup containment and transfers", function()
-  local home, fleet, out
-  before_each(function()
-    home = helpers.sim_home()
-    fleet = helpers.fleet(home)
-    out = helpers.tmpdir() .. "/backups/b1"
-  end)
-  after_each(function() helpers.cleanup() end)
+  fresh_fleet()
 
   it("CT-01: a stop that failed but took effect is started again", function()
     local c = fleet.members[4].canister_id
