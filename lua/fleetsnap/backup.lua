@@ -5,6 +5,7 @@ local fleet_mod = require "fleetsnap.fleet"
 local policy_mod = require "fleetsnap.policy"
 local runner_mod = require "fleetsnap.runner"
 local manifest = require "fleetsnap.manifest"
+local hex = require "fleetsnap.hex"
 
 local json, fs = engine.json, engine.fs
 
@@ -30,7 +31,7 @@ local function random_hex(n)
   local f = io.open("/dev/urandom", "rb")
   local b = f:read(n)
   f:close()
-  return (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+  return hex.encode(b)
 end
 
 --- Discovery as configured: an inventory file, or the root's registry.
@@ -277,10 +278,10 @@ function M.run_checks(r, plan)
       return { code = "EVERIFY", message = string.format("check %s of %s after the restart: %s", w.check.method,
         w.canister, res[2].message) }
     end
-    local hex = res[1]:gsub(".", function(ch) return string.format("%02x", ch:byte()) end)
-    if hex ~= w.check.expect_hex then
+    local reply = hex.encode(res[1])
+    if reply ~= w.check.expect_hex then
       return { code = "EVERIFY", message = string.format("check %s of %s after the restart: reply %s, expected %s",
-        w.check.method, w.canister, hex, w.check.expect_hex) }
+        w.check.method, w.canister, reply, w.check.expect_hex) }
     end
     r:emit("check-passed", { canister = w.canister, method = w.check.method })
   end

@@ -4,6 +4,7 @@ local engine = require "fleetsnap.engine"
 local principal = require "fleetsnap.principal"
 local candid = require "fleetsnap.candid"
 local canic = require "fleetsnap.canic"
+local hex = require "fleetsnap.hex"
 
 local json = engine.json
 
@@ -11,10 +12,6 @@ local M = {}
 
 local function fail(msg, code)
   return nil, msg, code or "EFLEET"
-end
-
-local function hex(bytes)
-  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
 --- Builds the fleet model from raw members ({canister_id, role, parent,
@@ -93,7 +90,7 @@ function M.from_registry(driver, root)
         "EREGISTRY")
     end
     raw[i] = { canister_id = r.pid, role = r.role, parent = r.parent_pid,
-      module_hash = r.module_hash and hex(r.module_hash) or nil }
+      module_hash = r.module_hash and hex.encode(r.module_hash) or nil }
   end
   return M.build(root_id, raw, "registry of " .. root_id)
 end

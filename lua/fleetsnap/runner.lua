@@ -7,6 +7,7 @@
 -- the runner restarts them and records why; the next run then takes the
 -- whole quiesce phase again as a new attempt.
 local engine = require "fleetsnap.engine"
+local hex = require "fleetsnap.hex"
 
 local json, fs = engine.json, engine.fs
 
@@ -270,9 +271,7 @@ function M.check_download(dir, canister)
     end
   end
   for _, c in ipairs(meta.wasm_chunk_store or {}) do
-    local h = {}
-    for i, x in ipairs(c.hash) do h[i] = string.format("%02x", x) end
-    local name = table.concat(h)
+    local name = hex.encode_list(c.hash)
     local got = engine.hash.file(dir .. "/wasm_chunk_store/" .. name .. ".bin")
     if got ~= name then
       return { code = "EVERIFY", message = string.format("download of %s: chunk %s is missing or corrupt", canister,
@@ -374,8 +373,7 @@ function M:op_call(op)
   local v, err = self:command(op, "call", { canister = op.canister, method = op.method, args = op.args,
     query = op.query })
   if not v then return nil, err end
-  local hex = v:gsub(".", function(c) return string.format("%02x", c:byte()) end)
-  return { reply_hex = hex:sub(1, 4096) }
+  return { reply_hex = hex.encode(v):sub(1, 4096) }
 end
 
 function M:claim(op, extra)

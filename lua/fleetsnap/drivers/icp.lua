@@ -4,6 +4,7 @@
 -- replica's IC0xxx code (never by parsing prose for success).
 local engine = require "fleetsnap.engine"
 local principal = require "fleetsnap.principal"
+local hex_codec = require "fleetsnap.hex"
 
 local json = engine.json
 
@@ -264,7 +265,7 @@ function M.parse(kind, p, stdout)
     if type(hex) ~= "string" or #hex % 2 == 1 or not hex:match("^%x*$") then
       return nil, bad_output(kind, p, err or "no response_bytes", stdout)
     end
-    return (hex:gsub("..", function(h) return string.char(tonumber(h, 16)) end))
+    return hex_codec.decode(hex)
   elseif kind == "identity" then
     local text = stdout:match("^%s*(%S+)%s*$")
     if not text or not principal.is_valid(text) then return nil, bad_output(kind, p, "not a principal", stdout) end

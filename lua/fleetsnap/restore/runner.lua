@@ -5,6 +5,7 @@
 -- verify, verify_data and delete-uploaded. Stop, start and the safety
 -- snapshot are the backup runner's own.
 local engine = require "fleetsnap.engine"
+local hex = require "fleetsnap.hex"
 local base = require "fleetsnap.runner"
 local operations = require "fleetsnap.restore.operations"
 
@@ -238,10 +239,6 @@ end
 
 -- {=== verification ===}
 
-local function hex(bytes)
-  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
 function M:op_verify(op)
   local m = self.members[op.canister]
   local st, err = self:status(op)
@@ -260,9 +257,9 @@ function M:op_verify(op)
     local reply, cerr = self:command(op, "call", { canister = op.canister, method = c.method, args = c.args,
       query = true })
     if not reply then return nil, cerr end
-    if hex(reply) ~= c.expect_hex then
+    if hex.encode(reply) ~= c.expect_hex then
       return fail("EVERIFY", string.format("verification of %s: check %s replied %s, expected %s", op.canister,
-        c.method, hex(reply), c.expect_hex))
+        c.method, hex.encode(reply), c.expect_hex))
     end
   end
   return { verified_at = self:now(), module_hash = st.module_hash or json.null, checks = #checks }

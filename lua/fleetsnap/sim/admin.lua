@@ -3,6 +3,7 @@
 -- committed effects.
 local argparse = require "argparse"
 local engine = require "fleetsnap.engine"
+local hex = require "fleetsnap.hex"
 local principal = require "fleetsnap.principal"
 local Home = require "fleetsnap.sim.home"
 
@@ -107,8 +108,7 @@ local function init(home_dir, a)
   assert(engine.proc.run({ argv = { "mkdir", "-p", home_dir .. "/canisters" } }).status == 0)
   local home = assert(Home.open(home_dir))
   local seed = a.seed
-  local operator = principal.to_text(engine.hash.sha256("icp-sim operator " .. seed)
-    :sub(1, 56):gsub("..", function(h) return string.char(tonumber(h, 16)) end) .. "\2")
+  local operator = principal.to_text(hex.decode(engine.hash.sha256("icp-sim operator " .. seed):sub(1, 56)) .. "\2")
   home:write_json(home:path("identities.json"), {
     default = OPERATOR,
     identities = { [OPERATOR] = operator, anonymous = principal.ANONYMOUS },

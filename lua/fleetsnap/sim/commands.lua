@@ -1,6 +1,7 @@
 --- The icp commands icp-sim serves, over the home's state. Each handler
 -- writes what icp would print into ctx and returns the exit code.
 local engine = require "fleetsnap.engine"
+local hex = require "fleetsnap.hex"
 local canic = require "fleetsnap.canic"
 local text = require "fleetsnap.sim.text"
 local Home = require "fleetsnap.sim.home"
@@ -8,10 +9,6 @@ local Home = require "fleetsnap.sim.home"
 local json = engine.json
 
 local M = {}
-
-local function hex(bytes)
-  return (bytes:gsub(".", function(ch) return string.format("%02x", ch:byte()) end))
-end
 
 --- The failure a fault asks for, before any side effect; nil if none.
 function M.injected_failure(ctx)
@@ -368,9 +365,7 @@ function M.restore(ctx)
       local meta = home:read_json(snapdir .. "/metadata.json")
       if meta then
         c.globals = meta.globals
-        local cd = {}
-        for i, b in ipairs(meta.certified_data or {}) do cd[i] = string.format("%02x", b) end
-        c.certified_data_hex = table.concat(cd)
+        c.certified_data_hex = hex.encode_list(meta.certified_data or {})
         c.global_timer = meta.global_timer ~= json.null and meta.global_timer or nil
         c.hook = meta.on_low_wasm_memory_hook_status ~= json.null and meta.on_low_wasm_memory_hook_status or nil
       end
@@ -393,7 +388,7 @@ local function registry_reply(home)
     local live = home:canister_dir(cid) .. "/live/wasm_module.bin"
     local mh = engine.fs.lstat(live) and engine.hash.file(live)
     members[#members + 1] = { canister_id = cid, role = c.role, parent = c.parent ~= json.null and c.parent or nil,
-      module_hash = mh and mh:gsub("..", function(h) return string.char(tonumber(h, 16)) end) or nil,
+      module_hash = mh and hex.decode(mh) or nil,
       created_at = c.created_at or 0, order = c.order or 0 }
   end
   table.sort(members, function(a, b) return a.order < b.order end)
@@ -422,7 +417,7 @@ function M.call(ctx)
   else
     local canned = home:read_json(home:canister_dir(ctx.canister) .. "/calls/" .. a.method .. ".json")
     if canned then
-      reply = canned.reply_hex:gsub("..", function(h) return string.char(tonumber(h, 16)) end)
+      reply = hex.decode(canned.reply_hex)
     else
       return ctx.fail(text.reject("IC0536", { canister = ctx.canister, method = a.method, query = o.query }))
     end
@@ -432,16 +427,16 @@ function M.call(ctx)
   end
   local output = o.output or "auto"
   if o.json then
-    ctx.stdout(json.encode(json.ordered({ response_bytes = hex(reply), response_text = json.null,
+    ctx.stdout(json.encode(json.ordered({ response_bytes = hex.encode(reply), response_text = json.null,
       response_candid = json.null }, { "response_bytes", "response_text", "response_candid" })))
   elseif output == "hex" then
-    ctx.stdout(hex(reply) .. "\n")
+    ctx.stdout(hex.encode(reply) .. "\n")
   elseif output == "text" then
-    return ctx.fail("Error: response is not valid UTF-8\n\nCaused by:\n    0: response (hex): " .. hex(reply)
+    return ctx.fail("Error: response is not valid UTF-8\n\nCaused by:\n    0: response (hex): " .. hex.encode(reply)
       .. "\n    1: invalid utf-8 sequence\n")
   else
     -- The simulator does not render Candid text; a blob stub stands in.
-    ctx.stdout("(blob \"" .. hex(reply):gsub("..", "\\%0") .. "\")\n")
+    ctx.stdout("(blob \"" .. hex.encode(reply):gsub("..", "\\%0") .. "\")\n")
   end
   return 0
 end

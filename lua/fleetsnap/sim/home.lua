@@ -3,6 +3,7 @@
 -- log. Every read-modify-write of state happens under the home's lock, and
 -- only there: sleeping for latency or bandwidth never holds it.
 local engine = require "fleetsnap.engine"
+local hex = require "fleetsnap.hex"
 local principal = require "fleetsnap.principal"
 
 local json, fs = engine.json, engine.fs
@@ -104,7 +105,7 @@ end
 --- Snapshot id as the IC forms it: 8-byte big-endian counter ‖ canister bytes.
 function M.snapshot_id(cid, counter)
   local bytes = assert(principal.from_text(cid))
-  return (string.pack(">I8", counter) .. bytes):gsub(".", function(ch) return string.format("%02x", ch:byte()) end)
+  return hex.encode(string.pack(">I8", counter) .. bytes)
 end
 
 function M:snapshot_dir(cid, id)
@@ -149,8 +150,8 @@ function M.layout(dir)
     l[b] = file_size(dir .. "/" .. b .. ".bin")
   end
   for _, name in ipairs(fs.list(dir .. "/wasm_chunk_store") or {}) do
-    local hex = name:match("^(%x+)%.bin$")
-    if hex then l.chunks[#l.chunks + 1] = hex end
+    local digest = name:match("^(%x+)%.bin$")
+    if digest then l.chunks[#l.chunks + 1] = digest end
   end
   return l
 end
@@ -172,10 +173,8 @@ end
 --- The metadata.json document of a snapshot (icp's field order).
 function M.metadata(c, l, taken_at, source)
   local chunks = {}
-  for i, hex in ipairs(l.chunks) do
-    local bytes = {}
-    for j = 1, #hex, 2 do bytes[#bytes + 1] = tonumber(hex:sub(j, j + 1), 16) end
-    chunks[i] = json.ordered({ hash = json.array(bytes) }, { "hash" })
+  for i, digest in ipairs(l.chunks) do
+    chunks[i] = json.ordered({ hash = json.array({ hex.decode(digest):byte(1, -1) }) }, { "hash" })
   end
   local certified = {}
   for j = 1, #(c.certified_data_hex or ""), 2 do

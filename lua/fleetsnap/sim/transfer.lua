@@ -3,6 +3,7 @@
 -- directory, 2,000,000-byte slices, preallocated zero-filled blobs, a
 -- progress file rewritten atomically after each slice, --resume.
 local engine = require "fleetsnap.engine"
+local hex = require "fleetsnap.hex"
 local text = require "fleetsnap.sim.text"
 local Home = require "fleetsnap.sim.home"
 local commands = require "fleetsnap.sim.commands"
@@ -59,9 +60,7 @@ end
 local function chunk_hexes(meta)
   local out = {}
   for i, c in ipairs(meta.wasm_chunk_store or {}) do
-    local b = {}
-    for j, x in ipairs(c.hash) do b[j] = string.format("%02x", x) end
-    out[i] = table.concat(b)
+    out[i] = hex.encode_list(c.hash)
   end
   return out
 end
