@@ -167,49 +167,61 @@ function M.known_snapshots(parent)
   return known
 end
 
-function M.preflight(r, plan)
-  local driver = r.driver
+--- What preflight asks of every target, many at a time: the operator's
+-- principal, then each canister's status and snapshot inventory. Returns
+-- me, rows ({canister, status, list}; nil where icp could not tell),
+-- refusals (text per target), and the code a refusal raises:
+-- EPRECONDITION for the fleet's answers (missing canister, not a
+-- controller), EICP when icp could not ask (network, timeout).
+function M.survey(driver, canisters, bound, what)
   local me, ierr = driver:run("identity")
-  if not me then raise(ierr.code == "ICP_MISSING" and "EICP" or "EICP", "preflight: " .. ierr.message) end
-  local refusals, memory, code = {}, 0, "EPRECONDITION"
-  -- A refusal is the fleet's answer; an icp that cannot ask (network,
-  -- timeout) is a failure of the command (exit 1), listed the same way.
-  local function asked(err)
-    if err.code ~= "CANISTER_GONE" and err.code ~= "NOT_CONTROLLER" then code = "EICP" end
-  end
-  local known = M.known_snapshots(r.dir:match("^(.*)/[^/]+$") or ".")
-  r.replace_preflight = {}
-  r.baselines, r.module_hashes = {}, {}
-  -- Status and inventory of every target, many at a time.
+  if not me then raise("EICP", what .. ": " .. ierr.message) end
   local jobs = {}
-  for _, t in ipairs(plan.targets) do
-    jobs[#jobs + 1] = { "status", { canister = t.canister_id } }
-    jobs[#jobs + 1] = { "snapshot_list", { canister = t.canister_id } }
+  for _, cid in ipairs(canisters) do
+    jobs[#jobs + 1] = { "status", { canister = cid } }
+    jobs[#jobs + 1] = { "snapshot_list", { canister = cid } }
   end
-  local answers = driver:run_many(jobs, M.read_bound(plan))
-  for i, t in ipairs(plan.targets) do
-    local st, err = answers[2 * i - 1][1], answers[2 * i - 1][2]
+  local answers = driver:run_many(jobs, bound)
+  local rows, refusals, code = {}, {}, "EPRECONDITION"
+  local function refuse(cid, err)
+    if err.code ~= "CANISTER_GONE" and err.code ~= "NOT_CONTROLLER" then code = "EICP" end
+    refusals[#refusals + 1] = cid .. ": " .. (err.code == "CANISTER_GONE" and "does not exist" or err.message)
+  end
+  for i, cid in ipairs(canisters) do
+    local st, serr = answers[2 * i - 1][1], answers[2 * i - 1][2]
+    local list, lerr = answers[2 * i][1], answers[2 * i][2]
+    rows[i] = { canister = cid, status = st, list = st and list or nil }
     if not st then
-      asked(err)
-      refusals[#refusals + 1] = t.canister_id .. ": " .. err.message
+      refuse(cid, serr)
     else
       local controls = false
       for _, c in ipairs(st.controllers or {}) do if c == me then controls = true end end
       if st.public_only or not controls then
-        refusals[#refusals + 1] = string.format("%s: the operator %s is not a controller", t.canister_id, me)
+        refusals[#refusals + 1] = string.format("%s: the operator %s is not a controller", cid, me)
       end
+      if not list then refuse(cid, lerr) end
+    end
+  end
+  return me, rows, refusals, code
+end
+
+function M.preflight(r, plan)
+  local canisters = {}
+  for i, t in ipairs(plan.targets) do canisters[i] = t.canister_id end
+  local me, rows, refusals, code = M.survey(r.driver, canisters, M.read_bound(plan), "preflight")
+  local memory = 0
+  local known = M.known_snapshots(r.dir:match("^(.*)/[^/]+$") or ".")
+  r.replace_preflight = {}
+  r.baselines, r.module_hashes = {}, {}
+  for _, row in ipairs(rows) do
+    local cid, st, list = row.canister, row.status, row.list
+    if st then
       memory = memory + (st.memory_size or 0)
-      r.module_hashes[t.canister_id] = st.module_hash
-      local list, lerr = answers[2 * i][1], answers[2 * i][2]
-      if list then
-        local ids = {}
-        for k, s in ipairs(list) do ids[k] = s.snapshot_id end
-        r.baselines[t.canister_id] = ids
-      end
-      if not list then
-        asked(lerr)
-        refusals[#refusals + 1] = t.canister_id .. ": " .. lerr.message
-      elseif #list >= plan.options.snapshot_limit then
+      r.module_hashes[cid] = st.module_hash
+    end
+    if list then
+      r.baselines[cid] = runner_mod.ids(list)
+      if #list >= plan.options.snapshot_limit then
         -- A full canister needs an old snapshot of ours, durable in a
         -- verified backup, to replace.
         local oldest
@@ -217,11 +229,11 @@ function M.preflight(r, plan)
           if known[s.snapshot_id] and not oldest then oldest = s.snapshot_id end
         end
         if oldest then
-          r.replace_preflight[t.canister_id] = oldest
+          r.replace_preflight[cid] = oldest
         else
           refusals[#refusals + 1] = string.format("%s: all %d snapshot slots are taken and none is a fleetsnap "
             .. "snapshot of a durable backup (delete one, or raise --snapshot-limit if the network allows more)",
-            t.canister_id, #list)
+            cid, #list)
         end
       end
     end
@@ -634,7 +646,9 @@ function M.inventory(dir)
         local secs = tostring(man.doc.created_at):match("^unix:(%d+)$")
         created = secs and tonumber(secs) * 1000000000 or 0
       end
-      local locked = not engine.lock.probe(path .. "/" .. M.JOURNAL .. ".lock") or M.restoring(path)
+      -- Required here, not at the top: restore requires this module.
+      local locked = not engine.lock.probe(path .. "/" .. M.JOURNAL .. ".lock")
+        or require("fleetsnap.restore").in_use(path)
       out[#out + 1] = { name = name, dir = path, complete = man ~= nil, locked = locked, created_ns = created or 0 }
     end
   end
@@ -643,23 +657,6 @@ function M.inventory(dir)
     return a.name > b.name
   end)
   return out
-end
-
---- Whether a restore from this backup is planned or under way and not
--- finished (complete or aborted): then the backup is in use (X-08).
-function M.restoring(dir)
-  local state = dir .. "/restore"
-  if not fs.lstat(state .. "/fleetsnap-restore-plan.json") then return false end
-  if not engine.lock.probe(state .. "/fleetsnap-restore.wal.lock") then return true end
-  local j = fs.lstat(state .. "/fleetsnap-restore.wal") and engine.journal.open(state .. "/fleetsnap-restore.wal",
-    { readonly = true })
-  if not j then return true end
-  local finished = false
-  for r in j:records() do
-    if r.t == "finalized" or r.t == "aborted" then finished = true end
-  end
-  j:close()
-  return not finished
 end
 
 --- Chooses what to delete: complete, unlocked backups kept by none of the
@@ -710,8 +707,10 @@ end
 --- Verifies a backup offline: every artifact re-hashed against its
 -- checksum (and, for fleetsnap backups, each file against its digest).
 -- Returns a report {ok, backup_id, members = {{canister_id, ok, problems}}}.
-function M.verify(dir)
-  local m, err, code = manifest.read(dir)
+-- `m`: the manifest, if the caller has read it already.
+function M.verify(dir, m)
+  local err, code
+  if not m then m, err, code = manifest.read(dir) end
   if not m then raise(code == "ENOENT" and "ENOTFOUND" or "ECORRUPT", err) end
   local dj = manifest.read_download_journal(dir)
   local extra = {}

@@ -162,7 +162,8 @@ local function principal_field(v, file, field, nullable)
 end
 
 --- Reads and validates the manifest of a backup directory (0.36 lenient or
--- 0.108 strict). Returns {doc, file, line ("0.36"|"0.108"), members} or
+-- 0.108 strict). Returns {doc, file, line ("0.36"|"0.108"), members,
+-- sha256 (of the bytes read)} or
 -- nil, message, code ("ENOENT", "EJSON", "EMANIFEST").
 function M.read(dir)
   local file, line = dir .. "/" .. M.FILE_036, "0.36"
@@ -179,7 +180,8 @@ function M.read(dir)
   local ok, err, code = M.validate(doc, file, line)
   if not ok then return nil, err, code end
   local section = line == "0.36" and doc.fleet or doc.deployment
-  return { doc = doc, file = file, line = line, members = section.members, section = section }
+  return { doc = doc, file = file, line = line, members = section.members, section = section,
+    sha256 = engine.hash.sha256(text) }
 end
 
 --- Validates a decoded manifest of the given line ("0.36" lenient, "0.108"

@@ -156,11 +156,13 @@ local function fail(code, message)
   return nil, { code = code, message = message }
 end
 
-local function ids(list)
+--- The ids of a snapshot inventory (a claim's baseline).
+function M.ids(list)
   local out = {}
   for i, s in ipairs(list) do out[i] = s.snapshot_id end
   return out
 end
+local ids = M.ids
 
 function M:status(op)
   return self:command(op, "status", { canister = op.canister })

@@ -57,6 +57,26 @@ local function peek(path)
   return st
 end
 
+--- How far the restore in a state directory got: "none" (nothing run),
+-- "unfinished", or "finished" (complete, aborted, or undone).
+function M.progress(state)
+  local st = peek(state .. "/" .. M.JOURNAL)
+  if next(st.ops) == nil and not st.begin then return "none" end
+  if st.finalized or st.aborted or peek(state .. "/" .. M.UNDO_JOURNAL).finalized then return "finished" end
+  return "unfinished"
+end
+
+--- Whether a restore from the backup in `dir` (default state directory)
+-- is running or unfinished: then the backup is in use (X-08). A restore
+-- state that cannot be read counts as in use.
+function M.in_use(dir)
+  local state = M.state_dir(dir)
+  if not fs.lstat(state .. "/" .. plan_mod.FILE) then return false end
+  if not engine.lock.probe(state .. "/" .. M.JOURNAL .. ".lock") then return true end
+  local ok, progress = pcall(M.progress, state)
+  return not ok or progress == "unfinished"
+end
+
 local function lock_state(state)
   local lock, err, code = engine.lock.acquire(state .. "/" .. M.JOURNAL .. ".lock")
   if not lock then
@@ -70,7 +90,7 @@ end
 local function verified(dir)
   local man, err, code = manifest.read(dir)
   if not man then raise(code == "ENOENT" and "ENOTFOUND" or "ECORRUPT", err) end
-  local report = backup.verify(dir)
+  local report = backup.verify(dir, man)
   if not report.ok then
     local lines = {}
     for _, m in ipairs(report.members) do
@@ -95,7 +115,7 @@ function M.plan(dir, opts)
     opts.policy = name and require("fleetsnap.policy").load(name) and name or "consistent"
   end
   local doc = plan_mod.build({ dir = dir, manifest = man, report = report,
-    manifest_sha256 = engine.hash.file(man.file) }, opts)
+    manifest_sha256 = man.sha256 }, opts)
   doc.fingerprint = plan_mod.fingerprint(doc)
   local state = M.state_dir(dir, opts.state)
   if opts.state then engine.proc.run({ argv = { "mkdir", "-p", "--", state } }) end
@@ -106,19 +126,21 @@ function M.plan(dir, opts)
   local path = state .. "/" .. plan_mod.FILE
   local status, archived = "created", nil
   if fs.lstat(path) then
-    local old = plan_mod.read(state)
-    if old and old.fingerprint == doc.fingerprint then
+    local old, oerr, ocode = plan_mod.read(state)
+    if not old then
+      -- Its journal may hold progress: nothing here is replaced blindly.
+      raise(ocode == "EJSON" and "EJSON" or "EDOC", oerr .. "; the restore state is left as it is")
+    end
+    if old.fingerprint == doc.fingerprint then
       return { plan = old, state = state, status = "adopted" }
     end
-    local st = peek(state .. "/" .. M.JOURNAL)
-    local begun = next(st.ops) ~= nil or st.begin ~= nil
-    local undone = peek(state .. "/" .. M.UNDO_JOURNAL).finalized
-    if old and begun and not (st.finalized or st.aborted or undone) then
+    local progress = M.progress(state)
+    if progress == "unfinished" then
       raise("ECONFLICT", string.format("restore state %s holds restore %s, which is not finished; finish it "
         .. "(`restore run --execute`), abort it (`restore run --abort`), or plan into another --state", state,
         old.restore_id))
     end
-    if old and begun then
+    if progress == "finished" then
       -- A finished restore stays as a record beside the new one.
       archived = state .. "." .. old.restore_id
       assert(os.rename(state, archived))
@@ -163,57 +185,33 @@ end
 -- operator, has the snapshot slots the run needs, and the stage has room
 -- for the copies staged at once. Returns the upload bound that fits.
 function M.preflight(r, doc, options)
-  local driver = r.driver
-  local me, ierr = driver:run("identity")
-  if not me then raise("EICP", "preflight: " .. ierr.message) end
-  local jobs = {}
-  for _, m in ipairs(doc.members) do
-    jobs[#jobs + 1] = { "status", { canister = m.target_canister } }
-    jobs[#jobs + 1] = { "snapshot_list", { canister = m.target_canister } }
-  end
-  local answers = driver:run_many(jobs, math.max(doc.options.concurrency, 32))
-  local refusals, code = {}, "EPRECONDITION"
-  -- A refusal is the fleet's answer; an icp that cannot ask (network,
-  -- timeout) is a failure of the command (exit 1), listed the same way.
-  local function asked(err)
-    if err.code ~= "CANISTER_GONE" and err.code ~= "NOT_CONTROLLER" then code = "EICP" end
-  end
+  local targets = {}
+  for i, m in ipairs(doc.members) do targets[i] = m.target_canister end
+  local me, rows, refusals, code = backup.survey(r.driver, targets, math.max(doc.options.concurrency, 32),
+    "restore preflight")
   local slots = 1 + (options.safety_snapshot and 1 or 0) + (options.verify_data and 1 or 0)
   for i, m in ipairs(doc.members) do
-    local t = m.target_canister
-    local st, serr = answers[2 * i - 1][1], answers[2 * i - 1][2]
-    local list, lerr = answers[2 * i][1], answers[2 * i][2]
-    if not st then
-      asked(serr)
-      refusals[#refusals + 1] = t .. ": " .. (serr.code == "CANISTER_GONE" and "does not exist" or serr.message)
-    else
-      local controls = false
-      for _, c in ipairs(st.controllers or {}) do if c == me then controls = true end end
-      if st.public_only or not controls then
-        refusals[#refusals + 1] = string.format("%s: the operator %s is not a controller", t, me)
-      elseif not list then
-        asked(lerr)
-        refusals[#refusals + 1] = t .. ": " .. lerr.message
-      elseif doc.options.snapshot_limit - #list < slots then
-        refusals[#refusals + 1] = string.format("%s: %d of %d snapshot slots are taken, this restore needs %d free "
-          .. "(upload%s%s)", t, #list, doc.options.snapshot_limit, slots,
-          options.safety_snapshot and ", safety snapshot" or "", options.verify_data and ", data check" or "")
-      end
+    local list = rows[i].list
+    if list and doc.options.snapshot_limit - #list < slots then
+      refusals[#refusals + 1] = string.format("%s: %d of %d snapshot slots are taken, this restore needs %d free "
+        .. "(upload%s%s)", m.target_canister, #list, doc.options.snapshot_limit, slots,
+        options.safety_snapshot and ", safety snapshot" or "", options.verify_data and ", data check" or "")
     end
-    local st_art = fs.lstat(doc.backup.dir .. "/" .. m.artifact_path)
-    if not st_art then
-      refusals[#refusals + 1] = string.format("%s: artifact %s of %s is missing", t, m.artifact_path, m.source_canister)
+    if not fs.lstat(doc.backup.dir .. "/" .. m.artifact_path) then
+      refusals[#refusals + 1] = string.format("%s: artifact %s of %s is missing", m.target_canister, m.artifact_path,
+        m.source_canister)
     end
   end
-  -- Room for the copies staged at once: the largest `uploads` artifacts
-  -- (and one data-check download), with a margin.
+  -- Room for the copies staged at once: the largest `uploads` artifacts,
+  -- with a margin. Data-check downloads come after every stage is gone and
+  -- share the same bound.
   local sizes = {}
   for i, m in ipairs(doc.members) do sizes[i] = m.bytes or 0 end
   table.sort(sizes, function(a, b) return a > b end)
   local avail = fs.free_space(r.dir)
   local uploads = doc.options.uploads
   if avail then
-    local extra = (options.verify_data and (sizes[1] or 0) or 0) + (16 << 20)
+    local extra = 16 << 20
     local fit, used = 0, extra
     for k = 1, math.min(uploads, #sizes) do
       used = used + math.ceil(sizes[k] * 1.05)
@@ -239,12 +237,7 @@ end
 function M.commands(r, op)
   local d, c = r.driver, op.canister
   local m = r.members[c]
-  local function id_of(kind)
-    local o = r.state.ops[operations.id(kind, c)]
-    return o and o.receipt and (o.receipt.uploaded_snapshot_id or o.receipt.snapshot_id)
-  end
-  local uploaded = (r.restore_state and r.source_of and r.source_of(r, op)) or r:uploaded_id(c)
-    or ("<snapshot id of " .. operations.id("upload", c) .. ">")
+  local uploaded = r:uploaded_id(c) or ("<snapshot id of " .. operations.id("upload", c) .. ">")
   if op.kind == "upload" then
     return { d:render("snapshot_list", { canister = c }),
       d:render("snapshot_upload", { canister = c, dir = r:stage_path(op) }) }
@@ -258,8 +251,7 @@ function M.commands(r, op)
   elseif op.kind == "verify_data" then
     local sid = "<snapshot id of the check>"
     return { d:render("snapshot_create", { canister = c }), d:render("snapshot_download", { canister = c,
-      snapshot_id = sid, dir = r.dir .. "/verify-data/" .. c }), d:render("snapshot_delete", { canister = c,
-      snapshot_id = sid }) }
+      snapshot_id = sid, dir = r:check_path(op) }), d:render("snapshot_delete", { canister = c, snapshot_id = sid }) }
   elseif op.kind == "verify" then
     local out = { d:render("status", { canister = c }) }
     for _, k in ipairs(m and m.checks or {}) do
@@ -267,7 +259,7 @@ function M.commands(r, op)
     end
     return out
   elseif op.kind == "delete" then
-    return { d:render("snapshot_delete", { canister = c, snapshot_id = id_of("upload") or uploaded }) }
+    return { d:render("snapshot_delete", { canister = c, snapshot_id = uploaded }) }
   end
   return {}
 end

@@ -51,6 +51,22 @@ function M:stage_path(op)
   return self.dir .. "/staging/" .. seg(op.canister)
 end
 
+--- Where a --verify-data check snapshot is downloaded.
+function M:check_path(op)
+  return self.dir .. "/verify-data/" .. seg(op.canister)
+end
+
+local function ambiguous(what, op, n)
+  return fail("AMBIGUOUS", string.format("%s %s: %d snapshots appeared since the claim; cannot tell which is this "
+    .. "restore's (the operator must decide)", what, op.canister, n))
+end
+
+-- An upload found complete by evidence: one new snapshot, and icp's
+-- progress file gone (icp removes it only once every byte is in).
+local function adopted(snapshot)
+  return { uploaded_snapshot_id = snapshot.snapshot_id, uploaded_at = engine.realtime_ns(), reconciled = true }
+end
+
 function M:artifact_path(member)
   return self.backup_dir .. "/" .. member.artifact_path
 end
@@ -105,6 +121,14 @@ local function file_digests(files)
   return json.array(out)
 end
 
+-- An upload's receipt names the staged bytes it sent.
+local function with_stage(tree, receipt, err)
+  if not receipt then return nil, err end
+  receipt.digest, receipt.bytes = tree.digest, tree.bytes
+  receipt.files = file_digests(tree.files)
+  return receipt
+end
+
 --- Uploads from the stage until the snapshot is complete: a failed
 -- transfer is judged by the target's inventory against the claim's
 -- baseline (no new snapshot: upload again; one: resume it while icp's
@@ -124,14 +148,10 @@ function M:upload_from(op, baseline, resume)
     if not list then return nil, lerr end
     local new = base.new_snapshots(baseline, list)
     if #new > 1 then
-      return fail("AMBIGUOUS", string.format("upload to %s: %d snapshots appeared since the claim; cannot tell which "
-        .. "is this restore's (the operator must decide)", op.canister, #new))
+      return ambiguous("upload to", op, #new)
     elseif #new == 1 then
-      if not fs.lstat(stage .. "/.upload_progress.json") then
-        -- icp removes its progress file only once every byte is in: the
-        -- upload completed and its answer was lost.
-        return { uploaded_snapshot_id = new[1].snapshot_id, uploaded_at = self:now(), reconciled = true }
-      end
+      -- Complete with its answer lost, or to be resumed.
+      if not fs.lstat(stage .. "/.upload_progress.json") then return adopted(new[1]) end
       resume = true
     elseif not TRANSIENT[err.code] then
       return nil, err
@@ -140,10 +160,14 @@ function M:upload_from(op, baseline, resume)
     end
   end
   -- Out of attempts: an incomplete orphan would only hold a slot.
-  local list = self:command(op, "snapshot_list", { canister = op.canister })
+  local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
   local new = list and base.new_snapshots(baseline, list) or {}
+  local derr = lerr
   if #new == 1 then
-    self:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = new[1].snapshot_id })
+    derr = select(2, self:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = new[1].snapshot_id }))
+  end
+  if derr then
+    last.message = last.message .. "; the incomplete upload could not be cleaned up (" .. derr.message .. ")"
   end
   return nil, last
 end
@@ -151,19 +175,11 @@ end
 function M:op_upload(op)
   local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
   if not list then return nil, lerr end
-  local baseline = {}
-  for i, s in ipairs(list) do baseline[i] = s.snapshot_id end
+  local baseline = base.ids(list)
   local tree, serr = self:stage(op)
   if not tree then return nil, serr end
   self:claim(op, { baseline = json.array(baseline), digest = tree.digest, files = file_digests(tree.files) })
-  return self:finish_upload(op, tree, self:upload_from(op, baseline, false))
-end
-
-function M:finish_upload(_, tree, receipt, err)
-  if not receipt then return nil, err end
-  receipt.digest, receipt.bytes = tree.digest, tree.bytes
-  receipt.files = file_digests(tree.files)
-  return receipt
+  return with_stage(tree, self:upload_from(op, baseline, false))
 end
 
 --- A claimed upload found on restart (or re-armed after it was found to
@@ -174,21 +190,15 @@ function M:redo_upload(op, o)
   if not list then return nil, lerr end
   local new = base.new_snapshots(baseline, list)
   local tree = { digest = o.claim.digest, bytes = self.members[op.canister].bytes, files = o.claim.files or {} }
-  if #new > 1 then
-    return fail("AMBIGUOUS", string.format("upload to %s: %d snapshots appeared since the claim; cannot tell which "
-      .. "is this restore's (the operator must decide)", op.canister, #new))
-  end
+  if #new > 1 then return ambiguous("upload to", op, #new) end
   local intact = self:stage_intact(op, o.claim.files)
   if #new == 1 then
     local stage = self:stage_path(op)
     if intact and fs.lstat(stage .. "/.upload_progress.json") then
       self:emit("reconcile", { op = op.id, action = "resume-upload", snapshot_id = new[1].snapshot_id })
-      return self:finish_upload(op, tree, self:upload_from(op, baseline, true))
+      return with_stage(tree, self:upload_from(op, baseline, true))
     elseif intact then
-      -- icp removes its progress file only once every byte is in: the
-      -- upload completed and its answer was lost.
-      return { uploaded_snapshot_id = new[1].snapshot_id, uploaded_at = self:now(), reconciled = true,
-        digest = tree.digest, bytes = tree.bytes, files = o.claim.files }
+      return with_stage(tree, adopted(new[1]))
     end
     -- The stage is gone or changed: the orphan cannot be resumed.
     self:emit("reconcile", { op = op.id, action = "delete-orphan", snapshot_id = new[1].snapshot_id })
@@ -197,7 +207,7 @@ function M:redo_upload(op, o)
   end
   local staged, serr = self:stage(op)
   if not staged then return nil, serr end
-  return self:finish_upload(op, staged, self:upload_from(op, baseline, false))
+  return with_stage(staged, self:upload_from(op, baseline, false))
 end
 
 -- {=== load ===}
@@ -298,17 +308,14 @@ function M:op_verify_data(op, baseline)
   local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
   if not list then return nil, lerr end
   local new = base.new_snapshots(baseline, list)
-  if #new > 1 then
-    return fail("AMBIGUOUS", string.format("data check of %s: %d snapshots appeared since the claim", op.canister,
-      #new))
-  end
+  if #new > 1 then return ambiguous("data check of", op, #new) end
   local sid = new[1] and new[1].snapshot_id
   if not sid then
     local v, cerr = self:command(op, "snapshot_create", { canister = op.canister })
     if not v then return nil, cerr end
     sid = v.snapshot_id
   end
-  local dir = self.dir .. "/verify-data/" .. seg(op.canister)
+  local dir = self:check_path(op)
   local made, merr, mcode = fs.mkdir_private(self.dir .. "/verify-data")
   if made then made, merr, mcode = fs.remove_tree(dir) end
   if made == nil then return fail(mcode, "data check of " .. op.canister .. ": " .. merr) end
@@ -323,8 +330,11 @@ function M:op_verify_data(op, baseline)
   end
   fs.remove_tree(dir)
   local _, xerr = self:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = sid })
-  if bad then return nil, bad end
-  if xerr and xerr.code ~= "SNAPSHOT_GONE" then return nil, xerr end
+  if xerr and xerr.code == "SNAPSHOT_GONE" then xerr = nil end
+  if bad and xerr then
+    bad.message = string.format("%s; the check snapshot %s could not be deleted (%s)", bad.message, sid, xerr.message)
+  end
+  if bad or xerr then return nil, bad or xerr end
   return { checked_snapshot_id = sid, checked_at = self:now() }
 end
 
@@ -356,8 +366,7 @@ function M:execute(op)
     else
       local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
       if not list then return self:complete(op, nil, lerr) end
-      baseline = {}
-      for i, s in ipairs(list) do baseline[i] = s.snapshot_id end
+      baseline = base.ids(list)
       self:claim(op, { baseline = json.array(baseline) })
     end
     receipt, err = self:op_verify_data(op, baseline)
