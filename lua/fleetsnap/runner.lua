@@ -131,8 +131,7 @@ function M:command(op, kind, p)
   if not h then return nil, err end
   local r = coroutine.yield(h)
   h:close()
-  self.outputs = self.outputs or {}
-  self.outputs[op.id] = M.output_tail(r)
+  if self.outputs then self.outputs[op.id] = M.output_tail(r) end
   local value, ferr = self.driver:finish(kind, p, r)
   -- The command's whole process tree must be gone before its outcome counts.
   local busy = self:in_flight(op)

@@ -3,6 +3,7 @@
 -- state digest with the one it had at backup time and prints a summary.
 local argparse = require "argparse"
 local engine = require "fleetsnap.engine"
+local driver = require "fleetsnap.drivers.icp"
 
 local json = engine.json
 local ROOT = os.getenv("FLEETSNAP_ROOT")
@@ -12,15 +13,12 @@ p:option("--members", "Members besides the root.", "12"):convert(math.tointeger)
 p:option("--dir", "Working directory (default: a new one under /tmp).")
 local args = p:parse()
 
-local function sh_quote(a)
-  return a:match("^[%w%-%._/:=@]+$") and a or ("'" .. a:gsub("'", "'\\''") .. "'")
-end
-
 local function run(argv, env, quiet)
-  local shown = {}
-  for i, a in ipairs(argv) do shown[i] = sh_quote(a) end
   if not quiet then
-    print("$ " .. (table.concat(shown, " "):gsub(ROOT .. "/", "", 1)))
+    -- Shown relative to the checkout, as a user would type it.
+    local line = driver.shell_line(argv)
+    if line:sub(1, #ROOT + 1) == ROOT .. "/" then line = line:sub(#ROOT + 2) end
+    print("$ " .. line)
     io.stdout:flush()
   end
   local t0 = engine.monotonic_ns()

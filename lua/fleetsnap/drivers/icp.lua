@@ -119,16 +119,21 @@ function M:argv(kind, p)
   return argv
 end
 
+--- An argv as a shell would take it: words quoted only when they need it.
+function M.shell_line(argv)
+  local parts = {}
+  for i, a in ipairs(argv) do
+    parts[i] = a:match("^[%w%-%._/:=@]+$") and a or ("'" .. a:gsub("'", "'\\''") .. "'")
+  end
+  return table.concat(parts, " ")
+end
+
 --- The command line as a shell would take it (for --dry-run and messages).
 function M:render(kind, p)
-  local parts = {}
   local argv = {}
   for _, x in ipairs(self.display or self.command) do argv[#argv + 1] = x end
   for _, x in ipairs(self:args(kind, p)) do argv[#argv + 1] = x end
-  for _, a in ipairs(argv) do
-    parts[#parts + 1] = a:match("^[%w%-%._/:=@]+$") and a or ("'" .. a:gsub("'", "'\\''") .. "'")
-  end
-  return table.concat(parts, " ")
+  return M.shell_line(argv)
 end
 
 function M:timeout_ms(kind, p)

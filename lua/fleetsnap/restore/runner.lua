@@ -28,6 +28,8 @@ local TRANSIENT = { NETWORK = true, TIMEOUT = true, ICP_CRASHED = true, ICP_FAIL
 -- op) -> snapshot id or nil, error).
 function M.new(ctx)
   local self = base.new(ctx)
+  -- Restore receipts keep the tail of each operation's last command.
+  self.outputs = {}
   return setmetatable(self, M)
 end
 
