@@ -143,8 +143,15 @@ function M.plan(dir, opts)
     if progress == "finished" then
       -- A finished restore stays as a record beside the new one.
       archived = state .. "." .. old.restore_id
-      assert(os.rename(state, archived))
-      assert(fs.mkdir_private(state))
+      local moved, rerr = os.rename(state, archived)
+      if not moved then
+        raise("EIO", "restore state " .. state .. ": cannot move it aside to " .. archived .. ": " .. tostring(rerr))
+      end
+      local made, merr2, mcode2 = fs.mkdir_private(state)
+      if not made then raise(mcode2, "restore state " .. state .. ": " .. merr2) end
+      -- Both names durable before the new plan is written into one of them.
+      local synced, serr, scode = fs.fsync_dir(state:match("^(.*)/[^/]+$") or ".")
+      if not synced then raise(scode, "restore state " .. state .. ": " .. serr) end
       status = "archived"
     else
       status = "replaced"
