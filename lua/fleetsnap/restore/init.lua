@@ -366,7 +366,8 @@ end
 --- Removes what only a live run needs.
 local function tidy(state)
   for _, sub in ipairs({ "staging", "verify-data", ".fleetsnap-commands" }) do
-    assert(fs.remove_tree(state .. "/" .. sub))
+    local ok, err, code = fs.remove_tree(state .. "/" .. sub)
+    if ok == nil then raise(code, "restore state " .. state .. ": " .. err) end
   end
 end
 
