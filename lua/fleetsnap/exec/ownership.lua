@@ -1,0 +1,82 @@
+--- Which snapshots are ours. A snapshot is replaced, loaded or deleted
+-- only when evidence proves fleetsnap created it:
+--   * a run's own: it is in the canister's inventory now and was not in
+--     the baseline inventory its claim recorded before the effect (an id
+--     icp printed that is not new there is a failure, never trusted);
+--   * a finished backup's: its manifest, under the same backups
+--     directory, records it for that canister.
+-- Anything else on a canister is foreign and never touched.
+local engine = require "fleetsnap.engine"
+local manifest = require "fleetsnap.manifest"
+
+local fs = engine.fs
+
+local M = {}
+
+--- The ids of a snapshot inventory (a claim's baseline).
+function M.ids(list)
+  local out = {}
+  for i, s in ipairs(list) do out[i] = s.snapshot_id end
+  return out
+end
+
+local function set(ids)
+  local s = {}
+  for _, id in ipairs(ids or {}) do s[id] = true end
+  return s
+end
+
+--- Snapshots in `list` (an inventory) that are not in `baseline` (ids).
+function M.new_snapshots(baseline, list)
+  local before = set(baseline)
+  local new = {}
+  for _, s in ipairs(list) do
+    if not before[s.snapshot_id] then new[#new + 1] = s end
+  end
+  return new
+end
+
+--- Whether `id` (printed by icp) is proven ours by the inventory: present
+-- in `list` and absent from `baseline`. Returns the inventory entry, or
+-- nil and why not.
+function M.prove(id, baseline, list)
+  if set(baseline)[id] then
+    return nil, "it was already there before this run's command (not created by it)"
+  end
+  for _, s in ipairs(list) do
+    if s.snapshot_id == id then return s end
+  end
+  return nil, "the canister does not have it"
+end
+
+--- The snapshot a claimed create or upload left, by inventory: the new
+-- ones since the claim's baseline, plus the one the claim replaced if it
+-- is still there (a replace that did not happen). Returns the list.
+function M.left_by(claim, list)
+  local out = M.new_snapshots(claim.baseline or {}, list)
+  if claim.replace then
+    for _, s in ipairs(list) do
+      if s.snapshot_id == claim.replace then out[#out + 1] = s end
+    end
+  end
+  return out
+end
+
+--- Snapshot ids recorded by the complete backups under `parent` (the
+-- backups directory): id -> {backup, canister}. A backup whose manifest
+-- cannot be read records nothing (it is listed as corrupt elsewhere).
+function M.known(parent)
+  local known = {}
+  for _, name in ipairs(fs.list(parent) or {}) do
+    local dir = parent .. "/" .. name
+    local ok, m = pcall(manifest.read, dir)
+    if ok and m then
+      for _, member in ipairs(m.members) do
+        known[member.source_snapshot.snapshot_id] = { backup = dir, canister = member.canister_id }
+      end
+    end
+  end
+  return known
+end
+
+return M

@@ -1,0 +1,64 @@
+--- The restore state directory (by default `<backup>/restore/`) as seen
+-- from outside a run: where it is, what its journals say (read without
+-- taking the lock: a runner may be appending), and whether the backup is
+-- in use by an unfinished restore. Backup pruning asks this module, so it
+-- requires nothing of the restore runner.
+local engine = require "fleetsnap.engine"
+local errors = require "fleetsnap.errors"
+local exec_state = require "fleetsnap.exec.state"
+
+local fs = engine.fs
+
+local M = {}
+
+M.PLAN = "fleetsnap-restore-plan.json"
+M.JOURNAL = "fleetsnap-restore.wal"
+M.UNDO_JOURNAL = "fleetsnap-restore-undo.wal"
+
+function M.dir(backup_dir, state)
+  return state or (backup_dir .. "/restore")
+end
+
+--- Replays a restore (or undo) journal: the executor's state plus the
+-- restore's own records (begin, abort, aborted).
+function M.replay(j)
+  return exec_state.replay(j, function(st, r)
+    if r.t == "begin" then st.begin = r
+    elseif r.t == "abort" then st.abort = r
+    elseif r.t == "aborted" then st.aborted = r end
+  end)
+end
+
+--- The replayed state of a journal file, read-only; an empty state when
+-- there is none. A corrupt journal raises ECORRUPT naming the file.
+function M.peek(path)
+  if not fs.lstat(path) then return exec_state.empty() end
+  local j, err, code = engine.journal.open(path, { readonly = true })
+  if not j then errors.raise(errors.engine_code(code), path .. ": " .. tostring(err)) end
+  local ok, st = pcall(M.replay, j)
+  j:close()
+  if not ok then error(st, 0) end
+  return st
+end
+
+--- How far the restore in a state directory got: "none" (nothing run),
+-- "unfinished", or "finished" (complete, aborted, or undone).
+function M.progress(state)
+  local st = M.peek(state .. "/" .. M.JOURNAL)
+  if next(st.ops) == nil and not st.begin then return "none" end
+  if st.finalized or st.aborted or M.peek(state .. "/" .. M.UNDO_JOURNAL).finalized then return "finished" end
+  return "unfinished"
+end
+
+--- Whether a restore from the backup in `dir` (default state directory)
+-- is running or unfinished: then the backup is in use (X-08). A restore
+-- state that cannot be read counts as in use.
+function M.in_use(dir)
+  local state = M.dir(dir)
+  if not fs.lstat(state .. "/" .. M.PLAN) then return false end
+  if not engine.lock.probe(state .. "/" .. M.JOURNAL .. ".lock") then return true end
+  local ok, progress = pcall(M.progress, state)
+  return not ok or progress == "unfinished"
+end
+
+return M
