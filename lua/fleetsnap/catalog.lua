@@ -18,7 +18,7 @@ function M.inventory(dir)
   local out = {}
   for _, name in ipairs(fs.list(dir) or {}) do
     local path = dir .. "/" .. name
-    local plan = M.read_plan(path)
+    local plan = backup_plan.read(path)
     local man = manifest.read(path)
     if plan or man then
       local created = plan and plan.created_ns
@@ -26,9 +26,8 @@ function M.inventory(dir)
         local secs = tostring(man.doc.created_at):match("^unix:(%d+)$")
         created = secs and tonumber(secs) * 1000000000 or 0
       end
-      -- Required here, not at the top: restore requires this module.
-      local locked = not engine.lock.probe(path .. "/" .. M.JOURNAL .. ".lock")
-        or require("fleetsnap.restore").in_use(path)
+      local locked = not engine.lock.probe(path .. "/" .. "fleetsnap-journal.wal.lock")
+        or restore_state.in_use(path)
       out[#out + 1] = { name = name, dir = path, complete = man ~= nil, locked = locked, created_ns = created or 0 }
     end
   end
@@ -75,7 +74,7 @@ end
 
 --- Deletes a backup directory, under its lock so that no runner is using it.
 function M.remove(b)
-  local lock, err, code = engine.lock.acquire(b.dir .. "/" .. M.JOURNAL .. ".lock")
+  local lock, err, code = engine.lock.acquire(b.dir .. "/" .. "fleetsnap-journal.wal.lock")
   if not lock then return nil, err, code end
   local ok, rerr, rcode = fs.remove_tree(b.dir)
   lock:close()

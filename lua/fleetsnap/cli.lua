@@ -7,6 +7,7 @@
 local argparse = require "argparse"
 local engine = require "fleetsnap.engine"
 local driver_mod = require "fleetsnap.drivers.icp"
+local errors = require "fleetsnap.errors"
 
 local json, fs = engine.json, engine.fs
 
@@ -127,13 +128,25 @@ local function out(args, doc, text)
 end
 
 local function fail(args, code, message, extra)
-  local rc = M.EXIT[code] or 1
+  local rc = errors.exit_code(errors.new(code, message))
   if args and args.json then
     local doc = { type = "error", code = code, message = message, exit = rc }
     for k, v in pairs(extra or {}) do doc[k] = v end
     io.stdout:write(json.encode(doc) .. "\n")
   end
   io.stderr:write("fleetsnap: " .. message .. "\n")
+  local steps = extra and (extra.next_steps or (extra.next and { extra.next })) or {}
+  for _, st in ipairs(steps) do
+    local line = { "fleetsnap", st.command, st.ref }
+    local keys = {}
+    for k in pairs(st.options or {}) do keys[#keys + 1] = k end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      line[#line + 1] = "--" .. k:gsub("_", "-")
+      if st.options[k] ~= true then line[#line + 1] = tostring(st.options[k]) end
+    end
+    io.stderr:write("next: " .. table.concat(line, " ") .. "\n")
+  end
   return rc
 end
 
@@ -153,6 +166,9 @@ local function make_driver(args)
     opts.command = { "lua5.4", root .. "/scripts/lib/icp-sim.lua" }
     opts.display = { root .. "/scripts/icp-sim" }
     opts.env = { ICP_SIM_HOME = args.sim }
+    -- Each simulated fleet is a network of its own (the fleet lock's key).
+    local rp = engine.proc.run({ argv = { "realpath", "-m", "--", args.sim } })
+    opts.network_scope = "icp-sim " .. (rp.status == 0 and rp.stdout:gsub("\n$", "") or args.sim)
     opts.environment = opts.environment or (not opts.network and "local" or nil)
   else
     opts.icp = args.icp or "icp"
@@ -213,6 +229,9 @@ end
 -- {=== commands ===}
 
 local backup = require "fleetsnap.backup"
+local backup_plan = require "fleetsnap.backup.plan"
+local catalog = require "fleetsnap.catalog"
+local verify = require "fleetsnap.verify"
 
 local function summary_text(dir, result)
   local man = result.manifest
@@ -237,15 +256,9 @@ function M.backup_create(args)
   if res.dry_run then
     local lines = { string.format("plan %s (policy %s, %d targets, %d operations) into %s", res.plan.backup_id,
       res.plan.policy.name, #res.plan.targets, #res.plan.operations, res.dir) }
-    local cmds = {}
-    for _, op in ipairs(res.plan.operations) do
-      local kind = ({ stop = "stop", start = "start", snapshot = "snapshot_create", download = "snapshot_download",
-        call = "call" })[op.kind]
-      local p = { canister = op.canister, snapshot_id = "<snapshot-id>", dir = res.dir .. "/" .. op.canister .. ".tmp",
-        method = op.method, args = op.args, query = op.query }
-      local line = driver:render(kind, p)
-      cmds[#cmds + 1] = { op = op.id, after = op.after, command = line }
-      lines[#lines + 1] = string.format("  %-40s %s", op.id, line)
+    local cmds = res.commands
+    for _, c in ipairs(cmds) do
+      lines[#lines + 1] = string.format("  %-40s %s", c.op, c.command)
     end
     out(args, { type = "plan", plan = res.plan, commands = cmds }, table.concat(lines, "\n") .. "\n")
     return 0
@@ -266,7 +279,7 @@ end
 function M.backup_status(args)
   local dir = resolve(args.ref, args.dir)
   if not dir then return fail(args, "ENOTFOUND", "no backup " .. args.ref) end
-  local plan, err, code = backup.read_plan(dir)
+  local plan, err, code = backup_plan.read(dir)
   if not plan then return fail(args, code == "ENOENT" and "ENOTFOUND" or "ECORRUPT", err) end
   local counts = { completed = 0, failed = 0, pending = 0, waiting = 0 }
   local failed, pending = json.array({}), json.array({})
@@ -274,7 +287,7 @@ function M.backup_status(args)
   -- Read-only: a runner may be appending right now; never repair its tail.
   local j = engine.journal.open(dir .. "/" .. backup.JOURNAL, { readonly = true })
   if j then
-    state = require("fleetsnap.runner").replay(j)
+    state = require("fleetsnap.exec.state").replay(j)
     j:close()
   end
   for _, op in ipairs(plan.operations) do
@@ -298,7 +311,7 @@ end
 function M.backup_verify(args)
   local dir = resolve(args.ref, args.dir)
   if not dir then return fail(args, "ENOTFOUND", "no backup " .. args.ref) end
-  local report = backup.verify(dir)
+  local report = verify.backup(dir)
   local lines = {}
   for _, m in ipairs(report.members) do
     for _, p in ipairs(m.problems) do lines[#lines + 1] = "  " .. m.canister_id .. ": " .. p end
@@ -314,7 +327,7 @@ function M.backup_list(args)
   local rows = {}
   for i, name in ipairs(fs.list(args.dir) or {}) do
     local dir = args.dir .. "/" .. name
-    local plan = backup.read_plan(dir)
+    local plan = backup_plan.read(dir)
     local man = require("fleetsnap.manifest").read(dir)
     if plan or man then
       rows[#rows + 1] = { n = #rows + 1, id = name, dir = dir, complete = man ~= nil,
@@ -334,7 +347,7 @@ end
 function M.backup_inspect(args)
   local dir = resolve(args.ref, args.dir)
   if not dir then return fail(args, "ENOTFOUND", "no backup " .. args.ref) end
-  local plan = backup.read_plan(dir)
+  local plan = backup_plan.read(dir)
   local man, merr, mcode = require("fleetsnap.manifest").read(dir)
   if not plan and not man then return fail(args, mcode == "ENOENT" and "ENOTFOUND" or "ECORRUPT", merr) end
   local doc = { type = "inspect", dir = dir, backup_id = (plan or man.doc).backup_id,
@@ -365,8 +378,8 @@ function M.backup_prune(args)
   if not (args.keep_last or args.keep_daily or args.keep_weekly) then
     return fail(args, "EUSAGE", "prune needs --keep-last, --keep-daily or --keep-weekly")
   end
-  local all = backup.inventory(args.dir)
-  local delete, keep = backup.prune_plan(all, { last = args.keep_last, daily = args.keep_daily,
+  local all = catalog.inventory(args.dir)
+  local delete, keep = catalog.prune_plan(all, { last = args.keep_last, daily = args.keep_daily,
     weekly = args.keep_weekly })
   local rows, lines = {}, {}
   for _, b in ipairs(all) do
@@ -378,7 +391,7 @@ function M.backup_prune(args)
   local deleted = {}
   if not args.dry_run then
     for _, b in ipairs(delete) do
-      local ok, err = backup.remove(b)
+      local ok, err = catalog.remove(b)
       if ok then deleted[#deleted + 1] = b.name
       else lines[#lines + 1] = "  could not delete " .. b.name .. ": " .. err end
     end
@@ -560,10 +573,8 @@ function M.main(argv)
     if type(rc) == "string" and rc:find("interrupted!", 1, true) then
       return fail(args, "EINTERRUPTED", "interrupted")
     end
-    if type(rc) == "table" and rc.fleetsnap then
-      return fail(args, rc.code, rc.message, { failures = rc.failures })
-    end
-    error(rc, 0)
+    local e = errors.wrap(rc)
+    return fail(args, e.code, e.message, { failures = e.failures, next = e.next, next_steps = e.next_steps })
   end
   return rc
 end

@@ -136,6 +136,10 @@ function M.wrap(v, traceback)
   if type(v) == "table" and v.fleetsnap and (M.REGISTRY[v.code] or M.ALIASES[v.code]) then
     return M.new(v.code, v.message, v)
   end
+  if type(v) == "string" and v:find("interrupted!", 1, true) then
+    -- lua5.4's own SIGINT handler, where the engine's is not installed.
+    return M.new("EINTERRUPTED", "interrupted by SIGINT", { signal = "SIGINT" })
+  end
   return M.new("EINTERNAL", "internal error: " .. tostring(v), { traceback = traceback })
 end
 

@@ -40,7 +40,7 @@ local function target_doc(m)
 end
 
 --- Builds the plan document (not yet written).
-function M.plan(driver, opts)
+function M.build(driver, opts)
   local policy, perr = policy_mod.load(opts.policy or "consistent")
   if not policy then raise("EPOLICY", perr) end
   local fleet, ferr, fcode
@@ -115,7 +115,7 @@ function M.plan(driver, opts)
 end
 
 --- Validates a plan document read from disk.
-function M.read_plan(dir)
+function M.read(dir)
   local path = dir .. "/" .. M.FILE
   local text, err, code = fs.read(path)
   if not text then return nil, "backup " .. dir .. ": " .. err, code == "ENOENT" and "ENOENT" or code end

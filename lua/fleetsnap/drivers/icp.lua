@@ -28,7 +28,9 @@ local EFFECTS = {
 --- A driver. opts: `icp` (program path, default "icp") or `command` (an
 -- argv prefix, e.g. {"scripts/icp-sim"}), `environment` or `network` +
 -- `root_key`, `identity`, `identity_password_file`, `project_root`, `env`
--- (extra environment for icp), `timeouts` (overrides, seconds).
+-- (extra environment for icp), `timeouts` (overrides, seconds),
+-- `network_scope` (what else tells this network apart from another of the
+-- same name: a simulator's home).
 function M.new(opts)
   opts = opts or {}
   assert(not (opts.environment and opts.network), "driver: environment and network are exclusive")
@@ -43,6 +45,7 @@ function M.new(opts)
     project_root = opts.project_root,
     env = { DO_NOT_TRACK = "1" },
     timeouts = {},
+    network_scope = opts.network_scope,
   }, M)
   for k, v in pairs(M.DEFAULT_TIMEOUTS) do self.timeouts[k] = v end
   for k, v in pairs(opts.timeouts or {}) do self.timeouts[k] = v end
@@ -51,6 +54,14 @@ function M.new(opts)
     self.environment = "local"
   end
   return self
+end
+
+--- The network this driver talks to, as one string (the fleet lock's key
+-- and the name in messages).
+function M:network_key()
+  local base = self.network and ("network " .. self.network) or ("environment " .. tostring(self.environment))
+  if self.network_scope then base = base .. " (" .. self.network_scope .. ")" end
+  return base
 end
 
 local function push(t, ...)
@@ -212,8 +223,76 @@ function M.classify(kind, p, r)
     err.code = "ICP_FAILED"
   end
   local line = first_line(stderr:match("Error: [^\n]*") or stderr)
+  local causes = M.causes(stderr)
+  if #causes > 0 then line = line .. " (caused by: " .. table.concat(causes, "; ") .. ")" end
   err.message = string.format("%s: icp exited %d: %s", what, r.status or -1, line)
+  err.causes = causes
   return err
+end
+
+--- The `Caused by:` lines icp prints after its top message (one cause
+-- unnumbered, several as `0: ...`, `1: ...`), without the numbering: the
+-- top line alone often hides the reason ("Failed to upload snapshot
+-- metadata" over "has reached the maximum number of snapshots allowed").
+function M.causes(stderr)
+  local out = {}
+  local block = (stderr or ""):match("\nCaused by:\n(.*)$")
+  if not block then return out end
+  for line in block:gmatch("[^\n]+") do
+    local text = line:match("^%s+%d+:%s*(.-)%s*$") or line:match("^%s+(.-)%s*$")
+    if not text or text == "" then break end
+    out[#out + 1] = text
+  end
+  return out
+end
+
+-- {=== icp's download layout ===}
+
+--- Files icp itself writes into a download or upload directory: its lock
+-- and its progress files. They are not part of a snapshot's bytes.
+M.ICP_FILES = { [".lock"] = true, [".upload_progress.json"] = true, [".download_progress.json"] = true }
+
+--- The blobs of a downloaded snapshot directory besides the chunk store.
+M.BLOBS = { "wasm_module", "wasm_memory", "stable_memory" }
+
+--- Removes icp's own files from a finished download directory.
+function M.clean_download(dir)
+  for f in pairs(M.ICP_FILES) do os.remove(dir .. "/" .. f) end
+end
+
+--- Checks a downloaded directory against its metadata.json: blob sizes,
+-- chunk files named by their digest. Returns nil, metadata; or an error.
+function M.check_download(dir, canister)
+  local fs = engine.fs
+  local text = fs.read(dir .. "/metadata.json")
+  if not text then return { code = "EVERIFY", message = "download of " .. canister .. ": no metadata.json" } end
+  local meta = json.decode(text)
+  if type(meta) ~= "table" then
+    return { code = "EVERIFY", message = "download of " .. canister .. ": metadata.json is not JSON" }
+  end
+  for _, b in ipairs(M.BLOBS) do
+    local want = meta[b .. "_size"] or 0
+    local st = fs.lstat(dir .. "/" .. b .. ".bin")
+    local have = st and st.size or 0
+    if math.type(want) ~= "integer" or have ~= want then
+      return { code = "EVERIFY", message = string.format("download of %s: %s.bin has %d bytes, metadata says %s",
+        canister, b, have, tostring(want)) }
+    end
+  end
+  local chunks = meta.wasm_chunk_store or {}
+  if type(chunks) ~= "table" then
+    return { code = "EVERIFY", message = "download of " .. canister
+      .. ": metadata.json: wasm_chunk_store is not a list" }
+  end
+  for _, c in ipairs(chunks) do
+    local ok, name = pcall(hex_codec.encode_list, type(c) == "table" and c.hash or nil)
+    local got = ok and engine.hash.file(dir .. "/wasm_chunk_store/" .. name .. ".bin")
+    if not ok or got ~= name then
+      return { code = "EVERIFY", message = string.format("download of %s: chunk %s is missing or corrupt", canister,
+        ok and name or "?") }
+    end
+  end
+  return nil, meta
 end
 
 local function bad_output(kind, p, why, stdout)

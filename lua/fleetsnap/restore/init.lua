@@ -1,88 +1,60 @@
---- Restore: plan (a verified backup, an optional mapping), preflight, the
--- journaled run, abort before the first load, undo from safety snapshots,
--- and status. State lives in the restore state directory (by default
--- `<backup>/restore/`): the plan, fleetsnap-restore.wal and its lock,
--- private upload stages, command locks.
+--- Restore, a client of the executor: plan (a verified backup, an
+-- optional mapping), preflight, the journaled run, abort before the first
+-- load, undo from safety snapshots, and status. State lives in the restore
+-- state directory (by default `<backup>/restore/`): the plan,
+-- fleetsnap-restore.wal and its lock, private upload stages, command locks.
+-- A run holds the state directory's lock and the lock of every fleet it
+-- touches (the backup's, and the targets' when they are mapped elsewhere).
 local engine = require "fleetsnap.engine"
-local backup = require "fleetsnap.backup"
+local errors = require "fleetsnap.errors"
+local dirs = require "fleetsnap.dirs"
 local manifest = require "fleetsnap.manifest"
-local base_runner = require "fleetsnap.runner"
-local plan_mod = require "fleetsnap.restore.plan"
+local policy_mod = require "fleetsnap.policy"
+local survey = require "fleetsnap.survey"
+local verify = require "fleetsnap.verify"
+local executor = require "fleetsnap.exec.executor"
+local fleet_lock = require "fleetsnap.exec.fleet_lock"
+local ownership = require "fleetsnap.exec.ownership"
+local kinds = require "fleetsnap.restore.kinds"
 local operations = require "fleetsnap.restore.operations"
-local runner_mod = require "fleetsnap.restore.runner"
+local plan_mod = require "fleetsnap.restore.plan"
+local rstate = require "fleetsnap.restore.state"
 
 local json, fs = engine.json, engine.fs
 
 local M = {}
 
-M.JOURNAL = "fleetsnap-restore.wal"
-M.UNDO_JOURNAL = "fleetsnap-restore-undo.wal"
+M.JOURNAL = rstate.JOURNAL
+M.UNDO_JOURNAL = rstate.UNDO_JOURNAL
 M.plan_doc = plan_mod
 M.operations = operations
+M.in_use = rstate.in_use
+M.progress = rstate.progress
+M.state_dir = rstate.dir
+M.realpath = dirs.realpath
 
-local failure = backup.failure
-
-local function raise(code, message, extra)
-  error(failure(code, message, extra), 0)
-end
-
---- The absolute, symlink-free path of an existing directory.
-function M.realpath(dir)
-  local r = engine.proc.run({ argv = { "realpath", "-e", "--", dir } })
-  if r.status ~= 0 then raise("ENOTFOUND", "no directory " .. dir) end
-  return (r.stdout:gsub("\n$", ""))
-end
-
-function M.state_dir(backup_dir, state)
-  return state or (backup_dir .. "/restore")
-end
-
---- Replays a restore (or undo) journal.
-function M.replay(j)
-  return base_runner.replay(j, function(st, r)
-    if r.t == "begin" then st.begin = r
-    elseif r.t == "abort" then st.abort = r
-    elseif r.t == "aborted" then st.aborted = r end
-  end)
-end
-
---- Reads the journal of a state directory without taking its lock (a
--- runner may be appending): the replayed state, or an empty one.
-local function peek(path)
-  if not fs.lstat(path) then return { ops = {}, attempt = 0, contained = {} } end
-  local j, err, code = engine.journal.open(path, { readonly = true })
-  if not j then raise(code == "ECORRUPT" and "ECORRUPT" or code, err) end
-  local st = M.replay(j)
-  j:close()
-  return st
-end
-
---- How far the restore in a state directory got: "none" (nothing run),
--- "unfinished", or "finished" (complete, aborted, or undone).
-function M.progress(state)
-  local st = peek(state .. "/" .. M.JOURNAL)
-  if next(st.ops) == nil and not st.begin then return "none" end
-  if st.finalized or st.aborted or peek(state .. "/" .. M.UNDO_JOURNAL).finalized then return "finished" end
-  return "unfinished"
-end
-
---- Whether a restore from the backup in `dir` (default state directory)
--- is running or unfinished: then the backup is in use (X-08). A restore
--- state that cannot be read counts as in use.
-function M.in_use(dir)
-  local state = M.state_dir(dir)
-  if not fs.lstat(state .. "/" .. plan_mod.FILE) then return false end
-  if not engine.lock.probe(state .. "/" .. M.JOURNAL .. ".lock") then return true end
-  local ok, progress = pcall(M.progress, state)
-  return not ok or progress == "unfinished"
-end
+local raise = errors.raise
+local peek = rstate.peek
 
 local function lock_state(state)
   local lock, err, code = engine.lock.acquire(state .. "/" .. M.JOURNAL .. ".lock")
-  if not lock then
-    raise(code == "ELOCKED" and "ELOCKED" or code, "restore state " .. state .. ": " .. err)
-  end
+  if not lock then raise(errors.engine_code(code), "restore state " .. state .. ": " .. tostring(err)) end
   return lock
+end
+
+-- {=== next steps (data; the CLI renders them as command lines) ===}
+
+local function step(command, doc_or_dir, state, options)
+  local ref = type(doc_or_dir) == "table" and doc_or_dir.backup.dir or doc_or_dir
+  local o = {}
+  for k, v in pairs(options or {}) do o[k] = v end
+  if state then o.state = state end
+  return { command = command, ref = ref, options = next(o) and o or nil }
+end
+
+-- The state option only when it is not the default place.
+local function state_opt(doc, state)
+  return state ~= rstate.dir(doc.backup.dir) and state or nil
 end
 
 -- {=== plan ===}
@@ -90,7 +62,7 @@ end
 local function verified(dir)
   local man, err, code = manifest.read(dir)
   if not man then raise(code == "ENOENT" and "ENOTFOUND" or "ECORRUPT", err) end
-  local report = backup.verify(dir, man)
+  local report = verify.backup(dir, man)
   if not report.ok then
     local lines = {}
     for _, m in ipairs(report.members) do
@@ -106,52 +78,55 @@ end
 -- network. Returns {plan, state, status = "created"|"adopted"|"replaced"|
 -- "archived", archived}.
 function M.plan(dir, opts)
-  dir = M.realpath(dir)
+  dir = dirs.realpath(dir)
   local man, report = verified(dir)
   if not opts.policy then
-    -- The policy the backup was taken with, when it is a bundled one.
-    local bplan = backup.read_plan(dir)
-    local name = bplan and bplan.policy and bplan.policy.name
-    opts.policy = name and require("fleetsnap.policy").load(name) and name or "consistent"
+    -- The policy the backup was taken with (its manifest says), when it is
+    -- a bundled one.
+    local fsn = type(man.doc.fleetsnap) == "table" and man.doc.fleetsnap or {}
+    local name = type(fsn.policy) == "string" and fsn.policy or nil
+    opts.policy = name and policy_mod.load(name) and name or "consistent"
   end
   local doc = plan_mod.build({ dir = dir, manifest = man, report = report,
     manifest_sha256 = man.sha256 }, opts)
   doc.fingerprint = plan_mod.fingerprint(doc)
   local state = M.state_dir(dir, opts.state)
-  if opts.state then engine.proc.run({ argv = { "mkdir", "-p", "--", state } }) end
+  if opts.state then dirs.make_parents(state) end
   local ok, merr, mcode = fs.mkdir_private(state)
-  if not ok then raise(mcode, "restore state " .. state .. ": " .. merr) end
+  if not ok then raise(errors.engine_code(mcode), "restore state " .. state .. ": " .. tostring(merr)) end
   local _lock <close> = lock_state(state)
-  backup.clean_temp(state)
+  dirs.clean_temp(state)
   local path = state .. "/" .. plan_mod.FILE
   local status, archived = "created", nil
   if fs.lstat(path) then
-    local old, oerr, ocode = plan_mod.read(state)
+    local old, oerr = plan_mod.read(state)
     if not old then
       -- Its journal may hold progress: nothing here is replaced blindly.
-      raise(ocode == "EJSON" and "EJSON" or "EDOC", oerr .. "; the restore state is left as it is")
+      raise("ECORRUPT", oerr .. "; the restore state is left as it is")
     end
-    if old.fingerprint == doc.fingerprint then
+    local progress = rstate.progress(state)
+    if old.fingerprint == doc.fingerprint and progress ~= "finished" then
       return { plan = old, state = state, status = "adopted" }
     end
-    local progress = M.progress(state)
     if progress == "unfinished" then
-      raise("ECONFLICT", string.format("restore state %s holds restore %s, which is not finished; finish it "
-        .. "(`restore run --execute`), abort it (`restore run --abort`), or plan into another --state", state,
-        old.restore_id))
+      raise("ECONFLICT", string.format("restore state %s holds restore %s, which is not finished; finish it, "
+        .. "abort it, or plan into another state directory", state, old.restore_id),
+        { next_steps = { step("restore run", dir, opts.state, { execute = true }),
+          step("restore run", dir, opts.state, { abort = true }) } })
     end
     if progress == "finished" then
-      -- A finished restore stays as a record beside the new one.
+      -- A finished restore stays as a record beside the new one (its
+      -- history); planning the same backup again is a new restore.
       archived = state .. "." .. old.restore_id
       local moved, rerr = os.rename(state, archived)
       if not moved then
         raise("EIO", "restore state " .. state .. ": cannot move it aside to " .. archived .. ": " .. tostring(rerr))
       end
       local made, merr2, mcode2 = fs.mkdir_private(state)
-      if not made then raise(mcode2, "restore state " .. state .. ": " .. merr2) end
+      if not made then raise(errors.engine_code(mcode2), "restore state " .. state .. ": " .. tostring(merr2)) end
       -- Both names durable before the new plan is written into one of them.
       local synced, serr, scode = fs.fsync_dir(state:match("^(.*)/[^/]+$") or ".")
-      if not synced then raise(scode, "restore state " .. state .. ": " .. serr) end
+      if not synced then raise(errors.engine_code(scode), "restore state " .. state .. ": " .. tostring(serr)) end
       status = "archived"
     else
       status = "replaced"
@@ -159,18 +134,21 @@ function M.plan(dir, opts)
     end
   end
   local res, werr, wcode = fs.write_create(state .. "/" .. plan_mod.FILE, json.encode(doc, { pretty = true }))
-  if not res then raise(wcode, werr) end
+  if not res then raise(errors.engine_code(wcode), state .. "/" .. plan_mod.FILE .. ": " .. tostring(werr)) end
   return { plan = plan_mod.read(state), state = state, status = status, archived = archived }
 end
 
 --- The plan of a state directory, with the backup checked unchanged.
-function M.open(dir, state_opt)
-  local state = M.state_dir(dir, state_opt)
+function M.open(dir, state_arg)
+  local state = M.state_dir(dir, state_arg)
   local doc, err, code = plan_mod.read(state)
-  if not doc then raise(code == "EJSON" and "EJSON" or code, err) end
+  if not doc then
+    raise(code == "ENOTFOUND" and "ENOTFOUND" or "ECORRUPT", err,
+      code == "ENOTFOUND" and { next = step("restore plan", dir, state_arg) } or nil)
+  end
   -- The backup is where the reference points now (a backup directory may
   -- be moved or copied with its restore state).
-  doc.backup.dir = M.realpath(dir)
+  doc.backup.dir = dirs.realpath(dir)
   local mfile = doc.backup.dir .. "/" .. doc.backup.manifest_file
   local sum = engine.hash.file(mfile)
   if sum ~= doc.backup.manifest_sha256 then
@@ -180,22 +158,21 @@ function M.open(dir, state_opt)
   return doc, state
 end
 
-local function members_by_target(doc)
-  local out = {}
-  for _, m in ipairs(doc.members) do out[m.target_canister] = m end
-  return out
-end
-
 -- {=== preflight ===}
 
 --- Before the first effect: every target exists and is controlled by the
 -- operator, has the snapshot slots the run needs, and the stage has room
--- for the copies staged at once. Returns the upload bound that fits.
-function M.preflight(r, doc, options)
+-- for the copies staged at once. Returns the operator, the upload bound
+-- that fits, and the targets found stopped (left stopped by containment).
+function M.preflight(driver, state, doc, options)
   local targets = {}
   for i, m in ipairs(doc.members) do targets[i] = m.target_canister end
-  local me, rows, refusals, code = backup.survey(r.driver, targets, math.max(doc.options.concurrency, 32),
+  local me, rows, refusals, code = survey.run(driver, targets, survey.read_bound(doc.options.concurrency),
     "restore preflight")
+  local stopped = {}
+  for _, row in ipairs(rows) do
+    if row.status and row.status.status ~= "running" then stopped[#stopped + 1] = row.canister end
+  end
   local slots = 1 + (options.safety_snapshot and 1 or 0) + (options.verify_data and 1 or 0)
   for i, m in ipairs(doc.members) do
     local list = rows[i].list
@@ -215,7 +192,7 @@ function M.preflight(r, doc, options)
   local sizes = {}
   for i, m in ipairs(doc.members) do sizes[i] = m.bytes or 0 end
   table.sort(sizes, function(a, b) return a > b end)
-  local avail = fs.free_space(r.dir)
+  local avail = fs.free_space(state)
   local uploads = doc.options.uploads
   if avail then
     local extra = 16 << 20
@@ -226,7 +203,7 @@ function M.preflight(r, doc, options)
       fit = k
     end
     if fit == 0 then
-      refusals[#refusals + 1] = string.format("%s: %d MiB free, the largest artifact needs %d MiB staged", r.dir,
+      refusals[#refusals + 1] = string.format("%s: %d MiB free, the largest artifact needs %d MiB staged", state,
         avail >> 20, (math.ceil((sizes[1] or 0) * 1.05) + extra) >> 20)
     end
     uploads = math.max(fit, 1)
@@ -235,19 +212,19 @@ function M.preflight(r, doc, options)
     raise(code, "restore preflight " .. (code == "EICP" and "failed" or "refused")
       .. ", nothing was uploaded or stopped:\n  " .. table.concat(refusals, "\n  "), { refusals = refusals })
   end
-  return me, uploads
+  return me, uploads, stopped
 end
 
 -- {=== commands to run (dry run) ===}
 
 --- The icp command lines an operation still runs, as text.
-function M.commands(r, op)
-  local d, c = r.driver, op.canister
-  local m = r.members[c]
-  local uploaded = r:uploaded_id(c) or ("<snapshot id of " .. operations.id("upload", c) .. ">")
+function M.commands(x, op)
+  local d, c = x.driver, op.canister
+  local m = x.context.members[c]
+  local uploaded = kinds.uploaded_id(x, c) or ("<snapshot id of " .. operations.id("upload", c) .. ">")
   if op.kind == "upload" then
     return { d:render("snapshot_list", { canister = c }),
-      d:render("snapshot_upload", { canister = c, dir = r:stage_path(op) }) }
+      d:render("snapshot_upload", { canister = c, dir = kinds.stage_path(x, op) }) }
   elseif op.kind == "stop" or op.kind == "start" then
     return { d:render(op.kind, { canister = c }) }
   elseif op.kind == "snapshot" then
@@ -258,7 +235,8 @@ function M.commands(r, op)
   elseif op.kind == "verify_data" then
     local sid = "<snapshot id of the check>"
     return { d:render("snapshot_create", { canister = c }), d:render("snapshot_download", { canister = c,
-      snapshot_id = sid, dir = r:check_path(op) }), d:render("snapshot_delete", { canister = c, snapshot_id = sid }) }
+      snapshot_id = sid, dir = kinds.check_path(x, op) }),
+      d:render("snapshot_delete", { canister = c, snapshot_id = sid }) }
   elseif op.kind == "verify" then
     local out = { d:render("status", { canister = c }) }
     for _, k in ipairs(m and m.checks or {}) do
@@ -284,23 +262,11 @@ local function options_of(st, opts)
   local began = st.begin.options
   for _, k in ipairs(OPTION_NAMES) do
     if opts[k] and not began[k] then
-      raise("EUSAGE", string.format("this restore began without --%s; options cannot change once it has begun",
-        (k:gsub("_", "-"))))
+      raise("EUSAGE", string.format("this restore began without the option %s; options cannot change once it has "
+        .. "begun", k), { option = k })
     end
   end
   return began, true
-end
-
-local function new_runner(doc, state, j, opts, ops, extra)
-  local r = runner_mod.new({ dir = state, plan = { operations = ops }, driver = opts.driver, events = opts.events,
-    concurrency = doc.options.concurrency, downloads = doc.options.uploads })
-  r.members = members_by_target(doc)
-  r.backup_dir = doc.backup.dir
-  r.j = j
-  r.failures = {}
-  r.max_steps = opts.max_steps
-  for k, v in pairs(extra or {}) do r[k] = v end
-  return r
 end
 
 --- The stopped window: from the first stop issued to the last start.
@@ -335,39 +301,47 @@ local function stopped_targets(st, ops)
   return out
 end
 
-local function advice(st, ops)
-  local stopped = stopped_targets(st, ops)
-  local first_load = load_begun(st, ops)
-  local lines = {}
+
+--- Targets this restore stopped that are still stopped (containment's
+-- restarts excepted).
+local function still_stopped(st, ops)
+  local out = {}
+  for _, cid in ipairs(stopped_targets(st, ops)) do
+    if not (st.restarted and st.restarted[cid]) then out[#out + 1] = cid end
+  end
+  return out
+end
+
+--- What the operator is told after a failure, and the steps that
+-- continue: before the first load, retry or abort; after it, the one
+-- command that continues (and undo, with safety snapshots).
+local function advice(doc, state, st, ops, contained)
+  local stopped = still_stopped(st, ops)
+  local lines, steps = {}, {}
+  local s = state_opt(doc, state)
   if #stopped > 0 then
     lines[#lines + 1] = string.format("%d target(s) are stopped: %s", #stopped, table.concat(stopped, ", "))
   end
-  if first_load then
-    lines[#lines + 1] = "loads have begun, so the fleet may be mixed: fix the cause and continue with "
-      .. "`restore run --retry-failed`" .. (st.begin and st.begin.options.safety_snapshot
-        and ", or put the safety snapshots back with `restore undo`" or "")
+  if load_begun(st, ops) then
+    lines[#lines + 1] = "loads have begun, so the fleet may be mixed: fix the cause and continue the restore"
+      .. (st.begin and st.begin.options.safety_snapshot and ", or put the safety snapshots back (undo)" or "")
+    steps[1] = step("restore run", doc, s, { retry_failed = true })
+    if st.begin and st.begin.options.safety_snapshot then steps[2] = step("restore undo", doc, s) end
   else
-    lines[#lines + 1] = "nothing was loaded yet: fix the cause and `restore run --retry-failed`, or give up with "
-      .. "`restore run --abort` (restarts the targets, deletes what it uploaded and snapshotted)"
+    lines[#lines + 1] = "nothing was loaded yet" .. (contained and ", and the targets this restore stopped were "
+      .. "started again" or "") .. ": fix the cause and retry, or give up with an abort (it deletes what this "
+      .. "restore uploaded and snapshotted)"
+    steps[1] = step("restore run", doc, s, { retry_failed = true })
+    steps[2] = step("restore run", doc, s, { abort = true })
   end
-  return table.concat(lines, "\n")
-end
-
-local function finish_failure(r, st, ops)
-  local f = r.failures[1]
-  local code = ({ IN_FLIGHT = "EINFLIGHT", EVERIFY = "EVERIFY", NOT_STOPPED = "EPRECONDITION",
-    NOT_LOADABLE = "EPRECONDITION",
-    LIMIT = "EPRECONDITION", NOT_CONTROLLER = "EPRECONDITION", EUNSAFE = "EUNSAFE",
-    AMBIGUOUS = "EFAILED" })[f.error.code] or "EICP"
-  raise(code, f.op .. ": " .. tostring(f.error.message) .. "\n" .. advice(st, ops),
-    { failures = r.failures, op = f.op, icp_code = f.error.code })
+  return table.concat(lines, "\n"), steps
 end
 
 --- Removes what only a live run needs.
 local function tidy(state)
   for _, sub in ipairs({ "staging", "verify-data", ".fleetsnap-commands" }) do
     local ok, err, code = fs.remove_tree(state .. "/" .. sub)
-    if ok == nil then raise(code, "restore state " .. state .. ": " .. err) end
+    if ok == nil then raise(errors.engine_code(code), "restore state " .. state .. ": " .. tostring(err)) end
   end
 end
 
@@ -377,17 +351,29 @@ end
 -- its progress file, leaving it empty. That upload is deleted and runs
 -- again. An upload icp confirmed is left alone: the IC's "not currently
 -- loadable" then only asks to wait.
-function M.rearm_adopted_upload(r, target)
+local function rearm_adopted_upload(x, target)
   local id = operations.id("upload", target)
-  local up = r.state.ops[id]
+  local up = x.state.ops[id]
   if not (up and up.state == "completed" and up.receipt and up.receipt.reconciled) then return end
-  local _, err = r.driver:run("snapshot_delete", { canister = target, snapshot_id = up.receipt.uploaded_snapshot_id })
+  local _, err = x.driver:run("snapshot_delete", { canister = target, snapshot_id = up.receipt.uploaded_snapshot_id })
   if err and err.code ~= "SNAPSHOT_GONE" then
     raise("EICP", "re-arming the upload to " .. target .. ": " .. err.message)
   end
-  r:record({ t = "rearm", op = id }, id)
-  r.state.ops[id] = { kind = "upload" }
+  x:rearm(id)
 end
+
+--- A failed load re-armed: a load refused because its target runs means
+-- the stop had no effect, so the stop runs again too; a load refused as
+-- not loadable re-arms an upload adopted from evidence.
+local function load_rearmed(x, op, o)
+  local stop = operations.id("stop", op.canister)
+  if o.error and o.error.code == "NOT_STOPPED" and x.state.ops[stop] then x:rearm(stop) end
+  if o.error and o.error.code == "NOT_LOADABLE" then rearm_adopted_upload(x, op.canister) end
+end
+
+M.KINDS = {}
+for k, v in pairs(kinds.KINDS) do M.KINDS[k] = v end
+M.KINDS.load = setmetatable({ rearmed = load_rearmed }, { __index = kinds.KINDS.load })
 
 --- A restore runs against the network it was planned for (X-14).
 local function check_target(doc, driver)
@@ -397,57 +383,155 @@ local function check_target(doc, driver)
     or (net ~= nil and net ~= json.null) and ("network " .. net) or nil
   local given = driver.network and ("network " .. driver.network) or ("environment " .. tostring(driver.environment))
   if planned and planned ~= given then
-    raise("EPRECONDITION", string.format("restore %s was planned for %s; this run targets %s (give the same -e/-n, "
-      .. "or plan again)", doc.restore_id, planned, given))
+    raise("EPRECONDITION", string.format("restore %s was planned for %s; this run targets %s (run on the same "
+      .. "network, or plan again)", doc.restore_id, planned, given))
   end
 end
 
---- Drives a runner over its operations: reconcile, re-arm or refuse
--- failures, schedule, and record the end. Returns the summary.
-local function drive(r, ops, opts, what)
-  r:emit("restore", { what = what, operations = #ops })
-  local err = r:reconcile()
-  if err then raise("EINFLIGHT", err.message) end
-  local failed = {}
+--- The fleets a restore touches: the backup's (its root), and the
+-- targets' when mapped elsewhere: the root of the target tree is the
+-- parent target of a top member that is not itself restored, or that top
+-- member.
+function M.fleets(doc, driver)
+  local network = driver:network_key()
+  local out = { { network = network, root = doc.source.root_canister } }
+  local restored = {}
+  for _, m in ipairs(doc.members) do restored[m.target_canister] = m end
+  for _, m in ipairs(doc.members) do
+    local parent = m.parent_target_canister
+    if parent == json.null or parent == nil then
+      out[#out + 1] = { network = network, root = m.target_canister }
+    elseif not restored[parent] then
+      out[#out + 1] = { network = network, root = parent }
+    end
+  end
+  return out
+end
+
+--- Takes the restore's fleet locks (none for a dry run).
+local function lock_fleets(doc, driver, what)
+  return fleet_lock.acquire(M.fleets(doc, driver), what .. " " .. doc.restore_id)
+end
+
+local function with_signals(f)
+  local signals = engine.signals
+  if signals then signals.catch() end
+  local ok, res = pcall(f)
+  if signals then signals.release() end
+  if not ok then error(res, 0) end
+  return res
+end
+
+--- The executor of a restore (or its undo) over ops.
+local function new_executor(doc, state, j, st, opts, ops, extra)
+  local stopped_before = {}
+  for _, cid in ipairs(st.begin and st.begin.stopped_before or {}) do stopped_before[cid] = true end
+  local ctx = { members = {}, backup_dir = doc.backup.dir, prove_snapshots = true }
+  for _, m in ipairs(doc.members) do ctx.members[m.target_canister] = m end
+  for k, v in pairs(extra or {}) do ctx[k] = v end
+  return executor.new({
+    dir = state, journal = j, state = st, operations = ops, kinds = M.KINDS, driver = opts.driver,
+    limits = { lifecycle = doc.options.concurrency,
+      transfer = math.min(doc.options.uploads, st.begin and st.begin.uploads or doc.options.uploads) },
+    events = opts.events, max_steps = opts.max_steps, lock_prefix = extra and extra.lock_prefix,
+    keep_output = true, context = ctx,
+    was_running = function(cid) return not stopped_before[cid] end,
+    -- Once a load has begun, starting targets again would run a mixed
+    -- fleet: the operator decides (continue, or undo).
+    may_contain = function(x) return load_begun(x.state, ops) == nil end,
+  })
+end
+
+--- After a containment before the first load, the targets run again: the
+-- stops run again, and safety snapshots taken while they were stopped
+-- are deleted and taken again (they would no longer be what undo must
+-- put back).
+local function restop(x, ops)
+  local st = x.state
+  if not st.needs_restop or load_begun(st, ops) then return end
+  local again = {}
+  for _, cid in ipairs(st.needs_restop) do again[cid] = true end
   for _, op in ipairs(ops) do
-    local o = r.state.ops[op.id]
-    if o and o.state == "failed" then
-      if opts.retry_failed then
-        r:record({ t = "rearm", op = op.id }, op.id)
-        r.state.ops[op.id] = { kind = op.kind }
-        local stop = operations.id("stop", op.canister)
-        if op.kind == "load" and o.error and o.error.code == "NOT_STOPPED" and r.state.ops[stop] then
-          -- The stop reported success without effect: it runs again.
-          r:record({ t = "rearm", op = stop }, stop)
-          r.state.ops[stop] = { kind = "stop" }
-        end
-        if op.kind == "load" and o.error and o.error.code == "NOT_LOADABLE" then
-          M.rearm_adopted_upload(r, op.canister)
-        end
-      else
-        failed[#failed + 1] = op.id .. ": " .. tostring(o.error and o.error.message)
+    local o = st.ops[op.id]
+    if again[op.canister] and o and o.state then
+      if op.kind == "snapshot" and o.state == "completed" and o.receipt and o.receipt.snapshot_id then
+        local _, err = x.driver:run("snapshot_delete", { canister = op.canister, snapshot_id = o.receipt.snapshot_id })
+        if err and err.code ~= "SNAPSHOT_GONE" then raise("EICP", "safety snapshot of " .. op.canister .. ": "
+          .. err.message) end
+        x:rearm(op.id)
+      elseif op.kind == "stop" or op.kind == "start" then
+        x:rearm(op.id)
       end
     end
   end
-  if #failed > 0 then
-    raise("EFAILED", what .. ": operations failed:\n  " .. table.concat(failed, "\n  ") .. "\n" .. advice(r.state, ops))
+  x:record({ t = "restop" })
+  st.needs_restop, st.restarted = nil, nil
+end
+
+--- Drives an executor over its operations: reconcile, re-arm or refuse
+-- failures, schedule, and record the end. Returns the summary.
+local function drive(x, doc, state, ops, opts, what)
+  x:emit("restore", { what = what, operations = #ops })
+  x:reconcile()
+  restop(x, ops)
+  local refused = x:rearm_failed(opts.retry_failed)
+  if #refused > 0 then
+    local lines = {}
+    for i, f in ipairs(refused) do lines[i] = f.op .. ": " .. tostring(f.error and f.error.message) end
+    local text, steps = advice(doc, state, x.state, ops)
+    raise("EFAILED", what .. ": operations failed:\n  " .. table.concat(lines, "\n  ") .. "\n" .. text,
+      { next_steps = steps })
   end
-  local ok = r:schedule()
-  if not ok then finish_failure(r, r.state, ops) end
+  if not x:schedule() then
+    local f = x.failures[1]
+    local e = errors.from_driver(f.error, { failures = x.failures, op = f.op })
+    e.message = f.op .. ": " .. tostring(f.error.message)
+    error(e, 0)
+  end
   local done = 0
   for _, op in ipairs(ops) do
-    local o = r.state.ops[op.id]
-    if o and o.state == "completed" then done = done + 1 end
+    if x:completed(op.id) then done = done + 1 end
   end
   if done < #ops then
     return { paused = true, completed = done, operations = #ops }
   end
-  local first, last = window(r.state, ops)
+  local first, last = window(x.state, ops)
   local rec = { t = "finalized", window_ns = (first and last) and (last - first) or json.null,
     first_stop_at = first or json.null, last_start_at = last or json.null }
-  r:record(rec)
-  r.state.finalized = rec
+  x:record(rec)
   return { complete = true, completed = done, operations = #ops, window_ns = rec.window_ns }
+end
+
+--- Runs the guarded body; a failure gets the advice and next steps.
+local function guarded(x, doc, state, ops, body)
+  local ok, res = pcall(x.guard, x, body)
+  if ok then return res end
+  local e = errors.wrap(res)
+  if e.code == "EINFLIGHT" then
+    e.next = e.next or step("restore run", doc, state_opt(doc, state), { execute = true })
+    error(e, 0)
+  end
+  if not e.next and not e.next_steps then
+    local text, steps = advice(doc, state, x.state, ops, e.contained)
+    e.message = e.message .. "\n" .. text
+    if e.code == "EINTERRUPTED" then
+      e.next = step("restore run", doc, state_opt(doc, state), { execute = true })
+    else
+      e.next_steps = steps
+    end
+  end
+  error(e, 0)
+end
+
+local function open_journal(path)
+  local j, jerr, jcode = engine.journal.open(path)
+  if not j then raise(errors.engine_code(jcode), path .. ": " .. tostring(jerr)) end
+  local ok, st = pcall(rstate.replay, j)
+  if not ok then
+    j:close()
+    raise("ECORRUPT", path .. ": " .. tostring(errors.wrap(st).message))
+  end
+  return j, st
 end
 
 --- Runs (or resumes) the restore planned in the state directory.
@@ -460,66 +544,65 @@ function M.run(dir, opts)
     local st = peek(jpath)
     local options = options_of(st, opts)
     local ops = operations.restore(doc, options)
-    local r = new_runner(doc, state, nil, opts, ops)
-    r.state = st
+    local x = new_executor(doc, state, {}, st, opts, ops)
     local out = {}
     for _, op in ipairs(ops) do
       local o = st.ops[op.id]
       if not (o and o.state == "completed") then
         out[#out + 1] = { op = op.id, kind = op.kind, canister = op.canister, after = op.after,
-          state = o and o.state or "waiting", commands = M.commands(r, op) }
+          state = o and o.state or "waiting", commands = M.commands(x, op) }
       end
     end
     return { dry_run = true, plan = doc, state = state, options = options, operations = #ops, remaining = out,
-      complete = st.finalized ~= nil, aborted = st.aborted ~= nil }
+      complete = st.finalized ~= nil, aborted = st.aborted ~= nil,
+      next = step("restore run", doc, state_opt(doc, state), { execute = true }) }
   end
   check_target(doc, opts.driver)
   local _lock <close> = lock_state(state)
-  backup.clean_temp(state)
-  local j, jerr, jcode = engine.journal.open(jpath)
-  if not j then raise(jcode == "ECORRUPT" and "ECORRUPT" or jcode, jerr) end
+  dirs.clean_temp(state)
+  local j, st = open_journal(jpath)
   local _journal <close> = j
-  local st = M.replay(j)
   if st.aborted then
-    raise("EPRECONDITION", "restore " .. doc.restore_id .. " was aborted; plan a new one to restore again")
+    raise("EPRECONDITION", "restore " .. doc.restore_id .. " was aborted; plan a new one to restore again",
+      { next = step("restore plan", doc, state_opt(doc, state)) })
   end
   if next(peek(state .. "/" .. M.UNDO_JOURNAL).ops) then
     -- Going forward again would fight the undo over the same targets.
-    raise("EPRECONDITION", "restore " .. doc.restore_id .. " is being or was undone (`restore undo`); plan a new "
-      .. "one to restore again")
+    raise("EPRECONDITION", "restore " .. doc.restore_id .. " is being or was undone; plan a new one to restore again",
+      { next = step("restore plan", doc, state_opt(doc, state)) })
   end
   local options, begun = options_of(st, opts)
   local ops = operations.restore(doc, options)
-  local r = new_runner(doc, state, j, opts, ops)
-  r.state = st
   if st.finalized then
     tidy(state)
     return { already = true, complete = true, plan = doc, state = state, window_ns = st.finalized.window_ns }
   end
+  local _fleets <close> = lock_fleets(doc, opts.driver, "restore")
+  local x = new_executor(doc, state, j, st, opts, ops)
   if opts.abort or st.abort then
     if not opts.abort then
-      raise("EPRECONDITION", "an abort of this restore was begun; finish it with `restore run --abort`")
+      raise("EPRECONDITION", "an abort of this restore was begun; finish it",
+        { next = step("restore run", doc, state_opt(doc, state), { abort = true }) })
     end
-    return M.abort(r, doc, ops, state)
+    return with_signals(function() return M.abort(x, doc, ops, state) end)
   end
-  local ok, result = pcall(function()
-    if not begun then
-      local me, uploads = M.preflight(r, doc, options)
-      r:record({ t = "begin", options = options, operator = me, uploads = uploads })
-      r.state.begin = { options = options, uploads = uploads }
-    end
-    r.downloads = math.min(doc.options.uploads, r.state.begin.uploads or doc.options.uploads)
-    local res = drive(r, ops, opts, "restore " .. doc.restore_id)
-    if res.complete then tidy(state) end
-    return res
+  local result = with_signals(function()
+    return guarded(x, doc, state, ops, function()
+      if not begun then
+        local me, uploads, stopped = M.preflight(opts.driver, state, doc, options)
+        x:record({ t = "begin", options = options, operator = me, uploads = uploads,
+          stopped_before = json.array(stopped) })
+        x.state.begin = { options = options, uploads = uploads, stopped_before = stopped }
+        x.limits.transfer = math.min(doc.options.uploads, uploads)
+        local set = {}
+        for _, cid in ipairs(stopped) do set[cid] = true end
+        x.was_running = function(cid) return not set[cid] end
+      end
+      local res = drive(x, doc, state, ops, opts, "restore " .. doc.restore_id)
+      if res.complete then tidy(state) end
+      return res
+    end)
   end)
-  if not ok then
-    if type(result) == "string" and result:find("interrupted!", 1, true)
-        or type(result) == "table" and result.code == "EINTERRUPTED" then
-      result = failure("EINTERRUPTED", "interrupted; continue with `restore run --execute`\n" .. advice(r.state, ops))
-    end
-    error(result, 0)
-  end
   result.plan, result.state, result.options = doc, state, options
   return result
 end
@@ -529,28 +612,34 @@ end
 --- Before the first load only: restart the stopped targets, delete the
 -- snapshots this restore made (uploads, safety snapshots), mark the
 -- restore aborted. Re-runnable.
-function M.abort(r, doc, ops, state)
-  local first = load_begun(r.state, ops)
+function M.abort(x, doc, ops, state)
+  local first = load_begun(x.state, ops)
   if first then
+    local s = state_opt(doc, state)
     raise("EPRECONDITION", string.format("restore %s cannot be aborted: %s has begun, so targets may already hold "
-      .. "the backup's state; continue with `restore run --execute`%s", doc.restore_id, first,
-      r.state.begin and r.state.begin.options.safety_snapshot and " or put the safety snapshots back with "
-      .. "`restore undo`" or ""))
+      .. "the backup's state; continue it%s", doc.restore_id, first,
+      x.state.begin and x.state.begin.options.safety_snapshot and ", or put the safety snapshots back (undo)" or ""),
+      { next_steps = { step("restore run", doc, s, { execute = true }),
+        x.state.begin and x.state.begin.options.safety_snapshot and step("restore undo", doc, s) or nil } })
   end
   for _, op in ipairs(ops) do
-    local o = r.state.ops[op.id]
+    local o = x.state.ops[op.id]
     if o and o.state == "pending" then
-      local busy = r:in_flight(op)
+      local busy = x:in_flight(op)
       if busy then raise("EINFLIGHT", op.id .. ": a command of an earlier run is still running: " .. busy) end
     end
   end
-  if not r.state.abort then r:record({ t = "abort" }) end
-  local driver = r.driver
+  if not x.state.abort then
+    x:record({ t = "abort" })
+    x.state.abort = true
+  end
+  local driver = x.driver
   local deleted, started, problems = {}, {}, {}
   for _, op in ipairs(ops) do
-    local o = r.state.ops[op.id]
+    local o = x.state.ops[op.id]
     -- What this restore put on the targets: uploads, and safety
-    -- snapshots (nothing was loaded, so they only hold slots).
+    -- snapshots (nothing was loaded, so they only hold slots). Only what
+    -- the receipts or the inventory delta since the claim prove ours.
     if (op.kind == "upload" or op.kind == "snapshot") and o and o.state then
       local ids = {}
       if o.state == "completed" then
@@ -560,7 +649,7 @@ function M.abort(r, doc, ops, state)
         if not list then
           problems[#problems + 1] = op.canister .. ": " .. lerr.message
         else
-          local new = base_runner.new_snapshots(o.claim.baseline or {}, list)
+          local new = ownership.new_snapshots(o.claim.baseline or {}, list)
           if #new == 1 then ids[1] = new[1].snapshot_id
           elseif #new > 1 then
             problems[#problems + 1] = string.format("%s: %d snapshots appeared since the upload's claim; none was "
@@ -578,22 +667,22 @@ function M.abort(r, doc, ops, state)
       end
     end
   end
-  for _, target in ipairs(stopped_targets(r.state, ops)) do
+  for _, target in ipairs(stopped_targets(x.state, ops)) do
     local st, serr = driver:run("status", { canister = target })
     if not st then
       problems[#problems + 1] = serr.message
-    elseif st.status ~= "running" then
+    elseif st.status ~= "running" and x.was_running(target) then
       local _, err = driver:run("start", { canister = target })
       if err then problems[#problems + 1] = err.message else started[#started + 1] = target end
     end
   end
   if #problems > 0 then
-    raise("EICP", "abort of restore " .. doc.restore_id .. " is incomplete (run `restore run --abort` again):\n  "
-      .. table.concat(problems, "\n  "))
+    raise("EICP", "abort of restore " .. doc.restore_id .. " is incomplete (run the abort again):\n  "
+      .. table.concat(problems, "\n  "), { next = step("restore run", doc, state_opt(doc, state), { abort = true }) })
   end
-  r:record({ t = "aborted", started = json.array(started), deleted = json.array(deleted) })
+  x:record({ t = "aborted", started = json.array(started), deleted = json.array(deleted) })
   tidy(state)
-  r:emit("aborted", { started = started, deleted = deleted })
+  x:emit("aborted", { started = started, deleted = deleted })
   return { aborted = true, started = started, deleted = deleted, plan = doc, state = state }
 end
 
@@ -606,13 +695,9 @@ function M.undo(dir, opts)
   local doc, state = M.open(dir, opts.state)
   check_target(doc, opts.driver)
   local _lock <close> = lock_state(state)
-  local rj, rerr, rcode = engine.journal.open(state .. "/" .. M.JOURNAL, { readonly = true })
-  if not rj then raise(rcode == "ENOENT" and "ENOTFOUND" or rcode, "restore " .. doc.restore_id .. ": " .. rerr) end
-  local rst = M.replay(rj)
-  rj:close()
+  local rst = peek(state .. "/" .. M.JOURNAL)
   if not (rst.begin and rst.begin.options.safety_snapshot) then
-    raise("EPRECONDITION", "restore " .. doc.restore_id .. " took no safety snapshots (`restore run "
-      .. "--safety-snapshot`); there is nothing to undo to")
+    raise("EPRECONDITION", "restore " .. doc.restore_id .. " took no safety snapshots; there is nothing to undo to")
   end
   local rows = {}
   for i, m in ipairs(doc.members) do
@@ -635,10 +720,14 @@ function M.undo(dir, opts)
       parent = m.parent_target_canister ~= json.null and m.parent_target_canister or nil }
   end
   local ops = operations.build(rows, doc.policy.serial)
-  local j, jerr, jcode = engine.journal.open(state .. "/" .. M.UNDO_JOURNAL)
-  if not j then raise(jcode, jerr) end
+  local j, st = open_journal(state .. "/" .. M.UNDO_JOURNAL)
   local _journal <close> = j
-  local r = new_runner(doc, state, j, opts, ops, {
+  if st.finalized then return { already = true, complete = true, plan = doc, state = state } end
+  local _fleets <close> = lock_fleets(doc, opts.driver, "undo of restore")
+  -- The undo's executor sees the restore's begin (its upload bound and the
+  -- targets found stopped).
+  st.begin = rst.begin
+  local x = new_executor(doc, state, j, st, opts, ops, {
     restore_state = rst, lock_prefix = "undo-", skip_module_hash = true, skip_checks = true,
     source_of = function(_, op)
       local s = rst.ops[operations.id("snapshot", op.canister)]
@@ -648,15 +737,39 @@ function M.undo(dir, opts)
       return s.receipt.snapshot_id
     end,
   })
-  r.state = M.replay(j)
-  if r.state.finalized then return { already = true, complete = true, plan = doc, state = state } end
-  local res = drive(r, ops, opts, "undo of restore " .. doc.restore_id)
-  if res.complete then tidy(state) end
+  local res = with_signals(function()
+    return guarded(x, doc, state, ops, function()
+      local r = drive(x, doc, state, ops, opts, "undo of restore " .. doc.restore_id)
+      if r.complete then tidy(state) end
+      return r
+    end)
+  end)
   res.plan, res.state = doc, state
   return res
 end
 
 -- {=== status ===}
+
+--- Finished restores of the same state directory kept beside it
+-- (`<state>.<restore_id>`), oldest first: {restore_id, dir, phase}.
+function M.history(state)
+  local parent, base = state:match("^(.*)/([^/]+)$")
+  parent, base = parent or ".", base or state
+  local out = {}
+  for _, name in ipairs(fs.list(parent) or {}) do
+    local id = name:sub(1, #base + 1) == base .. "." and name:sub(#base + 2) or nil
+    if id and id:match("^restore%-") then
+      local dir = parent .. "/" .. name
+      local ok, st = pcall(peek, dir .. "/" .. M.JOURNAL)
+      local undo_ok, undo = pcall(peek, dir .. "/" .. M.UNDO_JOURNAL)
+      local phase = not ok and "corrupt" or st.aborted and "aborted" or (undo_ok and undo.finalized) and "undone"
+        or st.finalized and "complete" or "unfinished"
+      out[#out + 1] = { restore_id = id, dir = dir, phase = phase }
+    end
+  end
+  table.sort(out, function(a, b) return a.restore_id < b.restore_id end)
+  return out
+end
 
 --- Progress of the restore planned in a state directory (read-only).
 function M.status(dir, opts)
@@ -689,9 +802,10 @@ function M.status(dir, opts)
     restore_id = doc.restore_id, backup_id = doc.backup.backup_id, backup_dir = doc.backup.dir, state_dir = state,
     phase = phase, options = options, members = #doc.members, operations = #ops, counts = counts,
     failed = failed, pending = pending, next = next_ops,
-    loads_begun = load_begun(st, ops) ~= nil, stopped = json.array(stopped_targets(st, ops)),
+    loads_begun = load_begun(st, ops) ~= nil, stopped = json.array(still_stopped(st, ops)),
     window_ns = (first and last) and (last - first) or json.null,
     undo = json.object({ begun = next(undo.ops) ~= nil, complete = undo.finalized ~= nil }),
+    history = json.array(M.history(state)),
   }
 end
 

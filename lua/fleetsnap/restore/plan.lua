@@ -239,7 +239,10 @@ function M.build(b, opts)
   local doc = {
     format = "fleetsnap-restore-plan",
     plan_version = M.VERSION,
-    restore_id = string.format("restore-%s", os.date("!%Y%m%d-%H%M%S", now // 1000000000)),
+    -- Unique even for two restores planned in one second (a finished
+    -- restore is kept beside the next one under its id).
+    restore_id = string.format("restore-%s-%s", os.date("!%Y%m%d-%H%M%S", now // 1000000000),
+      engine.hash.sha256(tostring(now) .. tostring({})):sub(1, 4)),
     created_ns = now,
     backup = { dir = b.dir, backup_id = man.doc.backup_id, manifest_file = man.file:match("[^/]+$"),
       manifest_line = man.line, manifest_sha256 = b.manifest_sha256 },

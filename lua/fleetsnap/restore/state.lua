@@ -25,7 +25,12 @@ function M.replay(j)
   return exec_state.replay(j, function(st, r)
     if r.t == "begin" then st.begin = r
     elseif r.t == "abort" then st.abort = r
-    elseif r.t == "aborted" then st.aborted = r end
+    elseif r.t == "aborted" then st.aborted = r
+    elseif r.t == "contained" then st.needs_restop = r.targets
+    elseif r.t == "containment" then
+      st.restarted = {}
+      for _, cid in ipairs(r.started or {}) do st.restarted[cid] = true end
+    elseif r.t == "restop" then st.needs_restop, st.restarted = nil, nil end
   end)
 end
 

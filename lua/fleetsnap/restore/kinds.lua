@@ -1,43 +1,29 @@
---- The restore runner: the backup runner's scheduler, journal discipline
--- and command locks (fleetsnap.runner), with the restore's own operations:
--- upload (from a private staged copy whose digest must equal the
--- manifest's), load (only after a fresh proof that the target is stopped),
--- verify, verify_data and delete-uploaded. Stop, start and the safety
--- snapshot are the backup runner's own.
+--- The restore's own operation kinds: upload (from a private staged copy
+-- whose digest must equal the manifest's; the id icp printed must be new in
+-- the inventory), load (only after a fresh proof that the target is
+-- stopped), verify, verify_data and delete (of the uploaded snapshot). Stop,
+-- start and the safety snapshot are the executor's lifecycle kinds.
+--
+-- x.context: members (target -> plan member), backup_dir, restore_state
+-- (an undo reads the restore's uploads from it), source_of (an undo's
+-- load source), skip_module_hash, skip_checks.
 local engine = require "fleetsnap.engine"
-local hex = require "fleetsnap.hex"
-local base = require "fleetsnap.runner"
+local checks = require "fleetsnap.checks"
+local driver_mod = require "fleetsnap.drivers.icp"
+local lifecycle = require "fleetsnap.exec.lifecycle"
+local ownership = require "fleetsnap.exec.ownership"
 local operations = require "fleetsnap.restore.operations"
 
 local json, fs = engine.json, engine.fs
 
-local M = setmetatable({}, { __index = base })
-M.__index = M
+local M = {}
 
--- Files icp writes into an upload's input directory.
-local ICP_FILES = { [".lock"] = true, [".upload_progress.json"] = true, [".download_progress.json"] = true }
+local ICP_FILES = driver_mod.ICP_FILES
 
 -- Upload attempts per operation: a transfer that fails part-way is resumed.
 M.UPLOAD_TRIES = 3
 
 local TRANSIENT = { NETWORK = true, TIMEOUT = true, ICP_CRASHED = true, ICP_FAILED = true }
-
---- ctx: the backup runner's (dir = the restore state directory, plan =
--- {operations}, driver, events, concurrency, downloads = uploads) plus
--- members (target -> plan member), backup_dir, load_source (function(self,
--- op) -> snapshot id or nil, error).
-function M.new(ctx)
-  local self = base.new(ctx)
-  -- Restore receipts keep the tail of each operation's last command.
-  self.outputs = {}
-  return setmetatable(self, M)
-end
-
--- Transfers (uploads, the data check's download) share the bound that
--- preflight fitted to the free space; the rest are lifecycle calls.
-function M:bucket(op)
-  return (op.kind == "upload" or op.kind == "verify_data") and "download" or "lifecycle"
-end
 
 local function fail(code, message, extra)
   local e = { code = code, message = message }
@@ -49,13 +35,13 @@ local function seg(canister)
   return (canister:gsub("[^%w%-_]", "_"))
 end
 
-function M:stage_path(op)
-  return self.dir .. "/staging/" .. seg(op.canister)
+function M.stage_path(x, op)
+  return x.dir .. "/staging/" .. seg(op.canister)
 end
 
 --- Where a --verify-data check snapshot is downloaded.
-function M:check_path(op)
-  return self.dir .. "/verify-data/" .. seg(op.canister)
+function M.check_path(x, op)
+  return x.dir .. "/verify-data/" .. seg(op.canister)
 end
 
 local function ambiguous(what, op, n)
@@ -69,23 +55,23 @@ local function adopted(snapshot)
   return { uploaded_snapshot_id = snapshot.snapshot_id, uploaded_at = engine.realtime_ns(), reconciled = true }
 end
 
-function M:artifact_path(member)
-  return self.backup_dir .. "/" .. member.artifact_path
+function M.artifact_path(x, member)
+  return x.context.backup_dir .. "/" .. member.artifact_path
 end
 
 -- {=== upload ===}
 
 --- Copies the artifact into a fresh private stage, hashing what it copies;
 -- the copy must be the bytes the manifest vouches for.
-function M:stage(op)
-  local m = self.members[op.canister]
-  local stage = self:stage_path(op)
-  local made, merr, mcode = fs.mkdir_private(self.dir .. "/staging")
+function M.stage(x, op)
+  local m = x.context.members[op.canister]
+  local stage = M.stage_path(x, op)
+  local made, merr, mcode = fs.mkdir_private(x.dir .. "/staging")
   if not made then return fail(mcode, "staging root of " .. op.canister .. ": " .. merr) end
   local ok, err, code = fs.remove_tree(stage)
   if not ok then return fail(code, "staging of " .. op.canister .. ": " .. err) end
   engine.failpoint("before-stage", op.canister)
-  local tree, terr, tcode = engine.hash.copy_tree(self:artifact_path(m), stage, { sync = false })
+  local tree, terr, tcode = engine.hash.copy_tree(M.artifact_path(x, m), stage, { sync = false })
   if not tree then
     fs.remove_tree(stage)
     return fail(tcode == "EUNSAFE" and "EUNSAFE" or "EVERIFY", string.format("artifact %s of %s: %s",
@@ -102,8 +88,8 @@ end
 
 --- Whether a stage kept from an interrupted upload still holds exactly the
 -- claimed bytes (icp's own lock and progress files aside).
-function M:stage_intact(op, files)
-  local tree = fs.lstat(self:stage_path(op)) and engine.hash.tree(self:stage_path(op))
+function M.stage_intact(x, op, files)
+  local tree = fs.lstat(M.stage_path(x, op)) and engine.hash.tree(M.stage_path(x, op))
   if not tree then return false end
   local want = {}
   for _, f in ipairs(files or {}) do want[f.path] = f.sha256 end
@@ -135,20 +121,24 @@ end
 -- transfer is judged by the target's inventory against the claim's
 -- baseline (no new snapshot: upload again; one: resume it while icp's
 -- progress file says it is incomplete, else it is complete).
-function M:upload_from(op, baseline, resume)
-  local stage = self:stage_path(op)
+function M.upload_from(x, op, baseline, resume)
+  local stage = M.stage_path(x, op)
   local last
   for _ = 1, M.UPLOAD_TRIES do
-    local v, err = self:command(op, "snapshot_upload", { canister = op.canister, dir = stage, resume = resume,
-      size_bytes = self.members[op.canister].bytes })
+    local v, err = x:command(op, "snapshot_upload", { canister = op.canister, dir = stage, resume = resume,
+      size_bytes = x.context.members[op.canister].bytes })
     if v then
-      return { uploaded_snapshot_id = v.snapshot_id, uploaded_at = self:now() }
+      -- The id icp printed is used (loaded, later deleted) only once the
+      -- inventory proves it is this upload's.
+      local entry, perr = lifecycle.prove_snapshot(x, op, v.snapshot_id, baseline, "upload")
+      if not entry then return nil, perr end
+      return { uploaded_snapshot_id = v.snapshot_id, uploaded_at = x:now() }
     end
     if err.code == "IN_FLIGHT" then return nil, err end
     last = err
-    local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
+    local list, lerr = x:command(op, "snapshot_list", { canister = op.canister })
     if not list then return nil, lerr end
-    local new = base.new_snapshots(baseline, list)
+    local new = ownership.new_snapshots(baseline, list)
     if #new > 1 then
       return ambiguous("upload to", op, #new)
     elseif #new == 1 then
@@ -162,11 +152,11 @@ function M:upload_from(op, baseline, resume)
     end
   end
   -- Out of attempts: an incomplete orphan would only hold a slot.
-  local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
-  local new = list and base.new_snapshots(baseline, list) or {}
+  local list, lerr = x:command(op, "snapshot_list", { canister = op.canister })
+  local new = list and ownership.new_snapshots(baseline, list) or {}
   local derr = lerr
   if #new == 1 then
-    derr = select(2, self:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = new[1].snapshot_id }))
+    derr = select(2, x:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = new[1].snapshot_id }))
   end
   if derr then
     last.message = last.message .. "; the incomplete upload could not be cleaned up (" .. derr.message .. ")"
@@ -174,107 +164,99 @@ function M:upload_from(op, baseline, resume)
   return nil, last
 end
 
-function M:op_upload(op)
-  local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
+function M.op_upload(x, op)
+  local list, lerr = x:command(op, "snapshot_list", { canister = op.canister })
   if not list then return nil, lerr end
-  local baseline = base.ids(list)
-  local tree, serr = self:stage(op)
+  local baseline = ownership.ids(list)
+  local tree, serr = M.stage(x, op)
   if not tree then return nil, serr end
-  self:claim(op, { baseline = json.array(baseline), digest = tree.digest, files = file_digests(tree.files) })
-  return with_stage(tree, self:upload_from(op, baseline, false))
+  x:claim(op, { baseline = json.array(baseline), digest = tree.digest, files = file_digests(tree.files) })
+  return with_stage(tree, M.upload_from(x, op, baseline, false))
 end
 
 --- A claimed upload found on restart (or re-armed after it was found to
 -- need doing again): settled by the inventory delta against its baseline.
-function M:redo_upload(op, o)
+function M.redo_upload(x, op, o)
   local baseline = o.claim.baseline or {}
-  local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
+  local list, lerr = x:command(op, "snapshot_list", { canister = op.canister })
   if not list then return nil, lerr end
-  local new = base.new_snapshots(baseline, list)
-  local tree = { digest = o.claim.digest, bytes = self.members[op.canister].bytes, files = o.claim.files or {} }
+  local new = ownership.new_snapshots(baseline, list)
+  local tree = { digest = o.claim.digest, bytes = x.context.members[op.canister].bytes, files = o.claim.files or {} }
   if #new > 1 then return ambiguous("upload to", op, #new) end
-  local intact = self:stage_intact(op, o.claim.files)
+  local intact = M.stage_intact(x, op, o.claim.files)
   if #new == 1 then
-    local stage = self:stage_path(op)
+    local stage = M.stage_path(x, op)
     if intact and fs.lstat(stage .. "/.upload_progress.json") then
-      self:emit("reconcile", { op = op.id, action = "resume-upload", snapshot_id = new[1].snapshot_id })
-      return with_stage(tree, self:upload_from(op, baseline, true))
+      x:emit("reconcile", { op = op.id, action = "resume-upload", snapshot_id = new[1].snapshot_id })
+      return with_stage(tree, M.upload_from(x, op, baseline, true))
     elseif intact then
       return with_stage(tree, adopted(new[1]))
     end
     -- The stage is gone or changed: the orphan cannot be resumed.
-    self:emit("reconcile", { op = op.id, action = "delete-orphan", snapshot_id = new[1].snapshot_id })
-    local _, derr = self:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = new[1].snapshot_id })
+    x:emit("reconcile", { op = op.id, action = "delete-orphan", snapshot_id = new[1].snapshot_id })
+    local _, derr = x:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = new[1].snapshot_id })
     if derr and derr.code ~= "SNAPSHOT_GONE" then return nil, derr end
   end
-  local staged, serr = self:stage(op)
+  local staged, serr = M.stage(x, op)
   if not staged then return nil, serr end
-  return with_stage(staged, self:upload_from(op, baseline, false))
+  return with_stage(staged, M.upload_from(x, op, baseline, false))
 end
 
 -- {=== load ===}
 
---- Command locks of an undo live apart from the restore's own.
-function M:command_lock_path(op)
-  return self.dir .. "/.fleetsnap-commands/" .. (self.lock_prefix or "") .. op.id .. ".lock"
-end
-
-function M:uploaded_id(target)
-  local up = (self.restore_state or self.state).ops[operations.id("upload", target)]
+function M.uploaded_id(x, target)
+  local up = (x.context.restore_state or x.state).ops[operations.id("upload", target)]
   return up and up.state == "completed" and up.receipt and up.receipt.uploaded_snapshot_id or nil
 end
 
 --- The snapshot a load puts back: this restore's upload (an undo names
 -- its own source).
-function M:load_source(op)
-  if self.source_of then return self.source_of(self, op) end
-  local id = self:uploaded_id(op.canister)
+function M.load_source(x, op)
+  if x.context.source_of then return x.context.source_of(x, op) end
+  local id = M.uploaded_id(x, op.canister)
   if not id then return fail("EPLAN", "load into " .. op.canister .. ": its upload is not complete") end
   return id
 end
 
-function M:op_load(op)
-  local id, ierr = self:load_source(op)
+function M.op_load(x, op)
+  local id, ierr = M.load_source(x, op)
   if not id then return nil, ierr end
   -- A fresh proof, every time: a load repeated after a crash runs only
   -- while the target is still stopped.
-  local st, serr = self:status(op)
+  local st, serr = x:status(op)
   if not st then return nil, serr end
   if st.status ~= "stopped" then
     return fail("NOT_STOPPED", string.format("load into %s: the target is %s, not stopped; nothing was loaded "
       .. "(stopped-precondition-failed)", op.canister, tostring(st.status)))
   end
-  local _, lerr = self:command(op, "snapshot_restore", { canister = op.canister, snapshot_id = id })
+  local _, lerr = x:command(op, "snapshot_restore", { canister = op.canister, snapshot_id = id })
   if lerr then return nil, lerr end
-  return { snapshot_id = id, loaded_at = self:now() }
+  return { snapshot_id = id, loaded_at = x:now() }
 end
 
 -- {=== verification ===}
 
-function M:op_verify(op)
-  local m = self.members[op.canister]
-  local st, err = self:status(op)
+function M.op_verify(x, op)
+  local m = x.context.members[op.canister]
+  local st, err = x:status(op)
   if not st then return nil, err end
   if st.status ~= "running" then
     return fail("EVERIFY", string.format("verification of %s: status %s, expected running", op.canister,
       tostring(st.status)))
   end
-  local want = not self.skip_module_hash and m.module_hash ~= json.null and m.module_hash or nil
+  local want = not x.context.skip_module_hash and m.module_hash ~= json.null and m.module_hash or nil
   if want and st.module_hash ~= want then
     return fail("EVERIFY", string.format("verification of %s: module hash %s, the backup's is %s", op.canister,
       tostring(st.module_hash), want))
   end
-  local checks = self.skip_checks and {} or (m.checks or {})
-  for _, c in ipairs(checks) do
-    local reply, cerr = self:command(op, "call", { canister = op.canister, method = c.method, args = c.args,
-      query = true })
+  local list = x.context.skip_checks and {} or (m.checks or {})
+  for _, c in ipairs(list) do
+    local reply, cerr = x:command(op, "call", checks.params(op.canister, c))
     if not reply then return nil, cerr end
-    if hex.encode(reply) ~= c.expect_hex then
-      return fail("EVERIFY", string.format("verification of %s: check %s replied %s, expected %s", op.canister,
-        c.method, hex.encode(reply), c.expect_hex))
-    end
+    local bad = checks.compare(op.canister, c, reply, "after the restore")
+    if bad then return nil, bad end
   end
-  return { verified_at = self:now(), module_hash = st.module_hash or json.null, checks = #checks }
+  return { verified_at = x:now(), module_hash = st.module_hash or json.null, checks = #list }
 end
 
 --- Compares a downloaded snapshot's files with the backup's, by digest;
@@ -306,99 +288,119 @@ end
 --- After the load and before the start (nothing has run yet): snapshot
 -- the target, download that snapshot, compare it with the backup file by
 -- file, delete the check snapshot.
-function M:op_verify_data(op, baseline)
-  local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
+function M.op_verify_data(x, op, baseline)
+  local list, lerr = x:command(op, "snapshot_list", { canister = op.canister })
   if not list then return nil, lerr end
-  local new = base.new_snapshots(baseline, list)
+  local new = ownership.new_snapshots(baseline, list)
   if #new > 1 then return ambiguous("data check of", op, #new) end
   local sid = new[1] and new[1].snapshot_id
   if not sid then
-    local v, cerr = self:command(op, "snapshot_create", { canister = op.canister })
+    local v, cerr = x:command(op, "snapshot_create", { canister = op.canister })
     if not v then return nil, cerr end
+    -- Deleted below: only once the inventory proves it is this check's.
+    local entry, perr = lifecycle.prove_snapshot(x, op, v.snapshot_id, baseline, "data check snapshot")
+    if not entry then return nil, perr end
     sid = v.snapshot_id
   end
-  local dir = self:check_path(op)
-  local made, merr, mcode = fs.mkdir_private(self.dir .. "/verify-data")
+  local dir = M.check_path(x, op)
+  local made, merr, mcode = fs.mkdir_private(x.dir .. "/verify-data")
   if made then made, merr, mcode = fs.remove_tree(dir) end
   if made == nil then return fail(mcode, "data check of " .. op.canister .. ": " .. merr) end
-  local _, derr = self:command(op, "snapshot_download", { canister = op.canister, snapshot_id = sid, dir = dir,
-    size_bytes = self.members[op.canister].bytes })
+  local _, derr = x:command(op, "snapshot_download", { canister = op.canister, snapshot_id = sid, dir = dir,
+    size_bytes = x.context.members[op.canister].bytes })
   local bad
   if derr then
     bad = derr
   else
-    local up = (self.restore_state or self.state).ops[operations.id("upload", op.canister)]
+    local up = (x.context.restore_state or x.state).ops[operations.id("upload", op.canister)]
     bad = M.compare_files(dir, up and up.receipt and up.receipt.files or {}, op.canister)
   end
   fs.remove_tree(dir)
-  local _, xerr = self:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = sid })
+  local _, xerr = x:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = sid })
   if xerr and xerr.code == "SNAPSHOT_GONE" then xerr = nil end
   if bad and xerr then
     bad.message = string.format("%s; the check snapshot %s could not be deleted (%s)", bad.message, sid, xerr.message)
   end
   if bad or xerr then return nil, bad or xerr end
-  return { checked_snapshot_id = sid, checked_at = self:now() }
+  return { checked_snapshot_id = sid, checked_at = x:now() }
 end
 
 -- {=== cleanup ===}
 
-function M:op_delete(op)
-  local id = self:uploaded_id(op.canister)
+function M.op_delete(x, op)
+  local id = M.uploaded_id(x, op.canister)
   if not id then return { deleted = json.null } end
-  local _, err = self:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = id })
+  local _, err = x:command(op, "snapshot_delete", { canister = op.canister, snapshot_id = id })
   if err and err.code ~= "SNAPSHOT_GONE" then return nil, err end
   return { deleted = id }
 end
 
--- {=== dispatch ===}
+-- {=== the kinds ===}
 
-local OWN = { upload = true, load = true, verify = true, verify_data = true, delete = true }
+local function stage_done(x, op, err)
+  if err and err.code == "IN_FLIGHT" then return end
+  -- The stage lives until the upload's terminal record is durable: a
+  -- crash before it finds the stage, and with it the upload's progress.
+  x:flush()
+  fs.remove_tree(M.stage_path(x, op))
+end
 
-function M:execute(op)
-  if not OWN[op.kind] then return base.execute(self, op) end
-  local o = self.state.ops[op.id]
-  local claimed = o and o.state == "pending"
-  local receipt, err
-  if op.kind == "upload" then
-    if claimed then receipt, err = self:redo_upload(op, o) else receipt, err = self:op_upload(op) end
-  elseif op.kind == "verify_data" then
+-- Transfers (uploads, the data check's download) share the bound that
+-- preflight fitted to the free space; the rest are lifecycle calls. A
+-- restore's own kinds run again from their claim after a crash (upload
+-- by inventory delta, load after a fresh stopped proof, checks and
+-- deletes simply again): no `reconcile`.
+M.upload = {
+  bucket = "transfer",
+  run = function(x, op, pending)
+    if pending then return M.redo_upload(x, op, pending) end
+    return M.op_upload(x, op)
+  end,
+  recorded = stage_done,
+}
+
+M.load = {
+  bucket = "lifecycle",
+  run = function(x, op, pending)
+    if not pending then x:claim(op) end
+    return M.op_load(x, op)
+  end,
+}
+
+M.verify = {
+  bucket = "lifecycle",
+  run = function(x, op, pending)
+    if not pending then x:claim(op) end
+    return M.op_verify(x, op)
+  end,
+}
+
+M.verify_data = {
+  bucket = "transfer",
+  run = function(x, op, pending)
     local baseline
-    if claimed then
-      baseline = o.claim.baseline
+    if pending then
+      baseline = pending.claim.baseline
     else
-      local list, lerr = self:command(op, "snapshot_list", { canister = op.canister })
-      if not list then return self:complete(op, nil, lerr) end
-      baseline = base.ids(list)
-      self:claim(op, { baseline = json.array(baseline) })
+      local list, lerr = x:command(op, "snapshot_list", { canister = op.canister })
+      if not list then return nil, lerr end
+      baseline = ownership.ids(list)
+      x:claim(op, { baseline = json.array(baseline) })
     end
-    receipt, err = self:op_verify_data(op, baseline)
-  else
-    if not claimed then self:claim(op) end
-    if op.kind == "load" then receipt, err = self:op_load(op)
-    elseif op.kind == "verify" then receipt, err = self:op_verify(op)
-    else receipt, err = self:op_delete(op) end
-  end
-  return self:complete(op, receipt, err)
-end
+    return M.op_verify_data(x, op, baseline)
+  end,
+}
 
-function M:complete(op, receipt, err)
-  if receipt and self.outputs and self.outputs[op.id] then receipt.output = self.outputs[op.id] end
-  base.complete(self, op, receipt, err)
-  if op.kind == "upload" and not (err and err.code == "IN_FLIGHT") then
-    -- The stage lives until the upload's terminal record is durable: a
-    -- crash before it finds the stage, and with it the upload's progress.
-    self:flush()
-    fs.remove_tree(self:stage_path(op))
-  end
-end
+M.delete = {
+  bucket = "lifecycle",
+  run = function(x, op, pending)
+    if not pending then x:claim(op) end
+    return M.op_delete(x, op)
+  end,
+}
 
---- A claim found without its record: stop/start and the safety snapshot
--- settle by evidence (base runner); the restore's own operations run
--- again from their claim (upload by inventory delta, load after a fresh
--- stopped proof, checks and deletes simply again).
-function M:reconcile_one(op, o)
-  if OWN[op.kind] then return end
-  return base.reconcile_one(self, op, o)
-end
+--- Every kind a restore (or its undo) runs.
+M.KINDS = { stop = lifecycle.stop, start = lifecycle.start, snapshot = lifecycle.snapshot, upload = M.upload,
+  load = M.load, verify = M.verify, verify_data = M.verify_data, delete = M.delete }
 
 return M

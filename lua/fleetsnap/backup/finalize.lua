@@ -1,0 +1,135 @@
+--- The end of a backup: the manifest and download-journal.json written
+-- once every artifact is durable (each re-hashed against its receipt
+-- first), and on-canister retention afterwards.
+local engine = require "fleetsnap.engine"
+local errors = require "fleetsnap.errors"
+local manifest = require "fleetsnap.manifest"
+local ownership = require "fleetsnap.exec.ownership"
+local survey = require "fleetsnap.survey"
+
+local json, fs = engine.json, engine.fs
+
+local M = {}
+
+local raise = errors.raise
+
+-- {=== finalize ===}
+
+function M.manifest(x, plan)
+  -- Every published artifact is re-hashed against its receipt before the
+  -- manifest vouches for it (a directory removed or changed since is a
+  -- typed failure, never a manifest).
+  for _, t in ipairs(plan.targets) do
+    local rec = x.state.ops["download-" .. t.canister_id].receipt
+    local tree, terr = engine.hash.tree(x.dir .. "/" .. rec.artifact_path)
+    if not tree then
+      raise("EVERIFY", "artifact of " .. t.canister_id .. " before the manifest: " .. terr)
+    elseif tree.digest ~= rec.digest then
+      raise("EVERIFY", string.format("artifact of %s changed after it was published: digest %s, recorded %s",
+        t.canister_id, tree.digest, rec.digest))
+    end
+  end
+  local artifacts, members = {}, {}
+  local first_stop, last_start
+  for _, t in ipairs(plan.targets) do
+    local d = x.state.ops["download-" .. t.canister_id]
+    local rec = d.receipt
+    local stop = x.state.ops["stop-" .. t.canister_id]
+    local start = x.state.ops["start-" .. t.canister_id]
+    local stopped_at = stop and stop.receipt and stop.receipt.stopped_at
+    local started_at = start and start.receipt and start.receipt.started_at
+    if stopped_at and (not first_stop or stopped_at < first_stop) then first_stop = stopped_at end
+    if started_at and (not last_start or started_at > last_start) then last_start = started_at end
+    artifacts[t.canister_id] = { snapshot_id = rec.snapshot_id, artifact_path = rec.artifact_path, digest = rec.digest,
+      taken_at = rec.taken_at, total_size = rec.total_size,
+      module_hash = stop and stop.receipt and stop.receipt.module_hash }
+    members[#members + 1] = json.ordered({ canister_id = t.canister_id, snapshot_id = rec.snapshot_id,
+      stopped_at = stopped_at or json.null, started_at = started_at or json.null,
+      downtime_ns = (stopped_at and started_at) and (started_at - stopped_at) or json.null,
+      digest = rec.digest, bytes = rec.bytes, files = json.array(rec.files) },
+      { "canister_id", "snapshot_id", "stopped_at", "started_at", "downtime_ns", "digest", "bytes", "files" })
+  end
+  if not x.state.created_at then
+    -- Derived once and journaled, so a retried finalize writes the same bytes.
+    x.state.created_at = "unix:" .. (engine.realtime_ns() // 1000000000)
+    x:record({ t = "created_at", value = x.state.created_at })
+  end
+  local b = {
+    backup_id = plan.backup_id, created_at = x.state.created_at, tool_version = engine.version,
+    environment = plan.target.environment or plan.target.network or "local", root = plan.root,
+    topology = { hash = plan.scope.topology_hash, input = plan.scope.topology_hash_input },
+    targets = {}, artifacts = artifacts,
+  }
+  for i, t in ipairs(plan.targets) do
+    b.targets[i] = { canister_id = t.canister_id, role = t.role, parent = t.parent ~= json.null and t.parent or nil }
+  end
+  b.fleetsnap = json.ordered({
+    format_version = 1,
+    policy = plan.policy.name,
+    policy_sha256 = plan.policy.sha256,
+    scope = plan.scope.kind,
+    attempt = x.state.attempt,
+    consistency_window = json.ordered({ first_stop_at = first_stop or json.null,
+      last_start_at = last_start or json.null,
+      window_ns = (first_stop and last_start) and (last_start - first_stop) or json.null },
+      { "first_stop_at", "last_start_at", "window_ns" }),
+    members = json.array(members),
+  }, { "format_version", "policy", "policy_sha256", "scope", "attempt", "consistency_window", "members" })
+  local man = manifest.build(b)
+  local dj = manifest.download_journal(b)
+  local ok, err, code = fs.write_replace(x.dir .. "/" .. manifest.DOWNLOAD_JOURNAL, json.encode(dj, { pretty = true }))
+  if not ok then raise(errors.engine_code(code), manifest.DOWNLOAD_JOURNAL .. ": " .. err) end
+  local text = json.encode(man, { pretty = true })
+  -- Never publish a manifest our own reader would refuse.
+  local valid, verr = manifest.validate(json.decode(text), manifest.FILE_036, "0.36")
+  if not valid then raise("ECORRUPT", "the manifest built for " .. plan.backup_id .. " is invalid: " .. verr) end
+  local res
+  res, err, code = fs.write_create(x.dir .. "/" .. manifest.FILE_036, text)
+  if not res then
+    raise(code == "ECONFLICT" and "ECORRUPT" or errors.engine_code(code), "manifest: " .. err)
+  end
+  x:record({ t = "finalized", manifest_sha256 = engine.hash.sha256(text) })
+  errors.check("command locks", fs.remove_tree(x.dir .. "/.fleetsnap-commands"))
+  return man
+end
+
+-- {=== on-canister retention ===}
+
+--- Keeps at most `keep` fleetsnap-made snapshots per target (the newest,
+-- by the IC's per-canister counter), deleting older ones only now that this
+-- backup's artifacts are durable. Snapshots nobody recorded are never
+-- touched. Idempotent: a resumed finalized backup runs it again.
+function M.retain(x, plan, parent)
+  local keep = plan.options.keep_on_canister
+  if not keep or keep < 1 then return {} end
+  local known = ownership.known(parent)
+  local jobs = {}
+  for _, t in ipairs(plan.targets) do jobs[#jobs + 1] = { "snapshot_list", { canister = t.canister_id } } end
+  local deletes = {}
+  for i, res in ipairs(x.driver:run_many(jobs, survey.read_bound(plan.options.concurrency))) do
+    local cid = plan.targets[i].canister_id
+    local ours = {}
+    for _, s in ipairs(res[1] or {}) do
+      if known[s.snapshot_id] and known[s.snapshot_id].canister == cid then ours[#ours + 1] = s.snapshot_id end
+    end
+    -- The first 8 bytes of an id are the canister's snapshot counter.
+    table.sort(ours, function(a, b) return a > b end)
+    for k = keep + 1, #ours do
+      deletes[#deletes + 1] = { "snapshot_delete", { canister = cid, snapshot_id = ours[k] } }
+    end
+  end
+  local deleted, failed = {}, {}
+  for i, res in ipairs(x.driver:run_many(deletes, plan.options.concurrency)) do
+    local p = deletes[i][2]
+    if res[2] and res[2].code ~= "SNAPSHOT_GONE" then
+      failed[#failed + 1] = res[2].message
+    else
+      deleted[#deleted + 1] = p.canister .. "/" .. p.snapshot_id
+    end
+  end
+  x:record({ t = "retention", keep = keep, deleted = json.array(deleted), failed = json.array(failed) })
+  if #deletes > 0 then x:emit("retention", { deleted = deleted, failed = failed }) end
+  return deleted, failed
+end
+
+return M

@@ -1,0 +1,495 @@
+--- The executor: runs a persisted plan's operations, several at once (a
+-- coroutine per operation over non-blocking engine calls), each as durable
+-- claim -> effect -> one durable record of terminal state and receipt in
+-- the write-ahead journal. Backup and restore are its clients: they
+-- register operation kinds (exec/lifecycle.lua has stop, start, snapshot
+-- and call; backup adds download, restore upload, load, verify...), and
+-- run their phases inside `guard`, whose `finally` is containment.
+--
+-- What the executor owns for every client:
+--   * claim before effect; a claim found without its record on restart is
+--     reconciled from evidence by its kind, never replayed blindly;
+--   * command-lifetime locks: an icp command of a dead run that is still
+--     alive blocks recovery until it exits;
+--   * interrupts (SIGINT, SIGTERM, SIGHUP) at safe points only;
+--   * containment on every exit path (icp failure, journal or disk failure,
+--     internal error, interrupt): what this run stopped and was running
+--     before is started again, unless the client says the fleet may no
+--     longer be restarted blindly (a restore after its first load).
+local engine = require "fleetsnap.engine"
+local errors = require "fleetsnap.errors"
+local exec_state = require "fleetsnap.exec.state"
+
+local json, fs = engine.json, engine.fs
+
+local M = {}
+M.__index = M
+
+local REQUIRED = { "dir", "journal", "state", "operations", "kinds", "driver", "limits" }
+
+--- A new executor, built whole. opts:
+--   dir         the run's directory (command locks live under it)
+--   journal     the open engine journal (the caller holds the run's lock)
+--   state       the state replayed from that journal (exec.state)
+--   operations  the plan's operations {id, kind, canister, after}
+--   kinds       operation kinds by name (see exec/lifecycle.lua)
+--   driver      the icp driver
+--   limits      {lifecycle = n, transfer = n}: operations at once per bucket
+--   events      function(event), optional
+--   max_steps   stop after starting this many operations, optional
+--   lock_prefix prefix of command-lock names (an undo beside its restore)
+--   keep_output whether receipts keep the tail of the last command's output
+--   context     the client's table, handed to its kinds as x.context
+--   was_running function(canister) -> bool: containment restarts only
+--               canisters that were running before this run stopped them
+--   may_contain function(x) -> bool, optional: false once starting what
+--               was stopped would no longer leave the fleet as found
+function M.new(opts)
+  for _, k in ipairs(REQUIRED) do
+    if opts[k] == nil then error("executor: " .. k .. " is required", 2) end
+  end
+  for _, op in ipairs(opts.operations) do
+    if not opts.kinds[op.kind] then error("executor: no kind " .. tostring(op.kind) .. " for " .. op.id, 2) end
+  end
+  local self = setmetatable({
+    dir = opts.dir,
+    j = opts.journal,
+    state = opts.state,
+    operations = opts.operations,
+    kinds = opts.kinds,
+    driver = opts.driver,
+    limits = { lifecycle = opts.limits.lifecycle, transfer = opts.limits.transfer },
+    events = opts.events or function() end,
+    max_steps = opts.max_steps,
+    lock_prefix = opts.lock_prefix or "",
+    keep_output = opts.keep_output or false,
+    context = opts.context or {},
+    was_running = opts.was_running or function() return true end,
+    may_contain = opts.may_contain or function() return true end,
+    by_id = {},
+    failures = {},
+    outputs = {},
+    started = 0,
+    commands_dir = opts.dir .. "/.fleetsnap-commands",
+    commands_dir_made = false,
+  }, M)
+  for _, op in ipairs(opts.operations) do self.by_id[op.id] = op end
+  return self
+end
+
+function M:emit(kind, fields)
+  fields = fields or {}
+  fields.type = kind
+  self.events(fields)
+end
+
+function M:now()
+  return engine.realtime_ns()
+end
+
+-- {=== the journal ===}
+
+local function journal_failure(err, code)
+  return errors.from_engine("journal", err, code)
+end
+
+--- Appends a record durably (fsync) and applies it to the state.
+function M:record(rec, key)
+  rec.at = rec.at or self:now()
+  local ok, err, code = self.j:append(rec, key)
+  if not ok then error(journal_failure(err, code), 0) end
+  exec_state.apply(self.state, rec)
+end
+
+-- Terminal records are buffered and made durable together once per
+-- scheduler tick (group commit). Losing one to a crash only leaves its
+-- claim pending, which the next run reconciles from evidence; every claim
+-- (an append) flushes what is buffered before its effect.
+function M:record_lazy(rec, key)
+  rec.at = rec.at or self:now()
+  local ok, err, code = self.j:write(rec, key)
+  if not ok then error(journal_failure(err, code), 0) end
+  exec_state.apply(self.state, rec)
+end
+
+function M:flush()
+  local ok, err, code = self.j:sync()
+  if not ok then error(journal_failure(err, code), 0) end
+end
+
+-- {=== command-lifetime locks ===}
+
+-- Command locks live in a private directory removed once the run is
+-- final, so that a published backup holds only the backup itself.
+function M:command_lock_path(op)
+  return self.commands_dir .. "/" .. self.lock_prefix .. op.id .. ".lock"
+end
+
+--- Whether a command of op started by an earlier (dead) run still runs:
+-- nil, or the holder's description.
+function M:in_flight(op)
+  if not fs.lstat(self:command_lock_path(op)) then return nil end
+  local ok, msg, code = engine.lock.probe(self:command_lock_path(op), { wait_ms = 250 })
+  if ok then return nil end
+  if code ~= "ELOCKED" then error(errors.from_engine("command lock of " .. op.id, msg, code), 0) end
+  return msg
+end
+
+--- Runs one icp command inside an operation coroutine: the command's
+-- process tree holds the operation's command lock; the coroutine yields
+-- the handle and resumes with its result. Returns value, or nil and an
+-- error table {code, message, ...}.
+function M:command(op, kind, p)
+  if not self.commands_dir_made then
+    local ok, err, code = fs.mkdir_private(self.commands_dir)
+    if not ok then error(errors.from_engine(self.commands_dir, err, code), 0) end
+    self.commands_dir_made = true
+  end
+  local lock, lerr, lcode = engine.lock.acquire(self:command_lock_path(op), { wait_ms = 250 })
+  if not lock then
+    if lcode ~= "ELOCKED" then error(errors.from_engine("command lock of " .. op.id, lerr, lcode), 0) end
+    return nil, { code = "IN_FLIGHT", message = op.id .. ": " .. lerr }
+  end
+  local h, err = self.driver:spawn(kind, p, { inherit = { lock } })
+  lock:close()
+  if not h then return nil, err end
+  local r = coroutine.yield(h)
+  h:close()
+  if self.keep_output then self.outputs[op.id] = M.output_tail(r) end
+  local value, ferr = self.driver:finish(kind, p, r)
+  -- The command's whole process tree must be gone before its outcome counts.
+  local busy = self:in_flight(op)
+  if busy then
+    return nil, { code = "IN_FLIGHT", message = op.id .. ": a process of the command is still running: " .. busy }
+  end
+  return value, ferr
+end
+
+--- The bounded tail of a command's output, for receipts: the last 4 KiB
+-- of stdout and of stderr, and how many bytes there were.
+function M.output_tail(r)
+  local out, err = r.stdout or "", r.stderr or ""
+  return { stdout = out:sub(-4096), stderr = err:sub(-4096), bytes = #out + #err,
+    truncated = #out > 4096 or #err > 4096 }
+end
+
+--- A status command for op's canister (inside its coroutine).
+function M:status(op)
+  return self:command(op, "status", { canister = op.canister })
+end
+
+-- {=== operations ===}
+
+--- Claims op durably before its effect. extra: what the claim records
+-- (a snapshot's baseline inventory, an upload's staged digest...).
+function M:claim(op, extra)
+  local rec = { t = "claim", op = op.id, kind = op.kind, attempt = self.state.attempt }
+  for k, v in pairs(extra or {}) do rec[k] = v end
+  self:record(rec, op.id)
+end
+
+--- The state of op: nil, or {state = pending|completed|failed, claim,
+-- receipt, error, previous}.
+function M:op_state(id)
+  return self.state.ops[id]
+end
+
+function M:completed(id)
+  local o = self.state.ops[id]
+  return o and o.state == "completed" and o or nil
+end
+
+--- Runs the effect of op (inside its coroutine) and records the outcome.
+function M:execute(op)
+  local o = self.state.ops[op.id]
+  local kind = self.kinds[op.kind]
+  local receipt, err = kind.run(self, op, o and o.state == "pending" and o or nil)
+  return self:complete(op, receipt, err)
+end
+
+--- Records op's terminal state (or leaves it pending while a command of
+-- it may still run).
+function M:complete(op, receipt, err)
+  local kind = self.kinds[op.kind]
+  if err and err.code == "IN_FLIGHT" then
+    -- Leave the claim pending: nothing is known until the command is gone.
+    self.failures[#self.failures + 1] = { op = op.id, error = err }
+    self:emit("operation-failed", { op = op.id, canister = op.canister, code = err.code, message = err.message })
+    return
+  end
+  if receipt and self.keep_output and self.outputs[op.id] then receipt.output = self.outputs[op.id] end
+  local rec = { t = "done", op = op.id, kind = op.kind, attempt = self.state.attempt }
+  if err then
+    rec.state = "failed"
+    rec.error = { code = err.code or "EFAILED", message = err.message, ic = err.ic, stderr_tail = err.stderr_tail }
+  else
+    rec.state = "completed"
+    rec.receipt = receipt
+  end
+  self:record_lazy(rec, op.id)
+  if err then
+    self.failures[#self.failures + 1] = { op = op.id, error = rec.error }
+    self:emit("operation-failed", { op = op.id, canister = op.canister, code = rec.error.code,
+      message = rec.error.message })
+  else
+    self:emit("operation-completed", { op = op.id, kind = op.kind, canister = op.canister })
+  end
+  if kind.recorded then kind.recorded(self, op, err) end
+end
+
+--- Makes a failed (or adopted) operation runnable again: one durable
+-- record, so that the next run sees it re-armed too.
+function M:rearm(id)
+  self:record({ t = "rearm", op = id, attempt = self.state.attempt }, id)
+end
+
+--- Runs f(self) inside a coroutine whose commands yield process handles,
+-- waiting for each in turn (reconciliation runs one operation at a time).
+function M:run_inline(f)
+  local co = coroutine.create(f)
+  local ok, handle = coroutine.resume(co, self)
+  while true do
+    if not ok then error(handle, 0) end
+    if coroutine.status(co) == "dead" then return handle end
+    if type(handle) ~= "userdata" then error("executor: a coroutine yielded " .. tostring(handle), 0) end
+    ok, handle = coroutine.resume(co, handle:result())
+  end
+end
+
+-- {=== reconciliation ===}
+
+--- Settles every claimed-but-unrecorded operation from evidence, through
+-- its kind's `reconcile(x, op, o)`, which completes it (x:complete) or
+-- leaves the claim standing for the effect to run again. Raises
+-- EINFLIGHT while a command of a dead run is still alive.
+function M:reconcile()
+  for _, op in ipairs(self.operations) do
+    local o = self.state.ops[op.id]
+    if o and o.state == "pending" then
+      local busy = self:in_flight(op)
+      if busy then
+        errors.raise("EINFLIGHT", string.format("%s: a command started by an earlier run is still running (%s); "
+          .. "wait for it to exit, then run again", op.id, busy))
+      end
+      local kind = self.kinds[op.kind]
+      if kind.reconcile then
+        self:emit("reconcile", { op = op.id })
+        self:run_inline(function() return kind.reconcile(self, op, o) end)
+      end
+    end
+  end
+  self:flush()
+end
+
+--- The failed operations: re-armed when retry (or the kind says a retry
+-- is always safe), else listed for the caller to refuse.
+function M:rearm_failed(retry)
+  local refused = {}
+  for _, op in ipairs(self.operations) do
+    local o = self.state.ops[op.id]
+    if o and o.state == "failed" then
+      local kind = self.kinds[op.kind]
+      if retry or kind.always_retry then
+        self:rearm(op.id)
+        if kind.rearmed then kind.rearmed(self, op, o) end
+      else
+        refused[#refused + 1] = { op = op.id, error = o.error }
+      end
+    end
+  end
+  return refused
+end
+
+-- {=== interrupts ===}
+
+--- The signal caught since the last clear, if any (SIGINT, SIGTERM, SIGHUP).
+function M.pending_signal()
+  local signals = engine.signals
+  return signals and signals.pending() or nil
+end
+
+local function interrupted(name)
+  return errors.new("EINTERRUPTED", "interrupted by " .. (name or "a signal"), { signal = name })
+end
+
+-- {=== scheduling ===}
+
+function M:ready(op)
+  local o = self.state.ops[op.id]
+  if o and (o.state == "completed" or o.state == "failed") then return false end
+  for _, a in ipairs(op.after) do
+    local d = self.state.ops[a]
+    if not d or d.state ~= "completed" then return false end
+  end
+  return true
+end
+
+--- Executes operations until all are done or one fails (the running ones
+-- are finished first). Returns true, or false after a failure; raises
+-- EINTERRUPTED on a signal (the running commands are killed first).
+function M:schedule(filter)
+  local running = {} -- handle -> {co, op}
+  local active = {}  -- op id -> true
+  local counts = { lifecycle = 0, transfer = 0 }
+  local function bucket(op) return self.kinds[op.kind].bucket or "lifecycle" end
+  local function resume(co, op, ...)
+    local ok, handle = coroutine.resume(co, ...)
+    if not ok then
+      active[op.id] = nil
+      counts[bucket(op)] = counts[bucket(op)] - 1
+      for h in pairs(running) do h:close() end
+      if errors.is(handle) then error(handle, 0) end
+      error(errors.wrap(handle, debug.traceback(co, tostring(handle))), 0)
+    end
+    if coroutine.status(co) == "dead" then
+      active[op.id] = nil
+      counts[bucket(op)] = counts[bucket(op)] - 1
+    else
+      running[handle] = { co = co, op = op }
+    end
+  end
+  local function stop_all(name)
+    for h in pairs(running) do h:close() end
+    running = {}
+    local ok, e = pcall(self.flush, self)
+    if not ok then error(e, 0) end
+    error(interrupted(name), 0)
+  end
+  while true do
+    local sig = M.pending_signal()
+    if sig then stop_all(sig) end
+    if #self.failures == 0 then
+      for _, op in ipairs(self.operations) do
+        local b = bucket(op)
+        if not active[op.id] and (not filter or filter(op)) and counts[b] < self.limits[b] and self:ready(op)
+            and not (self.max_steps and self.started >= self.max_steps) then
+          active[op.id] = true
+          self.started = self.started + 1
+          counts[b] = counts[b] + 1
+          self:emit("operation-started", { op = op.id, kind = op.kind, canister = op.canister })
+          resume(coroutine.create(function() return self:execute(op) end), op)
+        end
+      end
+    end
+    local handles = {}
+    for h in pairs(running) do handles[#handles + 1] = h end
+    if #handles == 0 then break end
+    local done = engine.proc.wait_any(handles)
+    if not done then stop_all(M.pending_signal()) end
+    -- Everything that finished in this tick, then one fdatasync for all
+    -- their terminal records.
+    repeat
+      local entry = running[done]
+      running[done] = nil
+      for i, h in ipairs(handles) do
+        if h == done then table.remove(handles, i) break end
+      end
+      resume(entry.co, entry.op, done:result())
+      done = #handles > 0 and engine.proc.wait_any(handles, 0) or nil
+    until not done
+    self:flush()
+  end
+  self:flush()
+  return #self.failures == 0
+end
+
+-- {=== containment ===}
+
+--- The canisters this run stopped (a stop claimed or completed, or failed
+-- while the canister reports stopped), was running before, and has not
+-- started again.
+function M:stopped_by_us()
+  local out = {}
+  for _, op in ipairs(self.operations) do
+    if op.kind == "stop" then
+      local o = self.state.ops[op.id]
+      local start = self.state.ops["start-" .. op.canister]
+      local stopped = o and (o.state == "completed" or o.state == "pending")
+      if o and o.state == "failed" then
+        -- A stop that reported failure may still have stopped the canister
+        -- (CT-01): the canister's status decides.
+        local st = self.driver:run("status", { canister = op.canister })
+        stopped = st ~= nil and st.status ~= "running"
+      end
+      local started = start and start.state == "completed"
+      if stopped and not started and self.was_running(op.canister) then out[#out + 1] = op.canister end
+    end
+  end
+  return out
+end
+
+--- Starts again what this run stopped (see stopped_by_us), each start
+-- proved by the canister's status. Best effort on a broken journal: the
+-- canisters are started even when their records cannot be written.
+-- Returns started, failed (texts), and the journal error if any.
+function M:contain(reason)
+  local targets = self:stopped_by_us()
+  local started, failed = {}, {}
+  if #targets == 0 then return started, failed end
+  -- Claimed before the starts: a crash among them still leaves the attempt
+  -- contained, so the next run re-quiesces and restarts everything.
+  local jok, jerr = pcall(self.record, self, { t = "contained", attempt = self.state.attempt, reason = reason,
+    targets = json.array(targets) }, "contain")
+  for _, cid in ipairs(targets) do
+    local _, err = self.driver:run("start", { canister = cid })
+    local st = not err and self.driver:run("status", { canister = cid })
+    if err then
+      failed[#failed + 1] = cid .. ": " .. err.message
+    elseif not st or st.status ~= "running" then
+      failed[#failed + 1] = cid .. ": icp reported the start, but the canister is "
+        .. (st and tostring(st.status) or "of unknown status")
+    else
+      started[#started + 1] = cid
+    end
+  end
+  if jok then
+    jok, jerr = pcall(self.record, self, { t = "containment", attempt = self.state.attempt,
+      started = json.array(started), failed = json.array(failed) }, "contain")
+  end
+  self:emit("contained", { attempt = self.state.attempt, started = started, failed = failed })
+  return started, failed, not jok and jerr or nil
+end
+
+--- Runs body(self) with containment as its `finally`: on any error
+-- (icp failure, journal or disk failure, internal error, interrupt) the
+-- canisters this run stopped are started again, unless a command of a dead
+-- run is still in flight (nothing is known then) or the client's
+-- may_contain says no. The error is re-raised as a registry error whose
+-- message says what containment did.
+function M:guard(body)
+  local tb
+  local ok, res = xpcall(body, function(e)
+    tb = debug.traceback(tostring(e), 2)
+    return e
+  end, self)
+  if ok then return res end
+  local e = errors.wrap(res, tb)
+  if e.code == "EINFLIGHT" or e.contained ~= nil then error(e, 0) end
+  local allowed_ok, allowed = pcall(self.may_contain, self)
+  if not allowed_ok or not allowed then
+    e.contained = false
+    error(e, 0)
+  end
+  local cok, started, failed, jerr = pcall(self.contain, self, e.code .. ": " .. e.message)
+  e.contained = true
+  if not cok then
+    e.message = e.message .. "\nand starting the stopped canisters again failed: " .. tostring(errors.wrap(started))
+  else
+    e.restarted = started
+    if #started > 0 then
+      e.message = e.message .. string.format("\n%d canister(s) this run stopped were started again", #started)
+    end
+    if #failed > 0 then
+      -- Both causes: the operator must know some canisters stay stopped (CT-03).
+      e.message = e.message .. "\nand starting stopped canisters again failed:\n  " .. table.concat(failed, "\n  ")
+      e.still_stopped = failed
+    end
+    if jerr then
+      e.message = e.message .. "\n(the journal could not record the containment: "
+        .. tostring(errors.wrap(jerr).message) .. ")"
+    end
+  end
+  error(e, 0)
+end
+
+return M
