@@ -31,29 +31,44 @@ local function budgeted(name, f, ...)
   return table.unpack(res, 1, res.n)
 end
 
---- Where bundled policies live.
-function M.bundled_dir()
-  return (os.getenv("FLEETSNAP_ROOT") or ".") .. "/scripts/policies"
-end
+-- Bundled policies are modules of the package (installed with it), found on
+-- the Lua module path but read as text and run in the sandbox, never
+-- `require`d: their source and digest are what a plan records.
+local BUNDLED = "fleetsnap.policies."
 
---- Names of the bundled policies.
+--- Names of the bundled policies: the files beside the default policy, in
+-- the directory the module path finds it in (empty if it is not installed).
 function M.bundled()
+  local anchor = package.searchpath(BUNDLED .. "consistent", package.path)
   local out = {}
-  for _, f in ipairs(require("fleetsnap.engine").fs.list(M.bundled_dir()) or {}) do
+  if not anchor then return out end
+  local dir = anchor:match("^(.*)/[^/]*$") or "."
+  for _, f in ipairs(require("fleetsnap.engine").fs.list(dir) or {}) do
     local name = f:match("^([%w_%-]+)%.lua$")
     if name then out[#out + 1] = name end
   end
+  table.sort(out)
   return out
+end
+
+-- A reference is a file when it names one (a `/` or a `.lua` suffix);
+-- anything else is the name of a bundled policy.
+local function resolve(ref)
+  if ref:find("/", 1, true) or ref:find("%.lua$") then return ref end
+  local path = ref:match("^[%w_%-]+$") and package.searchpath(BUNDLED .. ref, package.path)
+  if path then return path end
+  local names = M.bundled()
+  return nil, string.format("policy %s: no bundled policy of that name (bundled: %s; a policy file needs a path "
+    .. "with a / or a .lua suffix)", ref, #names > 0 and table.concat(names, ", ") or "none installed"), "EPOLICY"
 end
 
 --- Loads a policy by bundled name or file path. Returns the policy table
 -- (with .source, .sha256, .path) or nil, message, "EPOLICY".
 function M.load(ref)
+  if type(ref) ~= "string" or ref == "" then return nil, "policy: a name or a file is needed", "EPOLICY" end
   local engine = require "fleetsnap.engine"
-  local path = ref
-  if not ref:find("/", 1, true) and not ref:find("%.lua$") then
-    path = M.bundled_dir() .. "/" .. ref .. ".lua"
-  end
+  local path, rerr, rcode = resolve(ref)
+  if not path then return nil, rerr, rcode end
   local text, err = engine.fs.read(path, 1 << 20)
   if not text then return nil, "policy " .. ref .. ": " .. err, "EPOLICY" end
   if text:sub(1, 1) == "\27" then return nil, "policy " .. path .. ": binary chunks are refused", "EPOLICY" end
