@@ -27,6 +27,60 @@ end
 
 local MINIMAL = 'return { name = "minimal", plan = function() end }'
 
+-- The child runs under this budget: small, so that spending it is quick.
+local CHILD_BUDGET = 100000
+
+-- Loads the policy `source` in a child lua5.4 with policy.BUDGET lowered
+-- and, unless `call` is "load", runs policy[call] (build, checks or
+-- discover) over a one-member selection. A policy that escapes the budget
+-- would run forever: the child's timeout turns that into a failing spec
+-- instead of a hung suite. Returns {ok, n, err, code} from the child.
+local function in_child(source, call)
+  local path = policy_file(source)
+  local code = string.format([[
+    local json = require("fleetsnap.engine").json
+    local policy = require "fleetsnap.policy"
+    policy.BUDGET = %d
+    local function report(res, err, code)
+      io.write(json.encode({ ok = res ~= nil, n = type(res) == "table" and #res or json.null,
+        err = err or json.null, code = code or json.null }))
+    end
+    local p, err, code = policy.load(%q)
+    if not p or %q == "load" then return report(p, err, code) end
+    local selection = { { canister_id = "aaaaa-aa", role = "root", depth = 1 } }
+    if %q == "build" then return report(policy.build(p, selection)) end
+    if %q == "checks" then return report(policy.checks(p, selection)) end
+    return report(policy.discover(p, {}))
+  ]], CHILD_BUDGET, path, call, call, call)
+  local r = assert(engine.proc.run({ argv = { "lua5.4", "-e", code },
+    env = { LUA_PATH = package.path, LUA_CPATH = package.cpath }, timeout_ms = 20000 }))
+  assert(not r.timed_out, "the policy escaped its instruction budget (the child ran until its timeout)")
+  assert(r.status == 0, r.stderr)
+  return assert(engine.json.decode(r.stdout))
+end
+
+-- A policy whose plan runs `body` and then plans every member (stop,
+-- snapshot, start, download).
+local function planning(body)
+  return string.format([[return { name = "p", plan = function(selection, plan)
+    %s
+    for _, m in ipairs(selection) do
+      local s = plan:snapshot(m, { after = { plan:stop(m) } })
+      plan:start(m, { after = { s } })
+      plan:download(m, { after = { s } })
+    end
+  end }]], body)
+end
+
+local OVER = "instruction budget of " .. CHILD_BUDGET .. " exceeded"
+
+-- Asserts that the child's call failed on the budget.
+local function assert_over(res, prefix)
+  assert.is_false(res.ok)
+  assert.equal("EPOLICY", res.code)
+  assert.equal(prefix .. OVER, res.err)
+end
+
 describe("policy.load", function()
   after_each(function() helpers.cleanup() end)
 
@@ -124,6 +178,13 @@ describe("policy.load", function()
     assert.same({}, p.seen)
   end)
 
+  it("fails a main chunk that spends its instruction budget", function()
+    local res = in_child('while true do pcall(function() while true do end end) end return {}', "load")
+    assert.is_false(res.ok)
+    assert.equal("EPOLICY", res.code)
+    assert.matches(": " .. OVER .. "$", res.err)
+  end)
+
   it("refuses a policy whose main chunk raises, with the error", function()
     local p, err, code = policy.load(policy_file('os.execute("true") return {}'))
     assert.is_nil(p)
@@ -198,11 +259,84 @@ describe("policy.build", function()
     assert.matches("must come after its stop", err, 1, true)
   end)
 
+  describe("instruction budget", function()
+    after_each(function() helpers.cleanup() end)
+
+    it("fails a plan that loops forever", function()
+      assert_over(in_child(planning("while true do end"), "build"), "policy p: ")
+    end)
+
+    it("cannot be caught by a pcall in a loop", function()
+      assert_over(in_child(planning("while true do pcall(function() while true do end end) end"), "build"),
+        "policy p: ")
+    end)
+
+    it("cannot be caught by nested pcalls", function()
+      assert_over(in_child(planning([[
+        while true do
+          pcall(function()
+            pcall(pcall, function() while true do end end)
+            while true do end
+          end)
+        end]]), "build"), "policy p: ")
+    end)
+
+    it("cannot be swallowed by an xpcall message handler", function()
+      assert_over(in_child(planning([[
+        while true do xpcall(function() while true do end end, function() return "fine" end) end]]), "build"),
+        "policy p: ")
+    end)
+
+    it("does not let an xpcall message handler loop on the budget error", function()
+      assert_over(in_child(planning("xpcall(function() while true do end end, function() while true do end end)"),
+        "build"), "policy p: ")
+    end)
+
+    it("stops a message handler that loops on the policy's own error", function()
+      assert_over(in_child(planning('xpcall(error, function() while true do end end, "mine")'), "build"),
+        "policy p: ")
+    end)
+
+    it("leaves pcall to the policy for its own errors", function()
+      local res = in_child(planning([[
+        local ok, err = pcall(error, "mine", 0)
+        assert(ok == false and err == "mine", "pcall did not return the policy's error")]]), "build")
+      assert.same({ ok = true, n = 4, err = engine.json.null, code = engine.json.null }, res)
+    end)
+
+    it("leaves xpcall's message handler to the policy for its own errors", function()
+      local res = in_child(planning([[
+        local ok, err = xpcall(error, function(e) return "handled " .. e end, "mine", 0)
+        assert(ok == false and err == "handled mine", "xpcall did not run the policy's handler")]]), "build")
+      assert.same({ ok = true, n = 4, err = engine.json.null, code = engine.json.null }, res)
+    end)
+  end)
+
   it("returns a policy's own error as EPOLICY", function()
     local p = assert(policy.load(policy_file('return { name = "e", plan = function() error("no plan today") end }')))
     local ops, err, code = policy.build(p, sample())
     assert.is_nil(ops)
     assert.equal("EPOLICY", code)
     assert.matches("no plan today", err, 1, true)
+  end)
+end)
+
+describe("policy.checks", function()
+  after_each(function() helpers.cleanup() end)
+
+  it("fails checks that spend the instruction budget behind a pcall", function()
+    local res = in_child([[return { name = "c", plan = function() end,
+      checks = function() while true do pcall(function() while true do end end) end end }]], "checks")
+    assert_over(res, "policy c: checks: ")
+  end)
+end)
+
+describe("policy.discover", function()
+  after_each(function() helpers.cleanup() end)
+
+  it("fails a discover that spends the instruction budget behind an xpcall", function()
+    local res = in_child([[return { name = "d", plan = function() end,
+      discover = function() while true do xpcall(function() while true do end end, error) end end }]], "discover")
+    assert_over(res, "policy d: discover: ")
   end)
 end)
