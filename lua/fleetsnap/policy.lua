@@ -2,65 +2,66 @@
 -- A policy runs in a sandbox (allow-listed globals, text chunks only, an
 -- instruction budget) and never reaches icp: custom steps are `call`
 -- operations the runner executes.
+local sandbox = require "fleetsnap.sandbox"
+
 local M = {}
 
 M.BUDGET = 100000000 -- instructions per policy function call
 
-local function copy(t)
-  local c = {}
-  for k, v in pairs(t) do c[k] = v end
-  return c
+-- Runs f under the instruction budget (which fleetsnap.sandbox makes
+-- unescapable): true and f's results, or false, the error and, when the
+-- budget ran out, "EBUDGET".
+local function budgeted(f, ...)
+  return sandbox.call(M.BUDGET, f, ...)
 end
 
-local function sandbox_env()
-  return {
-    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall, select = select,
-    tonumber = tonumber, tostring = tostring, type = type,
-    string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8),
-  }
-end
+-- Bundled policies are modules of the package (installed with it), found on
+-- the Lua module path but read as text and run in the sandbox, never
+-- `require`d: their source and digest are what a plan records.
+local BUNDLED = "fleetsnap.policies."
 
--- Runs f under the instruction budget.
-local function budgeted(name, f, ...)
-  local function hook()
-    error("policy " .. name .. ": instruction budget of " .. M.BUDGET .. " exceeded", 2)
-  end
-  debug.sethook(hook, "", M.BUDGET)
-  local res = table.pack(pcall(f, ...))
-  debug.sethook()
-  return table.unpack(res, 1, res.n)
-end
-
---- Where bundled policies live.
-function M.bundled_dir()
-  return (os.getenv("FLEETSNAP_ROOT") or ".") .. "/scripts/policies"
-end
-
---- Names of the bundled policies.
+--- Names of the bundled policies: the files beside the default policy, in
+-- the directory the module path finds it in (empty if it is not installed).
 function M.bundled()
+  local anchor = package.searchpath(BUNDLED .. "consistent", package.path)
   local out = {}
-  for _, f in ipairs(require("fleetsnap.engine").fs.list(M.bundled_dir()) or {}) do
+  if not anchor then return out end
+  local dir = anchor:match("^(.*)/[^/]*$") or "."
+  for _, f in ipairs(require("fleetsnap.engine").fs.list(dir) or {}) do
     local name = f:match("^([%w_%-]+)%.lua$")
     if name then out[#out + 1] = name end
   end
+  table.sort(out)
   return out
+end
+
+-- A reference is a file when it names one (a `/` or a `.lua` suffix);
+-- anything else is the name of a bundled policy.
+local function resolve(ref)
+  if ref:find("/", 1, true) or ref:find("%.lua$") then return ref end
+  local path = ref:match("^[%w_%-]+$") and package.searchpath(BUNDLED .. ref, package.path)
+  if path then return path end
+  local names = M.bundled()
+  return nil, string.format("policy %s: no bundled policy of that name (bundled: %s; a policy file needs a path "
+    .. "with a / or a .lua suffix)", ref, #names > 0 and table.concat(names, ", ") or "none installed"), "EPOLICY"
 end
 
 --- Loads a policy by bundled name or file path. Returns the policy table
 -- (with .source, .sha256, .path) or nil, message, "EPOLICY".
 function M.load(ref)
+  if type(ref) ~= "string" or ref == "" then return nil, "policy: a name or a file is needed", "EPOLICY" end
   local engine = require "fleetsnap.engine"
-  local path = ref
-  if not ref:find("/", 1, true) and not ref:find("%.lua$") then
-    path = M.bundled_dir() .. "/" .. ref .. ".lua"
-  end
+  local path, rerr, rcode = resolve(ref)
+  if not path then return nil, rerr, rcode end
   local text, err = engine.fs.read(path, 1 << 20)
   if not text then return nil, "policy " .. ref .. ": " .. err, "EPOLICY" end
-  if text:sub(1, 1) == "\27" then return nil, "policy " .. path .. ": binary chunks are refused", "EPOLICY" end
-  local chunk, lerr = load(text, "=" .. path, "t", sandbox_env())
+  local chunk, lerr = sandbox.load(text, path)
   if not chunk then return nil, "policy " .. lerr, "EPOLICY" end
-  local ok, p = budgeted(path, chunk)
-  if not ok then return nil, "policy " .. tostring(p), "EPOLICY" end
+  local ok, p, why = budgeted(chunk)
+  if not ok then
+    -- the chunk's own errors name the file and line already; the budget's does not
+    return nil, "policy " .. (why == "EBUDGET" and path .. ": " or "") .. tostring(p), "EPOLICY"
+  end
   if type(p) ~= "table" or type(p.name) ~= "string" or type(p.plan) ~= "function" then
     return nil, "policy " .. path .. ": must return a table with name and plan(selection, plan)", "EPOLICY"
   end
@@ -193,7 +194,7 @@ function M.checks(policy, selection)
   local out = {}
   for _, m in ipairs(selection) do
     local view = { canister_id = m.canister_id, role = m.role, parent = m.parent, depth = m.depth }
-    local ok, list = budgeted(policy.name, policy.checks, view)
+    local ok, list = budgeted(policy.checks, view)
     if not ok then return nil, "policy " .. policy.name .. ": checks: " .. tostring(list), "EPOLICY" end
     if list ~= nil then
       if type(list) ~= "table" then
@@ -218,7 +219,7 @@ end
 -- listed (or nil). Returns raw members or nil (no hook), or nil, msg, code.
 function M.discover(policy, ctx)
   if type(policy.discover) ~= "function" then return nil end
-  local ok, res = budgeted(policy.name, policy.discover, ctx)
+  local ok, res = budgeted(policy.discover, ctx)
   if not ok then return nil, "policy " .. policy.name .. ": discover: " .. tostring(res), "EPOLICY" end
   if type(res) ~= "table" or type(res.root) ~= "string" or type(res.members) ~= "table" then
     return nil, "policy " .. policy.name .. ": discover must return {root = principal, members = {...}}", "EPOLICY"
@@ -236,7 +237,7 @@ function M.build(policy, selection)
     view[i] = { canister_id = m.canister_id, role = m.role, parent = m.parent, depth = m.depth }
   end
   local b = setmetatable({ ops = {}, by_id = {}, members = members, selection = view, calls = 0 }, Builder)
-  local ok, err = budgeted(policy.name, policy.plan, view, b)
+  local ok, err = budgeted(policy.plan, view, b)
   if not ok then return nil, "policy " .. policy.name .. ": " .. tostring(err), "EPOLICY" end
   local bad = check_plan(b, policy)
   if bad then return nil, "policy " .. policy.name .. ": " .. bad, "EPOLICY" end

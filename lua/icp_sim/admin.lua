@@ -5,7 +5,7 @@ local argparse = require "argparse"
 local engine = require "fleetsnap.engine"
 local hex = require "fleetsnap.hex"
 local principal = require "fleetsnap.principal"
-local Home = require "fleetsnap.sim.home"
+local Home = require "icp_sim.home"
 
 local json, fs = engine.json, engine.fs
 

@@ -4,9 +4,9 @@
 -- progress file rewritten atomically after each slice, --resume.
 local engine = require "fleetsnap.engine"
 local hex = require "fleetsnap.hex"
-local text = require "fleetsnap.sim.text"
-local Home = require "fleetsnap.sim.home"
-local commands = require "fleetsnap.sim.commands"
+local text = require "icp_sim.text"
+local Home = require "icp_sim.home"
+local commands = require "icp_sim.commands"
 
 local json, fs = engine.json, engine.fs
 

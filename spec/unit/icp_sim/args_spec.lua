@@ -1,4 +1,4 @@
-local args = require "fleetsnap.sim.args"
+local args = require "icp_sim.args"
 
 local function parse(line)
   local argv = {}

@@ -3,8 +3,8 @@
 local engine = require "fleetsnap.engine"
 local hex = require "fleetsnap.hex"
 local canic = require "fleetsnap.canic"
-local text = require "fleetsnap.sim.text"
-local Home = require "fleetsnap.sim.home"
+local text = require "icp_sim.text"
+local Home = require "icp_sim.home"
 
 local json = engine.json
 
@@ -454,8 +454,8 @@ local HANDLERS = {
   ["canister snapshot list"] = M.list,
   ["canister snapshot delete"] = M.delete,
   ["canister snapshot restore"] = M.restore,
-  ["canister snapshot download"] = function(ctx) return require("fleetsnap.sim.transfer").download(ctx) end,
-  ["canister snapshot upload"] = function(ctx) return require("fleetsnap.sim.transfer").upload(ctx) end,
+  ["canister snapshot download"] = function(ctx) return require("icp_sim.transfer").download(ctx) end,
+  ["canister snapshot upload"] = function(ctx) return require("icp_sim.transfer").upload(ctx) end,
   ["canister call"] = M.call,
   ["identity principal"] = M.identity,
 }

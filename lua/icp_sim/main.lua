@@ -2,10 +2,10 @@
 -- identity and the faults, run the command against the home, log it.
 local engine = require "fleetsnap.engine"
 local principal = require "fleetsnap.principal"
-local args = require "fleetsnap.sim.args"
-local faults = require "fleetsnap.sim.faults"
-local Home = require "fleetsnap.sim.home"
-local text = require "fleetsnap.sim.text"
+local args = require "icp_sim.args"
+local faults = require "icp_sim.faults"
+local Home = require "icp_sim.home"
+local text = require "icp_sim.text"
 
 local json = engine.json
 
@@ -194,7 +194,7 @@ local function run_icp(argv, log)
       end
       error(fe, 0)
     end
-    local commands = require "fleetsnap.sim.commands"
+    local commands = require "icp_sim.commands"
     rc = commands.run(ctx)
   end
   ctx.flush()
@@ -209,7 +209,7 @@ function M.main(script_arg)
     pid = engine.proc.pid(), faults = json.array({}) }
   local rc
   if argv[1] == "sim" then
-    rc = require("fleetsnap.sim.admin").run(argv)
+    rc = require("icp_sim.admin").run(argv)
   else
     rc = run_icp(argv, log)
   end

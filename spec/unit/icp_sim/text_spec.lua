@@ -1,4 +1,4 @@
-local text = require "fleetsnap.sim.text"
+local text = require "icp_sim.text"
 
 describe("sim text.size", function()
   it("prints sizes as icp does", function()

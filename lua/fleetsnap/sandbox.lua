@@ -1,0 +1,89 @@
+--- The sandbox policies run in: allow-listed globals, text chunks only, and
+-- an instruction budget that the code inside cannot escape.
+--
+-- Each call runs on a coroutine of its own carrying a count hook. Hooks
+-- belong to one coroutine, so the hook never fires in fleetsnap's code
+-- around the call and a hook the caller set (a coverage tool's) is left
+-- alone; the sandbox has no coroutine library, so the code inside cannot
+-- start a thread the hook does not watch. Once the budget is spent the call
+-- is over for good:
+-- - the hook re-arms itself to fire at every instruction, so whatever code
+--   of the call runs next (after a pcall that caught the error, say) raises
+--   the budget error again at once;
+-- - the sandbox's pcall and xpcall raise it again instead of returning it;
+-- - xpcall's message handler is not called for it: Lua runs the handler of
+--   an error raised by a hook with hooks off, where a loop would never end;
+-- - the call is reported as over the budget even when it returned
+--   normally: a C function that caught the error and returned straight to
+--   the coroutine's base ran no instruction the hook could stop.
+local M = {}
+
+-- The budget error: a unique object, so no error of the code inside passes
+-- for it.
+local SPENT = setmetatable({}, { __tostring = function() return "instruction budget exceeded" end })
+
+-- Coroutines whose budget is spent (weak: a finished call leaves nothing).
+local spent = setmetatable({}, { __mode = "k" })
+
+local function over()
+  return spent[coroutine.running()] == true
+end
+
+local function reraise(ok, ...)
+  if not ok and over() then error(SPENT, 0) end
+  return ok, ...
+end
+
+local function sandbox_pcall(f, ...)
+  return reraise(pcall(f, ...))
+end
+
+local function sandbox_xpcall(f, handler, ...)
+  if type(handler) ~= "function" then error("bad argument #2 to 'xpcall' (function expected)", 2) end
+  return reraise(xpcall(f, function(e)
+    if over() then return e end
+    return handler(e)
+  end, ...))
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+--- A fresh global table for sandboxed code.
+function M.env()
+  return {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = sandbox_pcall,
+    xpcall = sandbox_xpcall, select = select, tonumber = tonumber, tostring = tostring, type = type,
+    string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8),
+  }
+end
+
+--- Compiles `text` (a text chunk; a binary one is refused) named `name`
+-- over a fresh sandbox environment. Returns the chunk or nil, message.
+function M.load(text, name)
+  if text:sub(1, 1) == "\27" then return nil, name .. ": binary chunks are refused" end
+  return load(text, "=" .. name, "t", M.env())
+end
+
+--- Calls f(...) under an instruction budget. Returns true and f's results,
+-- or false and the error; when the budget ran out, whatever the code inside
+-- did about it, false, "instruction budget of N exceeded", "EBUDGET".
+function M.call(budget, f, ...)
+  local co = coroutine.create(f)
+  local function hook()
+    if not spent[co] then
+      spent[co] = true
+      debug.sethook(co, hook, "", 1)
+    end
+    error(SPENT, 0)
+  end
+  debug.sethook(co, hook, "", budget)
+  local res = table.pack(coroutine.resume(co, ...))
+  if spent[co] then return false, "instruction budget of " .. budget .. " exceeded", "EBUDGET" end
+  return table.unpack(res, 1, res.n)
+end
+
+return M
