@@ -137,7 +137,16 @@ local function fail(args, code, message, extra)
   io.stderr:write("fleetsnap: " .. message .. "\n")
   local steps = extra and (extra.next_steps or (extra.next and { extra.next })) or {}
   for _, st in ipairs(steps) do
-    local line = { "fleetsnap", st.command, st.ref }
+    local line = { "fleetsnap" }
+    for _, f in ipairs({ { "sim", "--sim" }, { "icp", "--icp" }, { "environment", "-e" }, { "network", "-n" },
+      { "root_key", "-k" }, { "identity", "--identity" }, { "identity_password_file", "--identity-password-file" } }) do
+      if args and args[f[1]] then
+        line[#line + 1] = f[2]
+        line[#line + 1] = args[f[1]]
+      end
+    end
+    line[#line + 1] = st.command
+    line[#line + 1] = st.ref
     local keys = {}
     for k in pairs(st.options or {}) do keys[#keys + 1] = k end
     table.sort(keys)

@@ -29,7 +29,7 @@ M.REGISTRY = {
   ECORRUPT = { exit = 7, meaning = "corrupt or invalid document (plan, journal, manifest, mapping, policy) or "
     .. "unsafe path (a symlink where a file or directory of ours belongs)" },
   EIO = { exit = 8, meaning = "the local file system failed: disk full, permission, not a directory, I/O" },
-  EINTERNAL = { exit = 70, meaning = "internal error (a bug: the traceback is printed with --debug)" },
+  EINTERNAL = { exit = 70, meaning = "internal error (a bug; the debug option prints its traceback)" },
   EINTERRUPTED = { exit = 130, meaning = "interrupted (SIGINT, SIGTERM, SIGHUP): running commands are killed, "
     .. "canisters this run stopped are started again" },
 }

@@ -67,7 +67,7 @@ end
 
 --- Discovery through the Canic root's registry (a public query).
 function M.from_registry(driver, root)
-  local root_id, err = principal.parse(root, "--root")
+  local root_id, err = principal.parse(root, "the root")
   if not root_id then return fail(err, "EPRINCIPAL") end
   local bytes, cerr = driver:run("call", { canister = root_id, method = canic.METHOD, args = "()", query = true })
   if not bytes then return nil, "registry of " .. root_id .. ": " .. cerr.message, cerr.code end
@@ -131,14 +131,15 @@ function M.select(fleet, opts)
       if m.canister_id == opts.subtree or m.role == opts.subtree then matches[#matches + 1] = m end
     end
     if #matches ~= 1 then
-      return fail(string.format("--subtree %s matches %d members (a role or principal of exactly one is needed)",
+      return fail(string.format("the subtree selector %s matches %d members (a role or principal of exactly one "
+        .. "is needed)",
         opts.subtree, #matches), "ESELECT")
     end
     chosen = descendants(matches[1], {})
   elseif opts.member then
-    local id, err = principal.parse(opts.member, "--member")
+    local id, err = principal.parse(opts.member, "the member")
     if not id then return fail(err, "EPRINCIPAL") end
-    if not fleet.by_id[id] then return fail("--member " .. id .. " is not a member of the fleet", "ESELECT") end
+    if not fleet.by_id[id] then return fail("member " .. id .. " is not a member of the fleet", "ESELECT") end
     chosen = { fleet.by_id[id] }
   else
     for _, m in ipairs(fleet.members) do

@@ -415,8 +415,9 @@ describe("fleetsnap restore", function()
 
     it("a failed verification leaves the restore incomplete (exit 1)", function()
       local cid = base.members[1].canister_id
-      -- status of cid: preflight, the load's stopped proof, then verification.
-      fault_then_retry({ ICP_SIM_FAIL = "status@" .. cid .. "#3+" }, 1, function(_, s)
+      -- status of cid: preflight, the load's stopped proof, the start's
+      -- proof, then verification.
+      fault_then_retry({ ICP_SIM_FAIL = "status@" .. cid .. "#4+" }, 1, function(_, s)
         assert.equal("verify-" .. cid, s.failed[1].op)
       end)
     end)
@@ -490,12 +491,15 @@ describe("fleetsnap restore", function()
       local cid = base.members[6].canister_id
       assert.equal(1, plan_and_run(home, b, {}, {}, { ICP_SIM_FAIL = "stop@" .. cid }).status)
       local first = base.members[1].canister_id
-      local r = restore(home, b, { "run", b, "--abort" }, { FLEETSNAP_FAILPOINT = "after-effect@start-" .. first
-        .. ":1" })
+      -- The failed run restarted the targets it stopped; the abort deletes
+      -- the uploads, and is killed after the first delete.
+      local r = restore(home, b, { "run", b, "--abort" }, { FLEETSNAP_FAILPOINT = "after-effect@snapshot_delete-"
+        .. first .. ":1" })
       assert.equal(9, r.signal, r.stderr)
       r = rerun(home, b, { "run", b, "--execute" })
       assert.equal(5, r.status)
-      assert.matches("finish it with `restore run %-%-abort`", r.stderr)
+      assert.matches("an abort of this restore was begun", r.stderr)
+      assert.matches("next: .*restore run %S+ %-%-abort", r.stderr)
       r = restore(home, b, { "run", b, "--abort" })
       assert.equal(0, r.status, r.stderr)
       assert.is_true(all_running(home))
@@ -593,7 +597,8 @@ describe("fleetsnap restore", function()
       canned(home, "4449444c00017e00")
       local r = plan_and_run(home, b, { "--policy", check_policy(work, "4449444c00017e01") })
       assert.equal(6, r.status)
-      assert.matches("check health replied 4449444c00017e00, expected 4449444c00017e01", r.stderr, 1, true)
+      assert.matches("check health of %S+ after the restore: reply 4449444c00017e00, expected 4449444c00017e01",
+        r.stderr)
       assert.equal("failed", status(home, b).phase)
     end)
   end)
@@ -831,7 +836,8 @@ describe("fleetsnap restore", function()
       local r = h:result()
       h:close()
       assert.equal(130, r.status, r.stderr)
-      assert.matches("interrupted; continue with", r.stderr)
+      assert.matches("interrupted by SIGINT", r.stderr)
+      assert.matches("next: .*restore run %S+ %-%-execute", r.stderr)
       r = restore(home, b, { "run", b, "--execute" })
       assert.equal(0, r.status, r.stderr)
       assert.is_true(restored(home))

@@ -94,7 +94,16 @@ M.kind = {
     -- The id icp printed is used only once the inventory proves it ours.
     local entry, perr = lifecycle.prove_snapshot(x, op, snap.snapshot_id, so.claim and so.claim.baseline or {},
       "snapshot")
-    if not entry then return nil, perr end
+    if not entry then
+      if perr.phantom then
+        -- The snapshot never existed: this window has no snapshot of the
+        -- member, so the next run takes a new one (a new attempt).
+        x:record({ t = "done", op = "snapshot-" .. op.canister, kind = "snapshot", attempt = x.state.attempt,
+          state = "failed", error = { code = "EVERIFY", message = perr.message, phantom = perr.phantom } },
+          "snapshot-" .. op.canister)
+      end
+      return nil, perr
+    end
     local staging, final = M.paths(x.dir, op.canister)
     local ok, rerr, rcode = fs.remove_tree(staging)
     if not ok then return fail(rcode, rerr) end

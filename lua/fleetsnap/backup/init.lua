@@ -83,6 +83,16 @@ local function set_of(list)
   return s
 end
 
+--- Whether a snapshot of the current attempt failed after the window:
+-- one proven a phantom by its download. Then only a new window helps.
+local function snapshot_lost(plan, st)
+  for _, op in ipairs(plan.operations) do
+    local o = op.kind == "snapshot" and st.ops[op.id]
+    if o and o.state == "failed" and o.error and o.error.phantom then return true end
+  end
+  return false
+end
+
 --- Whether every snapshot of the current attempt is taken: then a
 -- containment did not break the consistency window.
 local function window_complete(plan, st)
@@ -181,7 +191,7 @@ function M.execute(dir, plan, j, st, opts)
   end
   local ok, res = pcall(x.guard, x, function()
     local contained = st.contained[st.attempt]
-    if st.attempt == 0 or (contained and not window_complete(plan, st)) then
+    if st.attempt == 0 or (contained and not window_complete(plan, st)) or snapshot_lost(plan, st) then
       new_attempt(x, plan, dir, ctx)
     else
       x:reconcile()

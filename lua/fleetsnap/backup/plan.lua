@@ -29,7 +29,7 @@ function M.discover(driver, opts)
     return fleet_mod.from_inventory(opts.inventory)
   end
   if not opts.root then
-    return nil, "no root: give --root <principal> (or --inventory FILE)", "EUSAGE"
+    return nil, "no root: the root principal (or an inventory file) is needed for discovery", "EUSAGE"
   end
   return fleet_mod.from_registry(driver, opts.root)
 end

@@ -3,6 +3,7 @@
 -- that icp prints on stdout, and classifies failures by exit code and the
 -- replica's IC0xxx code (never by parsing prose for success).
 local engine = require "fleetsnap.engine"
+local errors = require "fleetsnap.errors"
 local principal = require "fleetsnap.principal"
 local hex_codec = require "fleetsnap.hex"
 
@@ -155,12 +156,23 @@ function M:timeout_ms(kind, p)
   return (self.timeouts[kind] or 300) * 1000
 end
 
+--- A failpoint around an effect: the engine's (SIGKILL at the n-th hit,
+-- for crash tests) and, in failpoint builds, FLEETSNAP_FAULT_RAISE=<point>@<key>,
+-- which raises a plain Lua error there: how the specs prove that an
+-- internal error (a bug) still leaves the fleet as found.
+local function failpoint(point, key)
+  engine.failpoint(point, key)
+  if engine.failpoints_enabled and os.getenv("FLEETSNAP_FAULT_RAISE") == point .. "@" .. key then
+    error("injected internal error at " .. point .. "@" .. key)
+  end
+end
+
 --- Starts a command; returns a handle for engine.proc.wait_any, or nil and
 -- an error. opts.inherit: locks the command's process tree holds.
 function M:spawn(kind, p, opts)
   opts = opts or {}
   if EFFECTS[kind] then
-    engine.failpoint("before-effect", kind .. "-" .. tostring(p and p.canister))
+    failpoint("before-effect", kind .. "-" .. tostring(p and p.canister))
   end
   local h, msg, code = engine.proc.spawn({
     argv = self:argv(kind, p),
@@ -254,6 +266,12 @@ M.ICP_FILES = { [".lock"] = true, [".upload_progress.json"] = true, [".download_
 
 --- The blobs of a downloaded snapshot directory besides the chunk store.
 M.BLOBS = { "wasm_module", "wasm_memory", "stable_memory" }
+
+--- Whether icp's progress file says an upload from `dir` is incomplete
+-- (icp removes it only once every byte is in).
+function M.upload_in_progress(dir)
+  return engine.fs.lstat(dir .. "/.upload_progress.json") ~= nil
+end
 
 --- Removes icp's own files from a finished download directory.
 function M.clean_download(dir)
@@ -361,7 +379,7 @@ end
 --- Turns a finished handle's result into value, or nil and an error.
 function M:finish(kind, p, r)
   if EFFECTS[kind] then
-    engine.failpoint("after-effect", kind .. "-" .. tostring(p and p.canister))
+    failpoint("after-effect", kind .. "-" .. tostring(p and p.canister))
   end
   if r.timed_out or r.signal or r.status ~= 0 then
     r.timeout_s = self:timeout_ms(kind, p) // 1000
@@ -392,6 +410,13 @@ function M:run_many(jobs, limit)
     local handles = {}
     for i, r in ipairs(running) do handles[i] = r.h end
     local done = engine.proc.wait_any(handles)
+    if not done then
+      -- A signal the engine caught (SIGINT, SIGTERM, SIGHUP): read-only
+      -- rounds stop at once, their commands killed.
+      for _, r in ipairs(running) do r.h:close() end
+      local sig = engine.signals and engine.signals.pending() or "a signal"
+      error(errors.new("EINTERRUPTED", "interrupted by " .. sig, { signal = sig }), 0)
+    end
     for i, r in ipairs(running) do
       if r.h == done then
         table.remove(running, i)

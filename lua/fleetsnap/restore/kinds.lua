@@ -143,7 +143,7 @@ function M.upload_from(x, op, baseline, resume)
       return ambiguous("upload to", op, #new)
     elseif #new == 1 then
       -- Complete with its answer lost, or to be resumed.
-      if not fs.lstat(stage .. "/.upload_progress.json") then return adopted(new[1]) end
+      if not driver_mod.upload_in_progress(stage) then return adopted(new[1]) end
       resume = true
     elseif not TRANSIENT[err.code] then
       return nil, err
@@ -186,7 +186,7 @@ function M.redo_upload(x, op, o)
   local intact = M.stage_intact(x, op, o.claim.files)
   if #new == 1 then
     local stage = M.stage_path(x, op)
-    if intact and fs.lstat(stage .. "/.upload_progress.json") then
+    if intact and driver_mod.upload_in_progress(stage) then
       x:emit("reconcile", { op = op.id, action = "resume-upload", snapshot_id = new[1].snapshot_id })
       return with_stage(tree, M.upload_from(x, op, baseline, true))
     elseif intact then

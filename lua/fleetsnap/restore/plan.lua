@@ -88,13 +88,13 @@ function M.choose(members, opts)
   if opts.members then
     for item in tostring(opts.members):gmatch("[^,%s]+") do
       local m = by_id[item] or by_role[item]
-      if not m then raise("ESELECT", "--members: " .. item .. " is not a member of the backup") end
+      if not m then raise("ESELECT", "members: " .. item .. " is not a member of the backup") end
       chosen[m.canister_id] = true
     end
   end
   if opts.subtree then
     local top = by_id[opts.subtree] or by_role[opts.subtree]
-    if not top then raise("ESELECT", "--subtree: " .. opts.subtree .. " is not a member of the backup") end
+    if not top then raise("ESELECT", "subtree: " .. opts.subtree .. " is not a member of the backup") end
     local changed = true
     chosen[top.canister_id] = true
     while changed do
