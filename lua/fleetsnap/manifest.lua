@@ -5,7 +5,9 @@
 -- 0.36 readers ignore. Readers also accept the current line's (0.108)
 -- deployment-backup-manifest.json, strictly.
 local engine = require "fleetsnap.engine"
-local principal = require "fleetsnap.principal"
+local errors = require "fleetsnap.errors"
+local paths = require "fleetsnap.paths"
+local schema = require "fleetsnap.schema"
 
 local json = engine.json
 
@@ -146,106 +148,225 @@ end
 
 -- {=== reading and validating ===}
 
-local function is_hex64(s)
-  return type(s) == "string" and #s == 64 and s:match("^%x+$") ~= nil
+local S = schema
+local NONEMPTY = S.string({ nonempty = true })
+local VERSION_1 = S.integer({ one_of = { 1 }, what = "version 1" })
+
+-- Upstream's required-nullable fields: 0.108 requires the key (null
+-- allowed); 0.36 also accepted the key omitted, read as null (§3).
+local function req_null(spec, strict)
+  spec = S.nullable(spec)
+  if not strict then spec = S.optional(spec) end
+  return spec
 end
 
-local function check(cond, file, field, why)
-  if not cond then
-    error({ manifest = true, message = string.format("%s: %s: %s", file, field, why) }, 0)
-  end
+-- Artifact paths are joined to the backup directory: one safe relative
+-- path (paths.check_beneath refuses symlinks on the way when it is used).
+local function safe_path(v)
+  local ok, why = paths.components(v)
+  if not ok then return "not a safe relative path (" .. why .. ")" end
 end
 
-local function principal_field(v, file, field, nullable)
-  if nullable and (v == nil or v == json.null) then return end
-  check(type(v) == "string" and principal.is_valid(v), file, field, "not a valid principal: " .. tostring(v))
+-- fleetsnap's additions (0.36 line only; 0.36 readers ignore the key).
+-- Our own section: every field as finalize writes it.
+local NULLABLE_NS = S.nullable(S.integer())
+local FLEETSNAP = S.object({
+  { "format_version", VERSION_1 },
+  { "policy", NONEMPTY },
+  { "policy_sha256", S.hex64() },
+  { "scope", S.string({ one_of = { "fleet", "subtree", "member" } }) },
+  { "attempt", S.integer({ min = 1 }) },
+  { "consistency_window", S.object({ { "first_stop_at", NULLABLE_NS }, { "last_start_at", NULLABLE_NS },
+    { "window_ns", NULLABLE_NS } }) },
+  { "members", S.array(S.object({
+    { "canister_id", S.principal() },
+    { "snapshot_id", NONEMPTY },
+    { "stopped_at", NULLABLE_NS },
+    { "started_at", NULLABLE_NS },
+    { "downtime_ns", NULLABLE_NS },
+    { "digest", S.hex64() },
+    { "bytes", S.integer({ min = 0 }) },
+    { "files", S.array(S.object({ { "path", NONEMPTY }, { "size", S.integer({ min = 0 }) },
+      { "sha256", S.hex64() } })) },
+  })) },
+})
+
+-- The manifest of a line: "0.108" strict (every object denies unknown
+-- keys, req-null keys present), "0.36" lenient as 0.36 itself was (unknown
+-- keys ignored, req-null keys omissible). Either way every field the code
+-- uses has the type it is used as.
+local function manifest_schema(line)
+  local strict = line == "0.108"
+  local function object(fields) return S.object(fields, { strict = strict }) end
+  local check = object({ { "kind", NONEMPTY }, { "roles", S.array(NONEMPTY) } })
+  local snapshot = object({
+    { "snapshot_id", NONEMPTY },
+    { "module_hash", req_null(NONEMPTY, strict) },
+    { "code_version", req_null(NONEMPTY, strict) },
+    { "artifact_path", S.string({ nonempty = true, check = safe_path }) },
+    { "checksum_algorithm", S.string({ one_of = { "sha256" } }) },
+    { "checksum", req_null(S.hex64(), strict) },
+  })
+  local member = object({
+    { "role", NONEMPTY },
+    { "canister_id", S.principal() },
+    { "parent_canister_id", req_null(S.principal(), strict) },
+    { "subnet_canister_id", req_null(S.principal(), strict) },
+    { "controller_hint", req_null(S.principal(), strict) },
+    { "identity_mode", S.string({ one_of = { "fixed", "relocatable" } }) },
+    { "verification_checks", S.array(check) },
+    { "source_snapshot", snapshot },
+  })
+  -- fleetsnap has always read 0.36 topology hashes as optional (0.36's
+  -- download journal had them optional too); present, they are digests.
+  local hash = strict and S.hex64() or S.optional(S.hex64())
+  local section = object({
+    { "topology_hash_algorithm", S.string({ one_of = { "sha256" } }) },
+    { "topology_hash_input", NONEMPTY },
+    { "discovery_topology_hash", hash },
+    { "pre_snapshot_topology_hash", hash },
+    { "topology_hash", hash },
+    { "members", S.array(member, { min = 1 }) },
+  })
+  -- The verification plan has a default (both lists empty) in 0.36.
+  local verification = object({
+    { strict and "deployment_checks" or "fleet_checks", S.array(check) },
+    { "member_checks", S.array(object({ { "role", NONEMPTY }, { "checks", S.array(check) } })) },
+  })
+  if not strict then verification = S.optional(verification) end
+  local fields = {
+    { "manifest_version", VERSION_1 },
+    { "backup_id", NONEMPTY },
+    { "created_at", NONEMPTY },
+    { "tool", object({ { "name", NONEMPTY }, { "version", NONEMPTY } }) },
+    { "source", object({ { "environment", NONEMPTY }, { "root_canister", S.principal() } }) },
+    { "consistency", object({ { "backup_units", S.array(object({ { "unit_id", NONEMPTY },
+      { "kind", S.string({ one_of = { "single", "subtree" } }) }, { "roles", S.array(NONEMPTY) } }),
+      { min = 1 }) } }) },
+    { strict and "deployment" or "fleet", section },
+    { "verification", verification },
+  }
+  if not strict then fields[#fields + 1] = { "fleetsnap", S.optional(FLEETSNAP) } end
+  return S.object(fields, { strict = strict })
+end
+
+local SCHEMA = { ["0.36"] = manifest_schema("0.36"), ["0.108"] = manifest_schema("0.108") }
+
+-- download-journal.json, read as leniently as 0.36 wrote it (topology
+-- hashes and snapshot metadata optional, unknown keys ignored): verify only
+-- compares its entries with the manifest.
+local NULLABLE_HEX = S.optional(S.nullable(S.hex64()))
+local COUNT = S.optional(S.integer({ min = 0 }))
+local DOWNLOAD_JOURNAL = S.object({
+  { "journal_version", VERSION_1 },
+  { "backup_id", NONEMPTY },
+  { "discovery_topology_hash", NULLABLE_HEX },
+  { "pre_snapshot_topology_hash", NULLABLE_HEX },
+  { "operation_metrics", S.optional(S.object({ { "target_count", COUNT },
+    { "snapshot_create_started", COUNT }, { "snapshot_create_completed", COUNT },
+    { "snapshot_download_started", COUNT }, { "snapshot_download_completed", COUNT },
+    { "checksum_verify_started", COUNT }, { "checksum_verify_completed", COUNT },
+    { "artifact_finalize_started", COUNT }, { "artifact_finalize_completed", COUNT } })) },
+  { "artifacts", S.array(S.object({
+    { "canister_id", S.principal() },
+    { "snapshot_id", NONEMPTY },
+    { "snapshot_taken_at_timestamp", S.optional(S.nullable(S.integer({ min = 0 }))) },
+    { "snapshot_total_size_bytes", S.optional(S.nullable(S.integer({ min = 0 }))) },
+    { "state", S.string({ one_of = { "Created", "Downloaded", "ChecksumVerified", "Durable" } }) },
+    { "temp_path", S.optional(S.nullable(S.string())) },
+    { "artifact_path", NONEMPTY },
+    { "checksum_algorithm", S.string({ one_of = { "sha256" } }) },
+    { "checksum", NULLABLE_HEX },
+    { "updated_at", NONEMPTY },
+  })) },
+})
+
+-- The registry code of a failed read of a document (anything that is not
+-- a regular file of sane size where the document belongs is corrupt).
+local function read_code(code)
+  if code == "EUNSAFE" or code == "ETOOBIG" or code == "EISDIR" then return "ECORRUPT" end
+  return errors.engine_code(code)
 end
 
 --- Reads and validates the manifest of a backup directory (0.36 lenient or
 -- 0.108 strict). Returns {doc, file, line ("0.36"|"0.108"), members,
--- sha256 (of the bytes read)} or
--- nil, message, code ("ENOENT", "EJSON", "EMANIFEST").
+-- section, sha256 (of the bytes read)}, or nil, message, code: "ENOENT"
+-- (neither file exists), "ECORRUPT" (not JSON, or a field that is missing
+-- or of the wrong type or value: the message names the file and field),
+-- or the registry code of another read failure.
 function M.read(dir)
   local file, line = dir .. "/" .. M.FILE_036, "0.36"
-  local text = engine.fs.read(file, 256 << 20)
-  if not text then
+  local text, err, code = engine.fs.read(file, 256 << 20)
+  if not text and code == "ENOENT" then
     file, line = dir .. "/" .. M.FILE_108, "0.108"
-    text = engine.fs.read(file, 256 << 20)
+    text, err, code = engine.fs.read(file, 256 << 20)
+    if not text and code == "ENOENT" then
+      return nil, dir .. ": no " .. M.FILE_036 .. " or " .. M.FILE_108, "ENOENT"
+    end
   end
-  if not text then
-    return nil, dir .. ": no " .. M.FILE_036 .. " or " .. M.FILE_108, "ENOENT"
-  end
+  if not text then return nil, file .. ": " .. tostring(err), read_code(code) end
   local doc, jerr = json.decode(text, { name = file })
-  if not doc then return nil, jerr, "EJSON" end
-  local ok, err, code = M.validate(doc, file, line)
-  if not ok then return nil, err, code end
+  if not doc then return nil, jerr, "ECORRUPT" end
+  local ok, verr, vcode = M.validate(doc, file, line)
+  if not ok then return nil, verr, vcode end
   local section = line == "0.36" and doc.fleet or doc.deployment
   return { doc = doc, file = file, line = line, members = section.members, section = section,
     sha256 = engine.hash.sha256(text) }
 end
 
 --- Validates a decoded manifest of the given line ("0.36" lenient, "0.108"
--- strict); `file` names it in messages. true, or nil, message, "EMANIFEST".
+-- strict); `file` names it in messages. true, or nil, message naming the
+-- file and field, "ECORRUPT". Never raises on a decoded document (a line
+-- other than these two is a caller's bug, and raises).
 function M.validate(doc, file, line)
-  local ok, err = pcall(function()
-    check(type(doc) == "table", file, "(document)", "not an object")
-    check(doc.manifest_version == 1, file, "manifest_version", "unsupported version " .. tostring(doc.manifest_version))
-    check(type(doc.backup_id) == "string" and doc.backup_id ~= "", file, "backup_id", "empty")
-    local section = line == "0.36" and doc.fleet or doc.deployment
-    local sname = line == "0.36" and "fleet" or "deployment"
-    if line == "0.108" then
-      local allowed = { manifest_version = 1, backup_id = 1, created_at = 1, tool = 1, source = 1, consistency = 1,
-        deployment = 1, verification = 1 }
-      for k in pairs(doc) do check(allowed[k], file, k, "unknown field") end
+  local spec = SCHEMA[line]
+  if not spec then error("manifest.validate: unknown manifest line " .. tostring(line), 2) end
+  local ok, err, code = schema.check(doc, spec, file)
+  if not ok then return nil, err, code end
+  local sname = line == "0.36" and "fleet" or "deployment"
+  local seen = {}
+  for i, m in ipairs(doc[sname].members) do
+    if seen[m.canister_id] then
+      return schema.fail(file, string.format("%s.members[%d].canister_id", sname, i), "duplicate " .. m.canister_id)
     end
-    check(type(section) == "table", file, sname, "missing")
-    check(type(doc.source) == "table", file, "source", "missing")
-    principal_field(doc.source.root_canister, file, "source.root_canister")
-    check(section.topology_hash_algorithm == "sha256", file, sname .. ".topology_hash_algorithm", "must be sha256")
-    for _, h in ipairs({ "discovery_topology_hash", "pre_snapshot_topology_hash", "topology_hash" }) do
-      if line == "0.108" or section[h] ~= nil then
-        check(is_hex64(section[h]), file, sname .. "." .. h, "not a SHA-256 hex digest")
+    seen[m.canister_id] = true
+  end
+  -- verify keys the per-file digests by canister: one entry each.
+  local extra = doc.fleetsnap
+  if line == "0.36" and extra ~= nil then
+    seen = {}
+    for i, x in ipairs(extra.members) do
+      if seen[x.canister_id] then
+        return schema.fail(file, string.format("fleetsnap.members[%d].canister_id", i), "duplicate " .. x.canister_id)
       end
+      seen[x.canister_id] = true
     end
-    check(type(section.members) == "table" and #section.members > 0, file, sname .. ".members", "empty")
-    local seen = {}
-    for i, m in ipairs(section.members) do
-      local f = string.format("%s.members[%d]", sname, i)
-      check(type(m.role) == "string" and m.role ~= "", file, f .. ".role", "empty")
-      principal_field(m.canister_id, file, f .. ".canister_id")
-      principal_field(m.parent_canister_id, file, f .. ".parent_canister_id", true)
-      check(not seen[m.canister_id], file, f .. ".canister_id", "duplicate " .. tostring(m.canister_id))
-      seen[m.canister_id] = true
-      local s = m.source_snapshot
-      check(type(s) == "table", file, f .. ".source_snapshot", "missing")
-      check(type(s.snapshot_id) == "string" and s.snapshot_id ~= "", file, f .. ".source_snapshot.snapshot_id", "empty")
-      check(type(s.artifact_path) == "string" and engine.fs.safe_relative(s.artifact_path), file,
-        f .. ".source_snapshot.artifact_path", "not a safe relative path: " .. tostring(s.artifact_path))
-      check(s.checksum_algorithm == "sha256", file, f .. ".source_snapshot.checksum_algorithm", "must be sha256")
-      if s.checksum ~= nil and s.checksum ~= json.null then
-        check(is_hex64(s.checksum), file, f .. ".source_snapshot.checksum", "not a SHA-256 hex digest")
-      end
-    end
-  end)
-  if not ok then
-    if type(err) == "table" and err.manifest then return nil, err.message, "EMANIFEST" end
-    error(err, 0)
   end
   return true
 end
 
---- Reads the download journal, if any: entries by canister.
+--- Reads the download journal of a backup directory. Returns {doc,
+-- by_canister (entry by canister id), file}; nil alone when there is
+-- none (it is optional: a 0.108 layout or a hand-made backup may lack
+-- it); or nil, message, code ("ECORRUPT" for a journal that is not valid,
+-- naming the file and field).
 function M.read_download_journal(dir)
   local file = dir .. "/" .. M.DOWNLOAD_JOURNAL
-  local text = engine.fs.read(file, 256 << 20)
-  if not text then return nil end
-  local doc, err = json.decode(text, { name = file })
-  if not doc then return nil, err, "EJSON" end
-  if doc.journal_version ~= 1 or type(doc.artifacts) ~= "table" then
-    return nil, file .. ": journal_version or artifacts invalid", "EMANIFEST"
+  local text, err, code = engine.fs.read(file, 256 << 20)
+  if not text then
+    if code == "ENOENT" then return nil end
+    return nil, file .. ": " .. tostring(err), read_code(code)
   end
+  local doc, jerr = json.decode(text, { name = file })
+  if not doc then return nil, jerr, "ECORRUPT" end
+  local ok, verr, vcode = schema.check(doc, DOWNLOAD_JOURNAL, file)
+  if not ok then return nil, verr, vcode end
   local by = {}
-  for _, a in ipairs(doc.artifacts) do by[a.canister_id] = a end
+  for _, a in ipairs(doc.artifacts) do
+    -- The first entry of a canister (a journal may hold more than one
+    -- snapshot of it; verify looks for the manifest's own in `doc`).
+    if not by[a.canister_id] then by[a.canister_id] = a end
+  end
   return { doc = doc, by_canister = by, file = file }
 end
 
