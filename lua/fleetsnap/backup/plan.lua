@@ -6,6 +6,7 @@ local errors = require "fleetsnap.errors"
 local fleet_mod = require "fleetsnap.fleet"
 local hex = require "fleetsnap.hex"
 local policy_mod = require "fleetsnap.policy"
+local schema = require "fleetsnap.schema"
 
 local json, fs = engine.json, engine.fs
 
@@ -114,22 +115,161 @@ function M.build(driver, opts)
   }
 end
 
---- Validates a plan document read from disk.
-function M.read(dir)
-  local path = dir .. "/" .. M.FILE
-  local text, err, code = fs.read(path)
-  if not text then return nil, "backup " .. dir .. ": " .. err, code == "ENOENT" and "ENOENT" or code end
-  local doc, jerr = json.decode(text, { name = path })
-  if not doc then return nil, jerr, "EJSON" end
-  if doc.format ~= "fleetsnap-plan" then return nil, path .. ": format: not a fleetsnap plan", "EDOC" end
-  if doc.plan_version ~= M.VERSION then
-    return nil, path .. ": plan_version: unsupported version " .. tostring(doc.plan_version), "EDOC"
+-- {=== reading ===}
+
+local S = schema
+local NONEMPTY = S.string({ nonempty = true })
+local OPTIONAL_STRING = S.optional(S.nullable(S.string()))
+
+-- The operation kinds the runner executes.
+M.KINDS = { "stop", "snapshot", "start", "download", "call" }
+
+-- What a call operation carries besides the common fields.
+local CALL = S.object({
+  { "method", NONEMPTY },
+  { "args", S.string() },
+  { "query", S.boolean() },
+  { "idempotent", S.boolean() },
+})
+
+-- Every field the runner, resume, status and restore planning use, with
+-- the type they use it as. Unknown keys are ignored (a plan is read by the
+-- version that wrote it; plan_version marks what is not compatible).
+local SCHEMA = S.object({
+  { "format", S.string({ one_of = { "fleetsnap-plan" } }) },
+  { "plan_version", S.integer({ one_of = { M.VERSION }, what = "version " .. M.VERSION }) },
+  { "backup_id", NONEMPTY },
+  { "created_ns", S.integer({ min = 0 }) },
+  { "root", S.principal() },
+  { "discovery", S.object({ { "registry", OPTIONAL_STRING }, { "inventory", OPTIONAL_STRING },
+    { "policy", OPTIONAL_STRING }, { "root", OPTIONAL_STRING } }) },
+  { "target", S.object({ { "environment", OPTIONAL_STRING }, { "network", OPTIONAL_STRING } }) },
+  { "scope", S.object({
+    { "kind", S.string({ one_of = { "fleet", "subtree", "member" } }) },
+    { "selector", OPTIONAL_STRING },
+    { "include_root", S.boolean() },
+    { "topology_hash", S.hex64() },
+    { "topology_hash_input", S.string() },
+    { "rows", S.array(S.string()) },
+  }) },
+  { "policy", S.object({ { "name", NONEMPTY }, { "summary", OPTIONAL_STRING }, { "sha256", S.hex64() },
+    { "leaves_stopped", S.boolean() } }) },
+  { "options", S.object({
+    { "concurrency", S.integer({ min = 1 }) },
+    { "downloads", S.integer({ min = 1 }) },
+    { "keep_on_canister", S.integer({ min = 0 }) },
+    { "snapshot_limit", S.integer({ min = 1 }) },
+  }) },
+  { "targets", S.array(S.object({
+    { "canister_id", S.principal() },
+    { "role", NONEMPTY },
+    { "parent", S.nullable(S.principal()) },
+    { "depth", S.integer({ min = 0 }) },
+    { "module_hash", S.nullable(S.string()) },
+    { "checks", S.optional(S.array(S.object({ { "method", NONEMPTY }, { "args", S.string() },
+      { "expect_hex", S.string({ what = "hex digits", valid = function(v) return v:match("^%x*$") ~= nil end }) },
+    }))) },
+  }), { min = 1 }) },
+  { "operations", S.array(S.object({
+    { "id", NONEMPTY },
+    { "kind", S.string({ one_of = M.KINDS }) },
+    { "canister", S.principal() },
+    { "after", S.array(NONEMPTY) },
+  }), { min = 1 }) },
+})
+
+-- What the runner takes for granted beyond types: operations found by id
+-- (`<kind>-<canister>` for the lifecycle and download kinds), dependencies
+-- that exist and end, every target stopped, snapshotted and downloaded.
+-- Returns nil, or the field path and what is wrong.
+local function check_graph(doc)
+  local targets = {}
+  for i, t in ipairs(doc.targets) do
+    if targets[t.canister_id] then
+      return string.format("targets[%d].canister_id", i), "duplicate " .. t.canister_id
+    end
+    targets[t.canister_id] = {}
   end
-  for _, k in ipairs({ "backup_id", "root", "targets", "operations", "options", "scope", "policy" }) do
-    if doc[k] == nil then return nil, path .. ": " .. k .. ": missing", "EDOC" end
+  local by_id = {}
+  for i, op in ipairs(doc.operations) do
+    local f = string.format("operations[%d]", i)
+    if by_id[op.id] then return f .. ".id", "duplicate " .. op.id end
+    by_id[op.id] = op
+    if not targets[op.canister] then return f .. ".canister", op.canister .. " is not a target" end
+    if op.kind ~= "call" then
+      if op.id ~= op.kind .. "-" .. op.canister then
+        return f .. ".id", string.format("expected %q, got %q", op.kind .. "-" .. op.canister, op.id)
+      end
+      targets[op.canister][op.kind] = true
+    end
   end
-  return doc
+  for i, op in ipairs(doc.operations) do
+    for k, a in ipairs(op.after) do
+      if not by_id[a] then return string.format("operations[%d].after[%d]", i, k), "unknown operation " .. a end
+    end
+  end
+  -- Kahn's order: an operation on a dependency cycle would never run.
+  local waiting, dependents, ready = {}, {}, {}
+  for _, op in ipairs(doc.operations) do
+    waiting[op.id] = #op.after
+    for _, a in ipairs(op.after) do
+      dependents[a] = dependents[a] or {}
+      table.insert(dependents[a], op.id)
+    end
+    if #op.after == 0 then ready[#ready + 1] = op.id end
+  end
+  local done = 0
+  while #ready > 0 do
+    local id = table.remove(ready)
+    done = done + 1
+    for _, d in ipairs(dependents[id] or {}) do
+      waiting[d] = waiting[d] - 1
+      if waiting[d] == 0 then ready[#ready + 1] = d end
+    end
+  end
+  if done < #doc.operations then
+    for i, op in ipairs(doc.operations) do
+      if waiting[op.id] > 0 then
+        return string.format("operations[%d].after", i), "a dependency cycle (or an operation waiting on one)"
+      end
+    end
+  end
+  for i, t in ipairs(doc.targets) do
+    for _, k in ipairs({ "stop", "snapshot", "download" }) do
+      if not targets[t.canister_id][k] then
+        return string.format("targets[%d]", i), "no " .. k .. " operation for " .. t.canister_id
+      end
+    end
+  end
+  return nil
 end
 
+--- Reads and validates the plan of a backup directory. Returns the plan
+-- document, or nil, message, code: "ENOENT" (no plan), "ECORRUPT" (not
+-- JSON, or a field missing or of the wrong type or value, an operation
+-- graph the runner cannot execute: the message names the file and
+-- field), or the registry code of another read failure.
+function M.read(dir)
+  local path = dir .. "/" .. M.FILE
+  local text, err, code = fs.read(path, 64 << 20)
+  if not text then
+    if code == "ENOENT" then return nil, "backup " .. dir .. ": " .. err, "ENOENT" end
+    local corrupt = code == "EUNSAFE" or code == "ETOOBIG" or code == "EISDIR"
+    return nil, "backup " .. dir .. ": " .. err, corrupt and "ECORRUPT" or errors.engine_code(code)
+  end
+  local doc, jerr = json.decode(text, { name = path })
+  if not doc then return nil, jerr, "ECORRUPT" end
+  local ok, verr, vcode = schema.check(doc, SCHEMA, path)
+  if not ok then return nil, verr, vcode end
+  for i, op in ipairs(doc.operations) do
+    if op.kind == "call" then
+      ok, verr, vcode = schema.check(op, CALL, path, string.format("operations[%d]", i))
+      if not ok then return nil, verr, vcode end
+    end
+  end
+  local field, why = check_graph(doc)
+  if field then return schema.fail(path, field, why) end
+  return doc
+end
 
 return M
