@@ -27,7 +27,8 @@ local function copy(spec, extra)
 end
 
 --- A string. opts: nonempty, one_of (allowed values), what (the
--- description in messages), check (function(v) -> nil or why).
+-- description in messages), valid (function(v) -> true, or false and an
+-- optional reason), check (function(v) -> nil or why).
 function M.string(opts)
   return copy(opts or {}, { t = "string" })
 end
@@ -82,9 +83,15 @@ function M.hex64(opts)
     valid = is_hex64 })
 end
 
+-- The Internet Computer parser's reason goes into the message.
+local function is_principal(v)
+  local bytes, why = principal.from_text(v)
+  return bytes ~= nil, why
+end
+
 --- A principal in its textual form.
 function M.principal(opts)
-  return copy(opts or {}, { t = "string", what = "a principal", valid = principal.is_valid })
+  return copy(opts or {}, { t = "string", what = "a principal", valid = is_principal })
 end
 
 -- {=== checking ===}
@@ -171,7 +178,13 @@ local function walk(v, spec, path)
     if got ~= "string" then return wrong_type() end
     if spec.nonempty and v == "" then return wrong_value() end
     if spec.one_of and not in_list(spec.one_of, v) then return wrong_value() end
-    if spec.valid and not spec.valid(v) then return wrong_value() end
+    if spec.valid then
+      local good, reason = spec.valid(v)
+      if not good then
+        local p, why = wrong_value()
+        return p, reason and (why .. " (" .. reason .. ")") or why
+      end
+    end
   elseif t == "integer" then
     if got ~= "integer" then return wrong_type() end
     if spec.one_of and not in_list(spec.one_of, v) then return wrong_value() end

@@ -42,7 +42,7 @@ describe("backup plan read", function()
     { "an unsupported version", function(d) d.plan_version = 2 end, "plan_version: expected version 1, got 2" },
     { "a backup id that is a number", function(d) d.backup_id = 5 end,
       "backup_id: expected a non-empty string, got integer" },
-    { "a root that is not a principal", function(d) d.root = "x" end, 'root: expected a principal, got "x"' },
+    { "a root that is not a principal", function(d) d.root = "x" end, 'root: expected a principal, got "x" (Text must be in valid Base32 encoding.)' },
     { "a target that is a number", function(d) d.targets[2] = 5 end, "targets[2]: expected object, got integer" },
     { "a parent that is missing", function(d) d.targets[1].parent = nil end,
       "targets[1].parent: missing (expected a principal or null)" },

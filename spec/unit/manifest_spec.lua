@@ -75,7 +75,7 @@ describe("manifest.validate", function()
   local cases = {
     { "an unsupported version", function(d) d.manifest_version = 2 end, "manifest_version: expected version 1, got 2" },
     { "a bad principal", function(d) d.fleet.members[1].canister_id = "nope" end,
-      'fleet.members[1].canister_id: expected a principal, got "nope"' },
+      'fleet.members[1].canister_id: expected a principal, got "nope" (Text is too short.)' },
     { "an unsafe artifact path", function(d) d.fleet.members[2].source_snapshot.artifact_path = "../x" end,
       "fleet.members[2].source_snapshot.artifact_path: not a safe relative path (component ..)" },
     { "a bad checksum", function(d) d.fleet.members[1].source_snapshot.checksum = "xyz" end,

@@ -83,7 +83,7 @@ describe("schema.check", function()
     local d = doc()
     d.members[1].id = "nope"
     local _, msg = S.check(d, spec, "f.json")
-    assert.equal('f.json: members[1].id: expected a principal, got "nope"', msg)
+    assert.equal('f.json: members[1].id: expected a principal, got "nope" (Text is too short.)', msg)
     d = doc()
     d.count = 0
     _, msg = S.check(d, spec, "f.json")
