@@ -99,7 +99,7 @@ describe("restore plan build", function()
       build({ members = "a,b", mapping = mapping_file({ members = { { source_canister = id(2), target_canister = id(12) },
         { source_canister = id(3), target_canister = id(12) } } }) })
     end)
-    assert.equal("EMAPPING", code)
+    assert.equal("ECORRUPT", code)
     assert.matches("members[2].target_canister: duplicate target", msg, 1, true)
   end)
 
@@ -108,7 +108,7 @@ describe("restore plan build", function()
       build({ mapping = mapping_file({ members = { { source_canister = id(2), target_canister = id(12) },
         { source_canister = id(2), target_canister = id(13) } } }) })
     end)
-    assert.equal("EMAPPING", code)
+    assert.equal("ECORRUPT", code)
   end)
 
   it("refuses a source that is not a member of the backup", function()
@@ -125,7 +125,7 @@ describe("restore plan build", function()
       build({ members = "a", mapping = mapping_file({ members = { { source_canister = id(2),
         target_canister = "not-a-principal" } } }) })
     end)
-    assert.equal("EMAPPING", code)
+    assert.equal("ECORRUPT", code)
     assert.matches("members[1].target_canister", msg, 1, true)
   end)
 
@@ -133,14 +133,14 @@ describe("restore plan build", function()
     local code, msg = code_of(function()
       build({ mapping = mapping_file({ members = {}, extra = true }) })
     end)
-    assert.equal("EMAPPING", code)
+    assert.equal("ECORRUPT", code)
     assert.matches("extra: unknown field", msg, 1, true)
   end)
 
-  it("refuses malformed JSON, naming the file (EJSON)", function()
+  it("refuses malformed JSON, naming the file (ECORRUPT)", function()
     local path = mapping_file("{\"members\": [")
     local code, msg = code_of(function() build({ mapping = path }) end)
-    assert.equal("EJSON", code)
+    assert.equal("ECORRUPT", code)
     assert.matches(path, msg, 1, true)
   end)
 
@@ -226,4 +226,119 @@ describe("restore operations", function()
     for i, op in ipairs(ops) do pos[op.id] = i end
     assert.is_true(pos["start-" .. id(3)] < pos["start-" .. id(2)])
   end)
+end)
+
+describe("restore plan read", function()
+  local docs = require "fixtures.documents"
+  local backup, plan_doc, state
+  setup(function()
+    backup = helpers.tmpdir()
+    docs.backup(backup)
+    plan_doc = json.encode(docs.restore_plan(backup))
+  end)
+  teardown(function() helpers.cleanup() end)
+  before_each(function() state = helpers.tmpdir() end)
+
+  local function read(mutate)
+    local d = json.decode(plan_doc)
+    if mutate then d = mutate(d) or d end
+    docs.write(state, plan_mod.FILE, d)
+    return plan_mod.read(state)
+  end
+
+  it("reads back the plan that planning made", function()
+    local doc = assert(read())
+    assert.equal(2, #doc.members)
+    assert.equal(docs.A, doc.members[1].source_canister)
+  end)
+
+  it("says ENOTFOUND when there is no plan", function()
+    local doc, msg, code = plan_mod.read(state)
+    assert.is_nil(doc)
+    assert.equal("ENOTFOUND", code)
+    assert.matches("no restore plan in " .. state, msg, 1, true)
+  end)
+
+  it("refuses malformed JSON, naming the file (ECORRUPT)", function()
+    local doc, msg, code = read(function() return "[" end)
+    assert.is_nil(doc)
+    assert.equal("ECORRUPT", code)
+    assert.matches(plan_mod.FILE .. ": line 1", msg, 1, true)
+  end)
+
+  local cases = {
+    { "a member that is a number", function(d) d.members[1] = 5 end, "members[1]: expected object, got integer" },
+    { "members that are an object", function(d) d.members = json.object({}) end,
+      "members: expected array, got object" },
+    { "a checksum that is null (nothing to check the bytes against)", function(d) d.members[1].checksum = json.null end,
+      "members[1].checksum: expected a SHA-256 hex digest (64 hex digits), got null" },
+    { "an artifact path through ..", function(d) d.members[2].artifact_path = "../x" end,
+      "members[2].artifact_path: not a safe relative path (component ..)" },
+    { "a manifest file of its own", function(d) d.backup.manifest_file = "../../etc/passwd" end,
+      'backup.manifest_file: expected one of "fleet-backup-manifest.json", "deployment-backup-manifest.json", '
+      .. 'got "../../etc/passwd"' },
+    { "an upload bound of 0", function(d) d.options.uploads = 0 end,
+      "options.uploads: expected an integer >= 1, got 0" },
+    { "a serial flag that is a string", function(d) d.policy.serial = "no" end,
+      "policy.serial: expected boolean, got string" },
+    { "checks that are a number", function(d) d.members[2].checks = 7 end,
+      "members[2].checks: expected array, got integer" },
+    { "a bytes count that is a string", function(d) d.members[1].bytes = "1" end,
+      "members[1].bytes: expected an integer >= 0, got string" },
+    { "another plan version", function(d) d.plan_version = 2 end, "plan_version: expected version 1, got 2" },
+    { "members out of order", function(d) d.members[2].member_order = 5 end,
+      "members[2].member_order: expected 1, got 5 (out of order)" },
+    { "a duplicate target", function(d) d.members[2].target_canister = d.members[1].target_canister end,
+      "members[2].target_canister: duplicate " .. docs.A },
+    { "a parent restored after its child", function(d)
+      d.members[1].parent_target_canister = d.members[2].target_canister
+    end, "members[1].parent_target_canister: " .. docs.B .. " is not the target of an earlier member" },
+  }
+  for _, c in ipairs(cases) do
+    it("refuses " .. c[1] .. ", naming the file and field", function()
+      local doc, msg, code = read(c[2])
+      assert.is_nil(doc)
+      assert.equal("ECORRUPT", code)
+      assert.equal(state .. "/" .. plan_mod.FILE .. ": " .. c[3], msg)
+    end)
+  end
+end)
+
+describe("restore plan read_mapping", function()
+  after_each(function() helpers.cleanup() end)
+
+  it("reads sources to targets, in canonical form", function()
+    local map = assert(plan_mod.read_mapping(mapping_file({ members = { { source_canister = id(2):upper(),
+      target_canister = id(12) } } })))
+    assert.same({ [id(2)] = id(12) }, map)
+  end)
+
+  it("says ENOTFOUND for a file that does not exist", function()
+    local map, msg, code = plan_mod.read_mapping("/nonexistent/map.json")
+    assert.is_nil(map)
+    assert.equal("ENOTFOUND", code)
+    assert.matches("/nonexistent/map.json", msg, 1, true)
+  end)
+
+  local cases = {
+    { "a document that is an array", "[]", "(document): expected object, got array" },
+    { "members that are a number", { members = 5 }, "members: expected array, got integer" },
+    { "a member that is a string", { members = { "x" } }, "members[1]: expected object, got string" },
+    { "a target that is missing", { members = { { source_canister = id(2) } } },
+      "members[1].target_canister: missing (expected a principal)" },
+    { "an unknown field in a member", { members = { { source_canister = id(2), target_canister = id(3), x = 1 } } },
+      "members[1].x: unknown field" },
+    { "the same principal written twice", { members = { { source_canister = id(2), target_canister = id(12) },
+      { source_canister = id(2):upper(), target_canister = id(13) } } },
+      "members[2].source_canister: duplicate source " .. id(2) },
+  }
+  for _, c in ipairs(cases) do
+    it("refuses " .. c[1] .. ", naming the file and field (ECORRUPT)", function()
+      local path = mapping_file(c[2])
+      local map, msg, code = plan_mod.read_mapping(path)
+      assert.is_nil(map)
+      assert.equal("ECORRUPT", code)
+      assert.equal(path .. ": " .. c[3], msg)
+    end)
+  end
 end)

@@ -4,8 +4,12 @@
 -- layouts) and an optional mapping file; persisted as
 -- fleetsnap-restore-plan.json in the restore state directory.
 local engine = require "fleetsnap.engine"
+local errors = require "fleetsnap.errors"
+local manifest = require "fleetsnap.manifest"
+local paths = require "fleetsnap.paths"
 local principal = require "fleetsnap.principal"
 local policy_mod = require "fleetsnap.policy"
+local schema = require "fleetsnap.schema"
 
 local json, fs = engine.json, engine.fs
 
@@ -25,34 +29,42 @@ local function null_to_nil(v)
   return v
 end
 
+local S = schema
+
+-- Upstream's RestoreMapping: strict (an unknown key is refused).
+local MAPPING = S.object({
+  { "members", S.array(S.object({ { "source_canister", S.principal() }, { "target_canister", S.principal() } },
+    { strict = true })) },
+}, { strict = true })
+
+-- The registry code of a failed read of a document we were pointed at.
+local function read_code(code)
+  if code == "EUNSAFE" or code == "ETOOBIG" or code == "EISDIR" then return "ECORRUPT" end
+  return errors.engine_code(code)
+end
+
 --- Reads and validates a mapping file: {"members": [{"source_canister",
--- "target_canister"}]}, strict. Returns source -> target.
+-- "target_canister"}]}, strict. Returns source -> target (canonical
+-- principal texts), or nil, message, code: "ENOTFOUND" (no such file),
+-- "ECORRUPT" (not JSON, a field missing or of the wrong type, an unknown
+-- field, a duplicate source or target: the message names the file and
+-- field), or the registry code of another read failure.
 function M.read_mapping(path)
-  local text, err = fs.read(path, 16 << 20)
-  if not text then raise("ENOTFOUND", "mapping " .. path .. ": " .. err) end
+  local text, err, code = fs.read(path, 16 << 20)
+  if not text then
+    return nil, "mapping " .. path .. ": " .. tostring(err), code == "ENOENT" and "ENOTFOUND" or read_code(code)
+  end
   local doc, jerr = json.decode(text, { name = path })
-  if not doc then raise("EJSON", jerr) end
-  local function bad(field, why) raise("EMAPPING", string.format("%s: %s: %s", path, field, why)) end
-  if type(doc) ~= "table" or json.kind(doc) ~= "object" then bad("(document)", "not an object") end
-  for k in pairs(doc) do
-    if k ~= "members" then bad(k, "unknown field") end
-  end
-  if type(doc.members) ~= "table" or json.kind(doc.members) ~= "array" then
-    bad("members", "missing or not an array")
-  end
+  if not doc then return nil, jerr, "ECORRUPT" end
+  local ok, verr, vcode = schema.check(doc, MAPPING, path)
+  if not ok then return nil, verr, vcode end
   local map, targets = {}, {}
   for i, e in ipairs(doc.members) do
     local f = string.format("members[%d]", i)
-    if type(e) ~= "table" or json.kind(e) ~= "object" then bad(f, "not an object") end
-    for k in pairs(e) do
-      if k ~= "source_canister" and k ~= "target_canister" then bad(f .. "." .. k, "unknown field") end
-    end
-    local src, serr = principal.parse(e.source_canister, f .. ".source_canister")
-    if not src then raise("EMAPPING", path .. ": " .. serr) end
-    local dst, derr = principal.parse(e.target_canister, f .. ".target_canister")
-    if not dst then raise("EMAPPING", path .. ": " .. derr) end
-    if map[src] then bad(f .. ".source_canister", "duplicate source " .. src) end
-    if targets[dst] then bad(f .. ".target_canister", "duplicate target " .. dst) end
+    -- Canonical texts: a principal written in upper case is the same one.
+    local src, dst = principal.parse(e.source_canister), principal.parse(e.target_canister)
+    if map[src] then return schema.fail(path, f .. ".source_canister", "duplicate source " .. src) end
+    if targets[dst] then return schema.fail(path, f .. ".target_canister", "duplicate target " .. dst) end
     map[src], targets[dst] = dst, true
   end
   return map
@@ -160,7 +172,12 @@ end
 function M.build(b, opts)
   local man = b.manifest
   local chosen = M.choose(man.members, opts)
-  local mapping = opts.mapping and M.read_mapping(opts.mapping)
+  local mapping
+  if opts.mapping then
+    local merr, mcode
+    mapping, merr, mcode = M.read_mapping(opts.mapping)
+    if not mapping then raise(mcode, merr) end
+  end
   local in_backup = {}
   for _, m in ipairs(man.members) do in_backup[m.canister_id] = m end
   if mapping then
@@ -269,7 +286,67 @@ function M.fingerprint(doc)
   return engine.hash.sha256(json.encode(copy))
 end
 
---- Reads and validates the plan in a restore state directory.
+local NONEMPTY = S.string({ nonempty = true })
+
+-- An artifact path is joined to the backup directory when staging.
+local function safe_path(v)
+  local ok, why = paths.components(v)
+  if not ok then return "not a safe relative path (" .. why .. ")" end
+end
+
+-- Every field restore planning, the runner, status and undo use, with the
+-- type they use it as. Unknown keys are ignored (the plan is read by the
+-- version that wrote it; plan_version marks what is not compatible).
+local PLAN = S.object({
+  { "format", S.string({ one_of = { "fleetsnap-restore-plan" } }) },
+  { "plan_version", S.integer({ one_of = { M.VERSION }, what = "version " .. M.VERSION }) },
+  { "restore_id", NONEMPTY },
+  { "created_ns", S.integer({ min = 0 }) },
+  { "fingerprint", S.hex64() },
+  { "backup", S.object({
+    { "dir", NONEMPTY },
+    { "backup_id", NONEMPTY },
+    -- Joined to the backup directory: one of the two names, nothing else.
+    { "manifest_file", S.string({ one_of = { manifest.FILE_036, manifest.FILE_108 } }) },
+    { "manifest_line", S.string({ one_of = { "0.36", "0.108" } }) },
+    { "manifest_sha256", S.hex64() },
+  }) },
+  { "source", S.object({ { "environment", NONEMPTY }, { "root_canister", S.principal() } }) },
+  { "target", S.object({ { "environment", S.nullable(S.string()) }, { "network", S.nullable(S.string()) } }) },
+  { "mapping_supplied", S.boolean() },
+  { "policy", S.object({ { "name", NONEMPTY }, { "sha256", S.hex64() }, { "serial", S.boolean() } }) },
+  { "options", S.object({
+    { "concurrency", S.integer({ min = 1 }) },
+    { "uploads", S.integer({ min = 1 }) },
+    { "snapshot_limit", S.integer({ min = 1 }) },
+  }) },
+  { "members", S.array(S.object({
+    { "member_order", S.integer({ min = 0 }) },
+    { "source_canister", S.principal() },
+    { "target_canister", S.principal() },
+    { "role", NONEMPTY },
+    { "parent_source_canister", S.nullable(S.principal()) },
+    { "parent_target_canister", S.nullable(S.principal()) },
+    { "identity_mode", S.string({ one_of = { "fixed", "relocatable" } }) },
+    { "depth", S.integer({ min = 0 }) },
+    { "snapshot_id", NONEMPTY },
+    { "module_hash", S.nullable(S.string()) },
+    { "artifact_path", S.string({ check = safe_path }) },
+    -- A plan is only made for members whose bytes can be checked.
+    { "checksum", S.hex64() },
+    { "bytes", S.integer({ min = 0 }) },
+    { "checks", S.array(S.object({ { "method", NONEMPTY }, { "args", S.string() },
+      { "expect_hex", S.string({ what = "hex digits", valid = function(v) return v:match("^%x*$") ~= nil end }) },
+    })) },
+  }), { min = 1 }) },
+})
+
+--- Reads and validates the plan in a restore state directory. Returns the
+-- plan document, or nil, message, code: "ENOTFOUND" (no plan),
+-- "ECORRUPT" (not JSON, a field missing or of the wrong type or value,
+-- members out of order, a duplicate target, a parent that is not restored
+-- before its child: the message names the file and field), or the
+-- registry code of another read failure.
 function M.read(state)
   local path = state .. "/" .. M.FILE
   local text, err, code = fs.read(path, 64 << 20)
@@ -277,34 +354,31 @@ function M.read(state)
     if code == "ENOENT" then
       return nil, "no restore plan in " .. state .. " (run `fleetsnap restore plan <backup>` first)", "ENOTFOUND"
     end
-    return nil, path .. ": " .. err, code
+    return nil, path .. ": " .. tostring(err), read_code(code)
   end
   local doc, jerr = json.decode(text, { name = path })
-  if not doc then return nil, jerr, "EJSON" end
-  local function bad(field, why) return nil, string.format("%s: %s: %s", path, field, why), "EDOC" end
-  if doc.format ~= "fleetsnap-restore-plan" then return bad("format", "not a fleetsnap restore plan") end
-  if doc.plan_version ~= M.VERSION then
-    return bad("plan_version", "unsupported version " .. tostring(doc.plan_version))
-  end
-  for _, k in ipairs({ "restore_id", "backup", "members", "options", "policy", "source" }) do
-    if doc[k] == nil then return bad(k, "missing") end
-  end
-  if type(doc.members) ~= "table" or #doc.members == 0 then return bad("members", "empty") end
-  local seen = {}
+  if not doc then return nil, jerr, "ECORRUPT" end
+  local ok, verr, vcode = schema.check(doc, PLAN, path)
+  if not ok then return nil, verr, vcode end
+  local sources, targets = {}, {}
   for i, m in ipairs(doc.members) do
     local f = string.format("members[%d]", i)
-    for _, k in ipairs({ "source_canister", "target_canister" }) do
-      if not principal.is_valid(m[k]) then return bad(f .. "." .. k, "not a valid principal: " .. tostring(m[k])) end
+    if m.member_order ~= i - 1 then
+      return schema.fail(path, f .. ".member_order", string.format("expected %d, got %d (out of order)", i - 1,
+        m.member_order))
     end
-    if seen[m.target_canister] then return bad(f .. ".target_canister", "duplicate " .. m.target_canister) end
-    seen[m.target_canister] = true
-    if type(m.artifact_path) ~= "string" or not fs.safe_relative(m.artifact_path) then
-      return bad(f .. ".artifact_path", "not a safe relative path: " .. tostring(m.artifact_path))
+    if sources[m.source_canister] then
+      return schema.fail(path, f .. ".source_canister", "duplicate " .. m.source_canister)
     end
-    if type(m.checksum) ~= "string" or not m.checksum:match("^" .. ("%x"):rep(64) .. "$") then
-      return bad(f .. ".checksum", "not a SHA-256 hex digest")
+    if targets[m.target_canister] then
+      return schema.fail(path, f .. ".target_canister", "duplicate " .. m.target_canister)
     end
-    if m.member_order ~= i - 1 then return bad(f .. ".member_order", "out of order") end
+    -- Parents first: the operations order stops and starts by it.
+    local parent = m.parent_target_canister
+    if parent ~= json.null and not targets[parent] then
+      return schema.fail(path, f .. ".parent_target_canister", parent .. " is not the target of an earlier member")
+    end
+    sources[m.source_canister], targets[m.target_canister] = true, true
   end
   return doc
 end
