@@ -855,7 +855,7 @@ describe("fleetsnap restore", function()
       os.remove(b .. "/fleet-backup-manifest.json")
       if line == "0.108" then
         m.deployment, m.fleet = m.fleet, nil
-        m.verification = { deployment_checks = {}, member_checks = {} }
+        m.verification = { deployment_checks = json.array({}), member_checks = json.array({}) }
         helpers.write(b .. "/deployment-backup-manifest.json", json.encode(m))
       else
         -- 0.36 readers are lenient: absent nullable fields, unknown keys.
