@@ -5,7 +5,6 @@
 -- 0.36 readers ignore. Readers also accept the current line's (0.108)
 -- deployment-backup-manifest.json, strictly.
 local engine = require "fleetsnap.engine"
-local errors = require "fleetsnap.errors"
 local paths = require "fleetsnap.paths"
 local schema = require "fleetsnap.schema"
 
@@ -281,13 +280,6 @@ local DOWNLOAD_JOURNAL = S.object({
   })) },
 })
 
--- The registry code of a failed read of a document (anything that is not
--- a regular file of sane size where the document belongs is corrupt).
-local function read_code(code)
-  if code == "EUNSAFE" or code == "ETOOBIG" or code == "EISDIR" then return "ECORRUPT" end
-  return errors.engine_code(code)
-end
-
 --- Reads and validates the manifest of a backup directory (0.36 lenient or
 -- 0.108 strict). Returns {doc, file, line ("0.36"|"0.108"), members,
 -- section, sha256 (of the bytes read)}, or nil, message, code: "ENOENT"
@@ -304,7 +296,7 @@ function M.read(dir)
       return nil, dir .. ": no " .. M.FILE_036 .. " or " .. M.FILE_108, "ENOENT"
     end
   end
-  if not text then return nil, file .. ": " .. tostring(err), read_code(code) end
+  if not text then return nil, file .. ": " .. tostring(err), schema.read_code(code) end
   local doc, jerr = json.decode(text, { name = file })
   if not doc then return nil, jerr, "ECORRUPT" end
   local ok, verr, vcode = M.validate(doc, file, line)
@@ -355,7 +347,7 @@ function M.read_download_journal(dir)
   local text, err, code = engine.fs.read(file, 256 << 20)
   if not text then
     if code == "ENOENT" then return nil end
-    return nil, file .. ": " .. tostring(err), read_code(code)
+    return nil, file .. ": " .. tostring(err), schema.read_code(code)
   end
   local doc, jerr = json.decode(text, { name = file })
   if not doc then return nil, jerr, "ECORRUPT" end

@@ -11,6 +11,7 @@
 -- absent) or `nullable` (its value may be null). The checker never raises,
 -- whatever the value (it is given decoded JSON, or hand-built tables).
 local engine = require "fleetsnap.engine"
+local errors = require "fleetsnap.errors"
 local principal = require "fleetsnap.principal"
 
 local json = engine.json
@@ -239,6 +240,15 @@ end
 -- returns for a document that is not valid.
 function M.fail(file, path, why)
   return nil, M.message(file, path, why), "ECORRUPT"
+end
+
+--- The registry code of a document that could not be read (the engine's
+-- code of fs.read): something other than a regular file of sane size
+-- where a document belongs is a corrupt document; anything else is what
+-- the file system said.
+function M.read_code(code)
+  if code == "EUNSAFE" or code == "ETOOBIG" or code == "EISDIR" then return "ECORRUPT" end
+  return errors.engine_code(code)
 end
 
 --- Checks a decoded document against spec. `file` names it in messages;

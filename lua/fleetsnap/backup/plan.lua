@@ -254,8 +254,7 @@ function M.read(dir)
   local text, err, code = fs.read(path, 64 << 20)
   if not text then
     if code == "ENOENT" then return nil, "backup " .. dir .. ": " .. err, "ENOENT" end
-    local corrupt = code == "EUNSAFE" or code == "ETOOBIG" or code == "EISDIR"
-    return nil, "backup " .. dir .. ": " .. err, corrupt and "ECORRUPT" or errors.engine_code(code)
+    return nil, "backup " .. dir .. ": " .. err, schema.read_code(code)
   end
   local doc, jerr = json.decode(text, { name = path })
   if not doc then return nil, jerr, "ECORRUPT" end

@@ -4,7 +4,6 @@
 -- layouts) and an optional mapping file; persisted as
 -- fleetsnap-restore-plan.json in the restore state directory.
 local engine = require "fleetsnap.engine"
-local errors = require "fleetsnap.errors"
 local manifest = require "fleetsnap.manifest"
 local paths = require "fleetsnap.paths"
 local principal = require "fleetsnap.principal"
@@ -37,12 +36,6 @@ local MAPPING = S.object({
     { strict = true })) },
 }, { strict = true })
 
--- The registry code of a failed read of a document we were pointed at.
-local function read_code(code)
-  if code == "EUNSAFE" or code == "ETOOBIG" or code == "EISDIR" then return "ECORRUPT" end
-  return errors.engine_code(code)
-end
-
 --- Reads and validates a mapping file: {"members": [{"source_canister",
 -- "target_canister"}]}, strict. Returns source -> target (canonical
 -- principal texts), or nil, message, code: "ENOTFOUND" (no such file),
@@ -52,7 +45,7 @@ end
 function M.read_mapping(path)
   local text, err, code = fs.read(path, 16 << 20)
   if not text then
-    return nil, "mapping " .. path .. ": " .. tostring(err), code == "ENOENT" and "ENOTFOUND" or read_code(code)
+    return nil, "mapping " .. path .. ": " .. tostring(err), code == "ENOENT" and "ENOTFOUND" or schema.read_code(code)
   end
   local doc, jerr = json.decode(text, { name = path })
   if not doc then return nil, jerr, "ECORRUPT" end
@@ -354,7 +347,7 @@ function M.read(state)
     if code == "ENOENT" then
       return nil, "no restore plan in " .. state .. " (run `fleetsnap restore plan <backup>` first)", "ENOTFOUND"
     end
-    return nil, path .. ": " .. tostring(err), read_code(code)
+    return nil, path .. ": " .. tostring(err), schema.read_code(code)
   end
   local doc, jerr = json.decode(text, { name = path })
   if not doc then return nil, jerr, "ECORRUPT" end
