@@ -12,6 +12,7 @@ local checks = require "fleetsnap.checks"
 local driver_mod = require "fleetsnap.drivers.icp"
 local lifecycle = require "fleetsnap.exec.lifecycle"
 local ownership = require "fleetsnap.exec.ownership"
+local paths = require "fleetsnap.paths"
 local operations = require "fleetsnap.restore.operations"
 
 local json, fs = engine.json, engine.fs
@@ -55,8 +56,12 @@ local function adopted(snapshot)
   return { uploaded_snapshot_id = snapshot.snapshot_id, uploaded_at = engine.realtime_ns(), reconciled = true }
 end
 
+--- The artifact's path in the backup, refused (nil, err) when a symlink
+-- sits anywhere on the way or the relative path is unsafe.
 function M.artifact_path(x, member)
-  return x.context.backup_dir .. "/" .. member.artifact_path
+  local path, err, code = paths.check_beneath(x.context.backup_dir, member.artifact_path)
+  if not path then return fail(code, "artifact of " .. member.source_canister .. ": " .. err) end
+  return path
 end
 
 -- {=== upload ===}
@@ -71,7 +76,9 @@ function M.stage(x, op)
   local ok, err, code = fs.remove_tree(stage)
   if not ok then return fail(code, "staging of " .. op.canister .. ": " .. err) end
   engine.failpoint("before-stage", op.canister)
-  local tree, terr, tcode = engine.hash.copy_tree(M.artifact_path(x, m), stage, { sync = false })
+  local src, perr = M.artifact_path(x, m)
+  if not src then return nil, perr end
+  local tree, terr, tcode = engine.hash.copy_tree(src, stage, { sync = false })
   if not tree then
     fs.remove_tree(stage)
     return fail(tcode == "EUNSAFE" and "EUNSAFE" or "EVERIFY", string.format("artifact %s of %s: %s",
