@@ -114,7 +114,7 @@ int main(void) {
 
   char link[512];
   snprintf(link, sizeof link, "%s/link.wal", tmp);
-  symlink(other, link);
+  CHECK(symlink(other, link) == 0);
   CHECK(fsn_journal_open(&j, link, NULL, &err) == -1);
   CHECK_STR(err.code, "EUNSAFE");
 
