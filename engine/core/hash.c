@@ -147,6 +147,12 @@ static int cmp_files(const void *a, const void *b) {
                                 ((const fsn_tree_file *)b)->path);
 }
 
+/* An empty tree has files == NULL, and qsort's pointer must be valid even
+ * for zero elements (C11 7.22.5; UBSan reports it). */
+static void sort_files(fsn_tree *t) {
+  if (t->count > 1) qsort(t->files, t->count, sizeof *t->files, cmp_files);
+}
+
 static const char *kind_name(mode_t m) {
   if (S_ISLNK(m)) return "a symbolic link";
   if (S_ISFIFO(m)) return "a FIFO";
@@ -376,7 +382,7 @@ int fsn_hash_tree(fsn_hasher *h, const char *root, int threads, fsn_tree *out,
   if (rfd < 0) return -1;
   int rc = walk(rfd, "", root, out, 0, err);
   if (rc == 0) {
-    qsort(out->files, out->count, sizeof *out->files, cmp_files);
+    sort_files(out);
     job j = {.h = h, .t = out, .src_root = rfd, .dst_root = -1, .src_name = root};
     rc = run_pool(&j, threads, err);
   }
@@ -401,7 +407,7 @@ int fsn_copy_tree(fsn_hasher *h, const char *src, const char *dst, int threads,
   for (size_t i = 0; rc == 0 && i < out->ndirs; i++)
     if (fsn_mkdir_beneath(dfd, out->dirs[i], 0700, err) != 0) rc = -1;
   if (rc == 0) {
-    qsort(out->files, out->count, sizeof *out->files, cmp_files);
+    sort_files(out);
     job j = {.h = h, .t = out, .src_root = sfd, .dst_root = dfd, .sync = sync, .src_name = src};
     rc = run_pool(&j, threads, err);
   }

@@ -62,6 +62,170 @@ static int write_header(int fd, const char *path, fsn_err *err) {
   return 0;
 }
 
+/* {=== resynchronisation after a bad frame ===}
+ *
+ * After the first invalid frame the rest of the file is searched for any
+ * valid frame: one means corruption, none a torn tail. Checking each "A1 F5"
+ * candidate by checksumming the payload it claims costs that length, and a
+ * crafted file can put a candidate claiming the rest of the file every six
+ * bytes: quadratic (minutes for 1 MiB). Instead every byte after the bad
+ * frame is fed to the CRC once, and each candidate's checksum is derived from
+ * running values.
+ *
+ * CRC-32C is linear over GF(2). Write raw(r, m) for the register after
+ * feeding bytes m into r (the table loop without the inversions:
+ * fsn_crc32c_update(c, m) is ~raw(~c, m)) and a*b for multiplication of
+ * polynomials mod P. Then
+ *   raw(r, m)      = r * x^(8|m|)  ^  raw(0, m)
+ *   raw(0, [a, b)) = R(b)  ^  R(a) * x^(8(b-a))     where R(i) = raw(0, [off, i))
+ * A frame at q of length L (payload [q+10, e), e = q+10+L; length bytes at
+ * q+2, checksum at q+6) has crc = ~raw(raw(~0, lenbytes), [q+10, e)), so it
+ * is valid iff
+ *   R(e) == (raw(~0, lenbytes) ^ R(q+10)) * x^(8L)  ^  ~crc.
+ * The right side is known when the running CRC passes q+10, the left when it
+ * passes e; candidates wait in between in a min-heap on e. Each byte is
+ * searched once and checksummed once; a candidate costs O(log L)
+ * multiplications and a push and a pop (log of the number waiting, at most
+ * one per six bytes, 24 bytes of memory each). */
+
+#define CRC32C_POLY 0x82F63B78u /* reflected Castagnoli polynomial */
+
+/* a*b mod P, bit-reflected like the CRC (x^0 is the top bit). */
+static uint32_t gf_mul(uint32_t a, uint32_t b) {
+  uint32_t p = 0;
+  for (uint32_t m = 1u << 31; m; m >>= 1) {
+    if (a & m) p ^= b;
+    b = (b & 1) ? (b >> 1) ^ CRC32C_POLY : b >> 1;
+  }
+  return p;
+}
+
+/* x^(8n) mod P, from pow2[k] = x^(2^k) mod P: the product of
+ * x^(2^(i+3)) over the bits i of n, which is a record length (k < 32). */
+_Static_assert(FSN_JOURNAL_MAX_RECORD < (1u << 29), "record lengths fit the power table");
+static uint32_t x_pow_8n(uint32_t n, const uint32_t pow2[32]) {
+  uint32_t p = 1u << 31;
+  for (unsigned k = 3; n; n >>= 1, k++)
+    if (n & 1) p = gf_mul(pow2[k], p);
+  return p;
+}
+
+static uint32_t crc_raw(uint32_t r, const void *p, size_t n) {
+  return ~fsn_crc32c_update(~r, p, n);
+}
+
+typedef struct candidate {
+  uint64_t end;   /* offset just past its payload: where R(end) is known */
+  uint64_t start; /* offset of its magic */
+  uint32_t want;  /* R(end) iff the frame is valid */
+} candidate;
+
+typedef struct cand_heap {
+  candidate *v;
+  size_t n, cap;
+} cand_heap;
+
+static int heap_push(cand_heap *h, candidate c) {
+  if (h->n == h->cap) {
+    size_t cap = h->cap ? h->cap * 2 : 64;
+    candidate *v = realloc(h->v, cap * sizeof *v);
+    if (!v) return -1;
+    h->v = v;
+    h->cap = cap;
+  }
+  size_t i = h->n++;
+  while (i > 0 && h->v[(i - 1) / 2].end > c.end) {
+    h->v[i] = h->v[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  h->v[i] = c;
+  return 0;
+}
+
+static candidate heap_pop(cand_heap *h) {
+  candidate top = h->v[0], last = h->v[--h->n];
+  size_t i = 0;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= h->n) break;
+    if (c + 1 < h->n && h->v[c + 1].end < h->v[c].end) c++;
+    if (h->v[c].end >= last.end) break;
+    h->v[i] = h->v[c];
+    i = c;
+  }
+  if (h->n) h->v[i] = last;
+  return top;
+}
+
+/* The first offset >= from where a header that could be valid starts:
+ * magic, 1 <= length <= limit, payload within the file; size if none.
+ * *len gets its length. */
+static uint64_t next_candidate(const unsigned char *map, uint64_t from, uint64_t size,
+                               uint32_t *len, uint64_t *work) {
+  while (from + FSN_JOURNAL_FRAME_LEN <= size) {
+    size_t span = (size_t)(size - FSN_JOURNAL_FRAME_LEN + 1 - from);
+    const unsigned char *a = memchr(map + from, MAGIC[0], span);
+    if (!a) {
+      *work += span;
+      break;
+    }
+    uint64_t q = (uint64_t)(a - map);
+    *work += q - from + 1;
+    if (map[q + 1] == MAGIC[1]) {
+      uint32_t l = get32(map + q + 2);
+      if (l != 0 && l <= FSN_JOURNAL_MAX_RECORD && l <= size - q - FSN_JOURNAL_FRAME_LEN) {
+        *len = l;
+        return q;
+      }
+    }
+    from = q + 1;
+  }
+  return size;
+}
+
+/* Offset of the first valid frame starting after off, or 0 if none (a frame
+ * never starts at 0: the header is there). -1 when out of memory. */
+static int64_t find_valid_frame(const unsigned char *map, uint64_t off, uint64_t size,
+                                uint64_t *work) {
+  uint32_t pow2[32];
+  pow2[0] = 1u << 30; /* x^1 */
+  for (int k = 1; k < 32; k++) pow2[k] = gf_mul(pow2[k - 1], pow2[k - 1]);
+
+  cand_heap heap = {0};
+  uint64_t pos = off; /* R(pos) == reg */
+  uint32_t reg = 0, len = 0;
+  uint64_t found = 0;
+  uint64_t q = next_candidate(map, off + 1, size, &len, work);
+  for (;;) {
+    /* Once a valid frame is known, later candidates start after it: only the
+     * pending ones (which start before) may still lower the offset. */
+    uint64_t reg_at = (q < size && !found) ? q + FSN_JOURNAL_FRAME_LEN : UINT64_MAX;
+    uint64_t pop_at = heap.n ? heap.v[0].end : UINT64_MAX;
+    uint64_t next = reg_at < pop_at ? reg_at : pop_at;
+    if (next == UINT64_MAX) break;
+    reg = crc_raw(reg, map + pos, (size_t)(next - pos));
+    *work += next - pos;
+    pos = next;
+    while (heap.n && heap.v[0].end == pos) {
+      candidate c = heap_pop(&heap);
+      if (c.want == reg && (!found || c.start < found)) found = c.start;
+    }
+    if (reg_at == pos) {
+      candidate c = {.end = q + FSN_JOURNAL_FRAME_LEN + len, .start = q};
+      uint32_t lead = crc_raw(~0u, map + q + 2, 4) ^ reg;
+      c.want = gf_mul(x_pow_8n(len, pow2), lead) ^ ~get32(map + q + 6);
+      *work += FSN_JOURNAL_FRAME_LEN;
+      if (heap_push(&heap, c) != 0) {
+        free(heap.v);
+        return -1;
+      }
+      q = next_candidate(map, q + 1, size, &len, work);
+    }
+  }
+  free(heap.v);
+  return (int64_t)found;
+}
+
 /* Scans the frames; cuts a torn tail; refuses corruption before the tail. */
 static int recover(fsn_journal *j, uint64_t size, fsn_err *err) {
   const unsigned char *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, j->fd, 0);
@@ -72,8 +236,10 @@ static int recover(fsn_journal *j, uint64_t size, fsn_err *err) {
     goto out;
   }
   uint64_t off = FSN_JOURNAL_HEADER_LEN;
+  j->scan_work = off;
   while (off < size) {
     size_t n = valid_frame(map + off, (size_t)(size - off));
+    j->scan_work += n ? n : FSN_JOURNAL_FRAME_LEN;
     if (!n) break;
     off += n;
     j->records++;
@@ -81,14 +247,16 @@ static int recover(fsn_journal *j, uint64_t size, fsn_err *err) {
   if (off < size) {
     /* Only a crash during the last group commit can leave a bad frame, and
      * nothing valid is ever written after it. */
-    for (uint64_t q = off + 1; q + FSN_JOURNAL_FRAME_LEN <= size; q++) {
-      if (map[q] != MAGIC[0] || map[q + 1] != MAGIC[1]) continue;
-      if (valid_frame(map + q, (size_t)(size - q))) {
-        rc = fsn_fail(err, "ECORRUPT",
-                      "journal '%s': corrupt record at offset %llu (a valid record follows at offset %llu)",
-                      j->path, (unsigned long long)off, (unsigned long long)q);
-        goto out;
-      }
+    int64_t q = find_valid_frame(map, off, size, &j->scan_work);
+    if (q < 0) {
+      rc = fsn_fail(err, "ENOMEM", "journal '%s': out of memory", j->path);
+      goto out;
+    }
+    if (q > 0) {
+      rc = fsn_fail(err, "ECORRUPT",
+                    "journal '%s': corrupt record at offset %llu (a valid record follows at offset %llu)",
+                    j->path, (unsigned long long)off, (unsigned long long)q);
+      goto out;
     }
     j->torn_bytes = size - off;
     if (!j->readonly && (ftruncate(j->fd, (off_t)off) != 0 || fsync(j->fd) != 0)) {

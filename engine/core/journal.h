@@ -5,8 +5,9 @@
  *
  * Records are synced in groups (write, write, ..., sync = one fdatasync). On
  * open, an invalid frame with no valid frame after it is a torn tail from a
- * crash and is cut; an invalid frame followed by a valid one is corruption
- * and the journal is refused with the offset. Failpoints: before-append and
+ * crash and is cut; an invalid frame followed by a valid one (at any
+ * offset) is corruption and the journal is refused with the offset; that
+ * search is linear in the file size. Failpoints: before-append and
  * after-append once per record (key = the record's key) around the sync,
  * before-compact and after-compact (key = file name). */
 #ifndef FSN_JOURNAL_H
@@ -30,6 +31,9 @@ typedef struct fsn_journal {
   uint64_t end;     /* durable length of the file */
   uint64_t records; /* durable records */
   uint64_t torn_bytes;
+  /* Bytes examined by open's recovery scan (each checksummed or searched
+   * byte, each candidate frame header): tests hold it linear in the size. */
+  uint64_t scan_work;
   int created;
   int readonly; /* opened for reading while a runner may be writing */
   int broken;   /* a write or sync failed: nothing more is accepted */

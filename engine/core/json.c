@@ -16,6 +16,9 @@ static size_t utf8_seq(const unsigned char *s, size_t len, size_t *bad) {
   unsigned char c = s[0];
   size_t n;
   unsigned char lo = 0x80, hi = 0xBF;
+  /* Written on every path (a bad lead byte is a subpart of one): gcc -O3
+   * cannot otherwise tell that callers only read it after a 0 return. */
+  *bad = 1;
   if (c < 0x80) return 1;
   if (c >= 0xC2 && c <= 0xDF) n = 2;
   else if (c == 0xE0) { n = 3; lo = 0xA0; }
@@ -25,7 +28,7 @@ static size_t utf8_seq(const unsigned char *s, size_t len, size_t *bad) {
   else if (c == 0xF0) { n = 4; lo = 0x90; }
   else if (c >= 0xF1 && c <= 0xF3) n = 4;
   else if (c == 0xF4) { n = 4; hi = 0x8F; }
-  else { *bad = 1; return 0; }
+  else return 0;
   for (size_t i = 1; i < n; i++) {
     if (i >= len) { *bad = i; return 0; }
     unsigned char d = s[i];

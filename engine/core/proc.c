@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "pathwalk.h"
+#include "signals.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -209,7 +210,8 @@ int fsn_proc_spawn(fsn_proc *p, const fsn_spawn_opts *o, fsn_err *err) {
     size_t got = 0;
     fsn_read_all(rep[0], &e, sizeof e, &got);
     if (got == sizeof e) {
-      waitpid(pid, NULL, 0);
+      /* Caught signals are installed without SA_RESTART. */
+      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
       rc = fsn_fail_errno(err, e, "spawn '%s'", o->argv[0]);
     }
   }
@@ -296,7 +298,7 @@ static long long next_event(const fsn_proc *p) {
   return p->deadline_ms;
 }
 
-int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms, int interruptible) {
+int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms, int *sig) {
   long long end = timeout_ms >= 0 ? fsn_now_ms() + timeout_ms : 0;
   struct pollfd stackfds[96];
   struct pollfd *fds = n * 3 <= 96 ? stackfds : malloc(n * 3 * sizeof *fds);
@@ -328,8 +330,11 @@ int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms, int interr
     if (wait < 0 && wake) wait = 0;
     if (need_tick && (wait < 0 || wait > 10)) wait = 10;
     if (wait > INT_MAX) wait = INT_MAX;
-    if (poll(fds ? fds : stackfds, fds ? k : 0, (int)wait) < 0 && errno == EINTR && interruptible) {
-      found = -2; /* a signal: let the caller (an operator's Ctrl-C) decide */
+    if (!sig) {
+      poll(fds ? fds : stackfds, fds ? k : 0, (int)wait); /* EINTR: look again */
+    } else if (fsn_signals_ppoll(fds ? fds : stackfds, fds ? k : 0, (int)wait, sig) < 0 &&
+               errno == EINTR) {
+      found = -2; /* a signal: the caller decides (contain, then exit) */
       break;
     }
   }

@@ -47,9 +47,13 @@ int fsn_proc_spawn(fsn_proc *p, const fsn_spawn_opts *o, fsn_err *err);
 /* Non-blocking progress: drain pipes, reap, enforce the timeout. */
 void fsn_proc_step(fsn_proc *p);
 /* Wait until one of ps[0..n) has finished (exited and its pipes closed);
- * returns its index, -1 when timeout_ms (< 0: forever) runs out, or -2 when
- * interruptible and a signal arrived. */
-int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms, int interruptible);
+ * returns its index, or -1 when timeout_ms (< 0: forever) runs out. With
+ * sig NULL a signal does not end the wait. Otherwise -2 when a signal
+ * interrupted it: *sig is then the signal caught by fsn_signals_catch, or 0
+ * for another handler's (lua5.4's SIGINT one). While a caught signal is
+ * pending (until fsn_signals_clear) a finished process is still returned
+ * first, then -2 comes at once, however many calls ask. */
+int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms, int *sig);
 /* Signal the whole process group (no-op once reaped). */
 int fsn_proc_kill(fsn_proc *p, int sig, fsn_err *err);
 /* Kill the group if the child is still running, reap it, close pipes, free

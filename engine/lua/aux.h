@@ -62,5 +62,6 @@ void fsn_open_fs(lua_State *L, int state_idx);
 void fsn_open_lock(lua_State *L, int state_idx);
 void fsn_open_proc(lua_State *L, int state_idx);
 void fsn_open_journal(lua_State *L, int state_idx);
+void fsn_open_signals(lua_State *L, int state_idx);
 
 #endif

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "aux.h"
+#include "signals.h"
 
 #define FSN_BUF_TYPE "fleetsnap.Buffer"
 
@@ -114,6 +115,9 @@ static int state_gc(lua_State *L) {
   fsn_hasher_free(s->hasher);
   s->hasher = NULL;
   fsn_failpoints_close(&s->fp);
+  /* lua_close unloads this module after finalizing its state: no handler
+   * may be left pointing into the unmapped code. */
+  fsn_signals_release();
   return 0;
 }
 
@@ -191,5 +195,6 @@ __attribute__((visibility("default"))) int luaopen_fleetsnap_engine(lua_State *L
   fsn_open_lock(L, state_idx);
   fsn_open_proc(L, state_idx);
   fsn_open_journal(L, state_idx);
+  fsn_open_signals(L, state_idx);
   return 1;
 }

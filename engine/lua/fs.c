@@ -159,8 +159,9 @@ static int l_list(lua_State *L) {
   fsn_buf *names = fsn_lua_newbuf(L);
   size_t count = 0;
   struct dirent *de;
-  errno = 0;
-  while ((de = readdir(d)) != NULL) {
+  /* errno is reset before every readdir: only its own failure may be read
+   * from it, not something the buffer's realloc left there on success. */
+  while ((errno = 0, de = readdir(d)) != NULL) {
     if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
     fsn_buf_add(names, de->d_name, strlen(de->d_name) + 1);
     count++;

@@ -7,6 +7,7 @@
 
 #include "aux.h"
 #include "proc.h"
+#include "signals.h"
 
 #define PROC_TYPE "fleetsnap.Process"
 #define DEFAULT_CAPTURE ((lua_Integer)1 << 20)
@@ -190,7 +191,7 @@ static int l_run(lua_State *L) {
   if (n != 1) return n;
   proc_ud *u = lua_touserdata(L, -1);
   fsn_proc *p = &u->p;
-  fsn_proc_wait_any(&p, 1, -1, 0);
+  fsn_proc_wait_any(&p, 1, -1, NULL); /* signals stay pending for the caller */
   push_result(L, p);
   lua_insert(L, -2);
   fsn_proc_close(p);
@@ -209,11 +210,14 @@ static int l_wait_any(lua_State *L) {
     ps[i] = &check_proc(L, -1)->p;
     lua_pop(L, 1);
   }
-  int found = fsn_proc_wait_any(ps, n, (long)timeout, 1);
+  int sig = 0;
+  int found = fsn_proc_wait_any(ps, n, (long)timeout, &sig);
   if (found == -2) {
     luaL_pushfail(L);
+    if (fsn_signal_name(sig)) lua_pushfstring(L, "interrupted by %s", fsn_signal_name(sig));
+    else lua_pushliteral(L, "interrupted by a signal");
     lua_pushliteral(L, "EINTR");
-    return 2;
+    return 3;
   }
   if (found < 0) {
     luaL_pushfail(L);
@@ -226,7 +230,7 @@ static int l_wait_any(lua_State *L) {
 static int m_result(lua_State *L) {
   proc_ud *u = check_proc(L, 1);
   fsn_proc *p = &u->p;
-  fsn_proc_wait_any(&p, 1, -1, 0);
+  fsn_proc_wait_any(&p, 1, -1, NULL);
   push_result(L, p);
   return 1;
 }

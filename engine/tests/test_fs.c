@@ -51,7 +51,7 @@ static void test_create(const char *tmp) {
   char got[64];
   read_back(at(0, tmp, "m.json"), got, sizeof got);
   CHECK_STR(got, "abc");
-  symlink("m.json", at(1, tmp, "ln.json"));
+  CHECK(symlink("m.json", at(1, tmp, "ln.json")) == 0);
   CHECK(fsn_write_create(at(1, tmp, "ln.json"), "abc", 3, 0600, &adopted, NULL, NULL, &err) == -1);
   CHECK_STR(err.code, "EUNSAFE");
 }
@@ -76,7 +76,7 @@ static void test_publish(const char *tmp) {
   CHECK_STR(err.code, "EEXIST");
   CHECK(lstat(at(0, tmp, "stage2"), &st) == 0);
   /* A symlink inside a staged tree is refused before anything moves. */
-  symlink("/etc/passwd", at(0, tmp, "stage2/evil"));
+  CHECK(symlink("/etc/passwd", at(0, tmp, "stage2/evil")) == 0);
   CHECK(fsn_publish_dir(at(0, tmp, "stage2"), at(1, tmp, "final2"), 0, NULL, NULL, &err) == -1);
   CHECK_STR(err.code, "EUNSAFE");
   CHECK(fsn_publish_dir(at(0, tmp, "missing"), at(1, tmp, "final3"), 0, NULL, NULL, &err) == -1);
@@ -91,7 +91,7 @@ static void test_private_and_remove(const char *tmp) {
   CHECK(fsn_mkdir_private(at(0, tmp, "priv"), &created, &err) == 0 && created == 0);
   struct stat st;
   CHECK(stat(at(0, tmp, "priv"), &st) == 0 && (st.st_mode & 0777) == 0700);
-  symlink("priv", at(1, tmp, "privlink"));
+  CHECK(symlink("priv", at(1, tmp, "privlink")) == 0);
   CHECK(fsn_mkdir_private(at(1, tmp, "privlink"), &created, &err) == -1);
   CHECK_STR(err.code, "EUNSAFE");
   fclose(fopen(at(2, tmp, "plainfile"), "w"));
@@ -102,7 +102,7 @@ static void test_private_and_remove(const char *tmp) {
   mkdir(at(0, tmp, "victim"), 0700);
   fclose(fopen(at(0, tmp, "victim/keep.txt"), "w"));
   mkdir(at(0, tmp, "priv/sub"), 0700);
-  symlink(at(1, tmp, "victim"), at(2, tmp, "priv/sub/link"));
+  CHECK(symlink(at(1, tmp, "victim"), at(2, tmp, "priv/sub/link")) == 0);
   CHECK(fsn_remove_tree(at(0, tmp, "priv"), &removed, &err) == 0 && removed == 1);
   CHECK(lstat(at(0, tmp, "priv"), &st) != 0);
   CHECK(stat(at(0, tmp, "victim/keep.txt"), &st) == 0);

@@ -33,7 +33,7 @@ static void test_strings_and_files(fsn_hasher *h, const char *tmp) {
   CHECK(size == 12);
   CHECK(fsn_hash_file(h, at(0, tmp, "missing"), hex, &size, &err) == -1);
   CHECK_STR(err.code, "ENOENT");
-  symlink("f.bin", at(1, tmp, "link"));
+  CHECK(symlink("f.bin", at(1, tmp, "link")) == 0);
   CHECK(fsn_hash_file(h, at(1, tmp, "link"), hex, &size, &err) == -1);
   CHECK_STR(err.code, "EUNSAFE");
   mkfifo(at(2, tmp, "fifo"), 0600);
@@ -67,19 +67,31 @@ static void test_tree(fsn_hasher *h, const char *tmp) {
     fsn_tree_free(&t);
   }
 
+  /* No files at all (files stays NULL: nothing may be sorted or hashed from
+   * it), also when there are directories. */
   mkdir(at(0, tmp, "empty"), 0700);
-  CHECK(fsn_hash_tree(h, at(0, tmp, "empty"), 0, &t, &err) == 0);
+  for (int threads = 0; threads <= 2; threads++) {
+    CHECK(fsn_hash_tree(h, at(0, tmp, "empty"), threads, &t, &err) == 0);
+    CHECK_STR(t.digest, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    CHECK(t.count == 0 && t.bytes == 0);
+    fsn_tree_free(&t);
+  }
+  mkdir(at(0, tmp, "hollow"), 0700);
+  mkdir(at(0, tmp, "hollow/a"), 0700);
+  mkdir(at(0, tmp, "hollow/a/b"), 0700);
+  CHECK(fsn_hash_tree(h, at(0, tmp, "hollow"), 0, &t, &err) == 0);
   CHECK_STR(t.digest, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(t.count == 0);
   fsn_tree_free(&t);
 
   /* A symlink anywhere inside is refused with its path. */
-  symlink("../one/snapshot.bin", at(0, tmp, "two/nested/evil"));
+  CHECK(symlink("../one/snapshot.bin", at(0, tmp, "two/nested/evil")) == 0);
   CHECK(fsn_hash_tree(h, at(0, tmp, "two"), 0, &t, &err) == -1);
   CHECK_STR(err.code, "EUNSAFE");
   CHECK(strstr(err.msg, "nested/evil") != NULL);
   unlink(at(0, tmp, "two/nested/evil"));
   /* The root itself as a symlink is refused too. */
-  symlink("two", at(0, tmp, "tworef"));
+  CHECK(symlink("two", at(0, tmp, "tworef")) == 0);
   CHECK(fsn_hash_tree(h, at(0, tmp, "tworef"), 0, &t, &err) == -1);
   CHECK_STR(err.code, "EUNSAFE");
   CHECK(fsn_hash_tree(h, at(0, tmp, "nothere"), 0, &t, &err) == -1);
@@ -105,6 +117,20 @@ static void test_copy(fsn_hasher *h, const char *tmp) {
   CHECK(stat(at(1, tmp, "copy/empty"), &st) == 0 && S_ISDIR(st.st_mode));
   CHECK(fsn_copy_tree(h, at(0, tmp, "two"), at(1, tmp, "copy"), 2, 0, &t, &err) == -1);
   CHECK_STR(err.code, "EEXIST");
+
+  /* Copies of trees without files: the directories are made, nothing else. */
+  for (int sync = 0; sync <= 1; sync++) {
+    CHECK(fsn_copy_tree(h, at(0, tmp, "empty"), at(1, tmp, sync ? "ecopy-sync" : "ecopy"), 0,
+                        sync, &t, &err) == 0);
+    CHECK_STR(t.digest, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    CHECK(t.count == 0 && t.bytes == 0);
+    fsn_tree_free(&t);
+    CHECK(stat(at(1, tmp, sync ? "ecopy-sync" : "ecopy"), &st) == 0 && S_ISDIR(st.st_mode));
+  }
+  CHECK(fsn_copy_tree(h, at(0, tmp, "hollow"), at(1, tmp, "hcopy"), 0, 1, &t, &err) == 0);
+  CHECK_STR(t.digest, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  fsn_tree_free(&t);
+  CHECK(stat(at(1, tmp, "hcopy/a/b"), &st) == 0 && S_ISDIR(st.st_mode));
 }
 
 int main(void) {

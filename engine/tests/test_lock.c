@@ -61,7 +61,7 @@ int main(void) {
   fsn_lock_release(&b);
 
   /* Unsafe sidecars. */
-  symlink(path, link);
+  CHECK(symlink(path, link) == 0);
   CHECK(fsn_lock_acquire(&a, link, -1, NULL, &err) == -1);
   CHECK_STR(err.code, "EUNSAFE");
   CHECK(fsn_lock_acquire(&a, tmp, -1, NULL, &err) == -1);

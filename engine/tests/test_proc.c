@@ -27,7 +27,7 @@ static int run(char **argv, const char *in, size_t cap, long timeout, fsn_proc *
   o.timeout_ms = timeout;
   o.kill_grace_ms = 200;
   if (fsn_proc_spawn(p, &o, err) != 0) return -1;
-  fsn_proc_wait_any(&p, 1, -1, 0);
+  fsn_proc_wait_any(&p, 1, -1, NULL);
   return 0;
 }
 
@@ -115,8 +115,8 @@ int main(void) {
   o.argv = fast_argv;
   CHECK(fsn_proc_spawn(&b, &o, &err) == 0);
   fsn_proc *both[] = {&a, &b};
-  CHECK(fsn_proc_wait_any(both, 2, -1, 0) == 1);
-  CHECK(fsn_proc_wait_any(both, 1, 10, 0) == -1); /* still sleeping */
+  CHECK(fsn_proc_wait_any(both, 2, -1, NULL) == 1);
+  CHECK(fsn_proc_wait_any(both, 1, 10, NULL) == -1); /* still sleeping */
   /* A signal interrupts an interruptible wait (the runner's Ctrl-C). */
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -129,8 +129,9 @@ int main(void) {
     kill(me, SIGUSR1);
     _exit(0);
   }
-  CHECK(fsn_proc_wait_any(both, 1, 5000, 1) == -2);
-  CHECK(usr1_seen == 1);
+  int sig = -1;
+  CHECK(fsn_proc_wait_any(both, 1, 5000, &sig) == -2);
+  CHECK(usr1_seen == 1 && sig == 0); /* not one of engine.signals' */
   waitpid(killer, NULL, 0);
   fsn_proc_close(&a); /* kills and reaps */
   fsn_proc_close(&b);

@@ -1,0 +1,109 @@
+/* Caught termination signals: a flag set by the handler, checked at safe
+ * points by the Lua executor and by interruptible waits. */
+#define _GNU_SOURCE
+#include "signals.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <string.h>
+#include <time.h>
+
+static const int SIGNALS[] = {SIGINT, SIGTERM, SIGHUP};
+#define NSIGNALS (sizeof SIGNALS / sizeof SIGNALS[0])
+
+/* Written by the handler: sig_atomic_t, and never while another instance
+ * runs (sa_mask blocks all three during it). */
+static volatile sig_atomic_t first_caught = 0;
+static volatile sig_atomic_t caught_count = 0;
+/* Only touched by the thread that calls catch and release (Lua's). */
+static struct sigaction previous[NSIGNALS];
+static int installed = 0;
+
+static void on_signal(int sig) {
+  if (!first_caught) first_caught = sig;
+  if (caught_count < 1000000) caught_count++;
+}
+
+static void signal_set(sigset_t *set) {
+  sigemptyset(set);
+  for (size_t i = 0; i < NSIGNALS; i++) sigaddset(set, SIGNALS[i]);
+}
+
+int fsn_signals_catch(fsn_err *err) {
+  if (installed) return 0;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  signal_set(&sa.sa_mask);
+  sa.sa_flags = 0; /* no SA_RESTART: a blocking wait must see EINTR */
+  for (size_t i = 0; i < NSIGNALS; i++) {
+    if (sigaction(SIGNALS[i], &sa, &previous[i]) != 0) {
+      int e = errno;
+      const char *name = fsn_signal_name(SIGNALS[i]);
+      while (i-- > 0) sigaction(SIGNALS[i], &previous[i], NULL);
+      return fsn_fail_errno(err, e, "catch %s", name);
+    }
+  }
+  installed = 1;
+  return 0;
+}
+
+void fsn_signals_release(void) {
+  if (!installed) return;
+  for (size_t i = 0; i < NSIGNALS; i++) {
+    struct sigaction cur;
+    if (sigaction(SIGNALS[i], NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO) &&
+        cur.sa_handler == on_signal)
+      sigaction(SIGNALS[i], &previous[i], NULL);
+  }
+  installed = 0;
+}
+
+int fsn_signals_pending(int *count) {
+  if (count) *count = (int)caught_count;
+  return (int)first_caught;
+}
+
+void fsn_signals_clear(void) {
+  /* Blocked so that a signal arriving meanwhile is kept whole (both fields)
+   * or cleared whole, never half. */
+  sigset_t set, old;
+  signal_set(&set);
+  pthread_sigmask(SIG_BLOCK, &set, &old);
+  first_caught = 0;
+  caught_count = 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+const char *fsn_signal_name(int sig) {
+  switch (sig) {
+  case SIGINT: return "SIGINT";
+  case SIGTERM: return "SIGTERM";
+  case SIGHUP: return "SIGHUP";
+  default: return NULL;
+  }
+}
+
+int fsn_signals_ppoll(struct pollfd *fds, nfds_t n, int timeout_ms, int *sig) {
+  *sig = 0;
+  if (!installed) return poll(fds, n, timeout_ms); /* EINTR: not one of ours */
+  sigset_t set, old;
+  signal_set(&set);
+  pthread_sigmask(SIG_BLOCK, &set, &old);
+  /* A signal caught before this point is seen here; one arriving later
+   * stays pending until ppoll unblocks it, which then returns EINTR. */
+  int r, e;
+  if (first_caught) {
+    r = -1;
+    e = EINTR;
+  } else {
+    struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+    r = ppoll(fds, n, timeout_ms < 0 ? NULL : &ts, &old);
+    e = errno;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (r < 0 && e == EINTR) *sig = (int)first_caught;
+  errno = e;
+  return r;
+}
