@@ -12,11 +12,7 @@ end
 
 describe("the fleet is left as found: backup", function()
   local home, work
-  before_each(function()
-    home = helpers.sim_home({ members = 4, depth = 2 })
-    work = helpers.tmpdir()
-  end)
-  after_each(function() helpers.cleanup() end)
+  support.each_fleet(nil, function(h, w) home, work = h, w end)
 
   it("after an icp failure while members are stopped", function()
     local cid = support.members(home)[2]
@@ -72,6 +68,23 @@ describe("the fleet is left as found: backup", function()
     r = helpers.fleetsnap(home, { "backup", "resume", mnt .. "/b" })
     assert.equal(0, r.status, r.stderr)
     support.assert_as_found(home)
+  end)
+
+  it("after a symlink planted where a command lock belongs (exit 7) while members are stopped", function()
+    local members = support.members(home)
+    local b = work .. "/b"
+    -- A first attempt fails (contained), leaving a resumable backup.
+    local r = helpers.fleetsnap(home, backup_argv(b), { ICP_SIM_FAIL = "snapshot.create@" .. members[1] })
+    assert.equal(1, r.status, r.stderr)
+    helpers.sh("mkdir -p " .. b .. "/.fleetsnap-commands && chmod 700 " .. b .. "/.fleetsnap-commands && ln -s "
+      .. work .. "/elsewhere " .. b .. "/.fleetsnap-commands/start-" .. members[2] .. ".lock")
+    local stops = support.stops(home)
+    r = helpers.fleetsnap(home, { "backup", "resume", b })
+    assert.equal(7, r.status, r.stderr)
+    assert.matches("symbolic link", r.stderr)
+    assert.is_true(support.stops(home) >= stops + 4, "the members were stopped again")
+    support.assert_as_found(home)
+    assert.is_nil(engine.fs.lstat(work .. "/elsewhere"), "nothing was written through the symlink")
   end)
 
   it("leaves a member that was stopped before the backup stopped after it", function()
@@ -132,6 +145,40 @@ describe("the fleet is left as found: restore", function()
     r = helpers.fleetsnap(home, { "restore", "run", b, "--retry-failed" })
     assert.equal(0, r.status, r.stderr)
   end)
+
+  it("restarts the targets it stopped after an internal error before the first load (exit 70)", function()
+    local cid = support.members(home)[2]
+    local stops = support.stops(home)
+    local r = helpers.fleetsnap(home, { "restore", "run", b, "--execute" },
+      { FLEETSNAP_FAULT_RAISE = "after-effect@stop-" .. cid })
+    assert.equal(70, r.status, r.stderr)
+    assert.is_true(support.stops(home) > stops, "targets were stopped")
+    support.assert_as_found(home)
+    r = helpers.fleetsnap(home, { "restore", "run", b, "--execute" })
+    assert.equal(0, r.status, r.stderr)
+  end)
+
+  it("restarts the targets it stopped after a full disk (ENOSPC in its state directory) before the first load",
+    function()
+      local mnt = work .. "/small"
+      helpers.sh("mkdir -p " .. mnt .. " && mount -t tmpfs -o size=24m tmpfs " .. mnt)
+      finally(function() engine.proc.run({ argv = { "umount", "-l", mnt } }) end)
+      local state = mnt .. "/state"
+      assert.equal(0, helpers.fleetsnap(home, { "restore", "plan", b, "--state", state }).status)
+      local stops = support.stops(home)
+      local h = support.spawn(home, { "restore", "run", b, "--execute", "--state", state },
+        { ICP_SIM_LATENCY_MS = "1500" })
+      support.wait_for(function() return support.stops(home) > stops end, "the first stop")
+      engine.proc.run({ argv = { "sh", "-c", "dd if=/dev/zero of=" .. mnt .. "/fill bs=1M 2>/dev/null; true" } })
+      local r = h:result()
+      h:close()
+      assert.equal(8, r.status, r.stderr)
+      assert.matches("No space left on device", r.stderr)
+      support.assert_as_found(home, {}, "after ENOSPC: " .. r.stderr)
+      os.remove(mnt .. "/fill")
+      r = helpers.fleetsnap(home, { "restore", "run", b, "--execute", "--state", state })
+      assert.equal(0, r.status, r.stderr)
+    end)
 
   it("after the first load names the one command that continues, with the backup and connection", function()
     local cid = support.members(home)[2]

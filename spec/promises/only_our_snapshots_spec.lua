@@ -13,11 +13,7 @@ local json = engine.json
 
 describe("only our own snapshots are touched", function()
   local home, work
-  before_each(function()
-    home = helpers.sim_home({ members = 4, depth = 2 })
-    work = helpers.tmpdir()
-  end)
-  after_each(function() helpers.cleanup() end)
+  support.each_fleet(nil, function(h, w) home, work = h, w end)
 
   it("refuses an uploaded id that icp printed but the upload never created (exit 6), loading and deleting nothing",
     function()

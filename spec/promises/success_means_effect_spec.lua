@@ -19,11 +19,7 @@ end
 
 describe("success means the effect happened", function()
   local home, work
-  before_each(function()
-    home = helpers.sim_home({ members = 4, depth = 2 })
-    work = helpers.tmpdir()
-  end)
-  after_each(function() helpers.cleanup() end)
+  support.each_fleet(nil, function(h, w) home, work = h, w end)
 
   it("catches a backup's start reported without effect (exit 6) and repairs it on resume", function()
     local b = work .. "/b"

@@ -8,6 +8,17 @@ local json = engine.json
 
 local M = {}
 
+--- Registers, in the calling describe block, a fresh simulated fleet
+-- (opts: sim init options; default 4 members, depth 2) and work directory
+-- before each test, handed to set(home, work), and their removal after it.
+function M.each_fleet(opts, set)
+  local busted = require "busted"
+  busted.before_each(function()
+    set(helpers.sim_home(opts or { members = 4, depth = 2 }), helpers.tmpdir())
+  end)
+  busted.after_each(function() helpers.cleanup() end)
+end
+
 --- Starts scripts/fleetsnap --sim home argv in the background.
 function M.spawn(home, argv, env)
   local full = { helpers.root .. "/scripts/fleetsnap", "--sim", home }

@@ -135,27 +135,6 @@ local function failed_error(x, dir)
   return e
 end
 
-local function open_journal(dir)
-  local path = dir .. "/" .. M.JOURNAL
-  local j, jerr, jcode = engine.journal.open(path)
-  if not j then raise(errors.engine_code(jcode), path .. ": " .. tostring(jerr)) end
-  local ok, st = pcall(exec_state.replay, j)
-  if not ok then
-    j:close()
-    raise("ECORRUPT", path .. ": " .. tostring(errors.wrap(st).message))
-  end
-  return j, st
-end
-
-local function with_signals(f)
-  local signals = engine.signals
-  if signals then signals.catch() end
-  local ok, res = pcall(f)
-  if signals then signals.release() end
-  if not ok then error(res, 0) end
-  return res
-end
-
 --- Runs (or resumes) the backup in dir to completion. opts: driver,
 -- events, retry_failed. Returns the summary {manifest} or {already}, or
 -- raises a registry error (with `next` when a run continues it).
@@ -167,11 +146,11 @@ function M.run(dir, opts)
   local _lock <close> = lock
   -- Under the lock no other writer is alive here: leftovers are stale.
   dirs.clean_temp(dir)
-  local j, st = open_journal(dir)
+  local j, st = exec_state.open(dir .. "/" .. M.JOURNAL)
   local _journal <close> = j
   local _fleet <close> = fleet_lock.acquire({ { network = opts.driver:network_key(), root = plan.root } },
     "backup " .. plan.backup_id)
-  return with_signals(function() return M.execute(dir, plan, j, st, opts) end)
+  return executor.with_signals(function() return M.execute(dir, plan, j, st, opts) end)
 end
 
 function M.execute(dir, plan, j, st, opts)

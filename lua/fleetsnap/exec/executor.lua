@@ -72,6 +72,11 @@ function M.new(opts)
     started = 0,
     commands_dir = opts.dir .. "/.fleetsnap-commands",
     commands_dir_made = false,
+    -- What this process did, beyond the journal: the operations it
+    -- claimed, and the icp kinds it spawned for each. A claim of this run
+    -- whose effect command never started is known not to have happened.
+    claimed = {},
+    spawned = {},
   }, M)
   for _, op in ipairs(opts.operations) do self.by_id[op.id] = op end
   return self
@@ -153,6 +158,8 @@ function M:command(op, kind, p)
   local h, err = self.driver:spawn(kind, p, { inherit = { lock } })
   lock:close()
   if not h then return nil, err end
+  self.spawned[op.id] = self.spawned[op.id] or {}
+  self.spawned[op.id][kind] = true
   local r = coroutine.yield(h)
   h:close()
   if self.keep_output then self.outputs[op.id] = M.output_tail(r) end
@@ -186,6 +193,17 @@ function M:claim(op, extra)
   local rec = { t = "claim", op = op.id, kind = op.kind, attempt = self.state.attempt }
   for k, v in pairs(extra or {}) do rec[k] = v end
   self:record(rec, op.id)
+  self.claimed[op.id] = true
+end
+
+--- Whether op's effect (icp command `kind`) may have happened: it is
+-- recorded, or claimed by an earlier run, or its command was started.
+function M:may_have_run(op, kind)
+  local o = self.state.ops[op.id]
+  if not (o and o.state) then return false end
+  if o.state ~= "pending" then return true end
+  if not self.claimed[op.id] then return true end
+  return (self.spawned[op.id] or {})[kind] == true
 end
 
 --- The state of op: nil, or {state = pending|completed|failed, claim,
@@ -306,6 +324,18 @@ end
 function M.pending_signal()
   local signals = engine.signals
   return signals and signals.pending() or nil
+end
+
+--- Runs f() with SIGINT, SIGTERM and SIGHUP caught by the engine (seen
+-- by the scheduler at its next tick, never in the middle of a record),
+-- and the earlier handlers back afterwards.
+function M.with_signals(f)
+  local signals = engine.signals
+  if signals then signals.catch() end
+  local ok, res = pcall(f)
+  if signals then signals.release() end
+  if not ok then error(res, 0) end
+  return res
 end
 
 local function interrupted(name)

@@ -3,6 +3,9 @@
 -- operation), claim (pending), artifact (a download's intermediate
 -- state), done (terminal state and receipt), rearm, contained, finalized,
 -- and a client's own records through `extra`.
+local engine = require "fleetsnap.engine"
+local errors = require "fleetsnap.errors"
+
 local M = {}
 
 function M.empty()
@@ -18,6 +21,20 @@ function M.replay(j, extra)
     M.apply(st, r)
   end
   return st
+end
+
+--- Opens the journal at path (the caller holds its lock) and replays it
+-- with `extra`. Returns the journal and the state; raises a registry
+-- error naming the file when it cannot be opened or read.
+function M.open(path, extra)
+  local j, jerr, jcode = engine.journal.open(path)
+  if not j then errors.raise(errors.engine_code(jcode), path .. ": " .. tostring(jerr)) end
+  local ok, st = pcall(M.replay, j, extra)
+  if not ok then
+    j:close()
+    errors.raise("ECORRUPT", path .. ": " .. tostring(errors.wrap(st).message))
+  end
+  return j, st
 end
 
 --- Applies one record to a state (also used live, so that the state in

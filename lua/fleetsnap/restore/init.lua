@@ -13,6 +13,7 @@ local policy_mod = require "fleetsnap.policy"
 local survey = require "fleetsnap.survey"
 local verify = require "fleetsnap.verify"
 local executor = require "fleetsnap.exec.executor"
+local exec_state = require "fleetsnap.exec.state"
 local fleet_lock = require "fleetsnap.exec.fleet_lock"
 local ownership = require "fleetsnap.exec.ownership"
 local kinds = require "fleetsnap.restore.kinds"
@@ -319,10 +320,10 @@ local function advice(doc, state, st, ops, contained)
   local stopped = still_stopped(st, ops)
   local lines, steps = {}, {}
   local s = state_opt(doc, state)
-  if #stopped > 0 then
+  if #stopped > 0 and contained ~= true then
     lines[#lines + 1] = string.format("%d target(s) are stopped: %s", #stopped, table.concat(stopped, ", "))
   end
-  if load_begun(st, ops) then
+  if load_begun(st, ops) and contained ~= true then
     lines[#lines + 1] = "loads have begun, so the fleet may be mixed: fix the cause and continue the restore"
       .. (st.begin and st.begin.options.safety_snapshot and ", or put the safety snapshots back (undo)" or "")
     steps[1] = step("restore run", doc, s, { retry_failed = true })
@@ -421,15 +422,6 @@ local function lock_fleets(doc, driver, what)
   return fleet_lock.acquire(M.fleets(doc, driver), what .. " " .. doc.restore_id)
 end
 
-local function with_signals(f)
-  local signals = engine.signals
-  if signals then signals.catch() end
-  local ok, res = pcall(f)
-  if signals then signals.release() end
-  if not ok then error(res, 0) end
-  return res
-end
-
 --- The executor of a restore (or its undo) over ops.
 local function new_executor(doc, state, j, st, opts, ops, extra)
   local stopped_before = {}
@@ -446,7 +438,12 @@ local function new_executor(doc, state, j, st, opts, ops, extra)
     was_running = function(cid) return not stopped_before[cid] end,
     -- Once a load has begun, starting targets again would run a mixed
     -- fleet: the operator decides (continue, or undo).
-    may_contain = function(x) return load_begun(x.state, ops) == nil end,
+    may_contain = function(x)
+      for _, op in ipairs(ops) do
+        if op.kind == "load" and x:may_have_run(op, "snapshot_restore") then return false end
+      end
+      return true
+    end,
   })
 end
 
@@ -456,7 +453,9 @@ end
 -- put back).
 local function restop(x, ops)
   local st = x.state
-  if not st.needs_restop or load_begun(st, ops) then return end
+  -- Containment ran only while no load could have happened (may_contain):
+  -- its record is the proof, so a load claimed then is re-armed too.
+  if not st.needs_restop then return end
   local again = {}
   for _, cid in ipairs(st.needs_restop) do again[cid] = true end
   for _, op in ipairs(ops) do
@@ -467,7 +466,7 @@ local function restop(x, ops)
         if err and err.code ~= "SNAPSHOT_GONE" then raise("EICP", "safety snapshot of " .. op.canister .. ": "
           .. err.message) end
         x:rearm(op.id)
-      elseif op.kind == "stop" or op.kind == "start" then
+      elseif op.kind == "stop" or op.kind == "start" or (op.kind == "load" and o.state == "pending") then
         x:rearm(op.id)
       end
     end
@@ -531,17 +530,6 @@ local function guarded(x, doc, state, ops, body)
   error(e, 0)
 end
 
-local function open_journal(path)
-  local j, jerr, jcode = engine.journal.open(path)
-  if not j then raise(errors.engine_code(jcode), path .. ": " .. tostring(jerr)) end
-  local ok, st = pcall(rstate.replay, j)
-  if not ok then
-    j:close()
-    raise("ECORRUPT", path .. ": " .. tostring(errors.wrap(st).message))
-  end
-  return j, st
-end
-
 --- Runs (or resumes) the restore planned in the state directory.
 -- opts: driver, events, state, dry_run, max_steps, retry_failed, abort,
 -- safety_snapshot, verify_data, keep_uploaded.
@@ -568,7 +556,7 @@ function M.run(dir, opts)
   check_target(doc, opts.driver)
   local _lock <close> = lock_state(state)
   dirs.clean_temp(state)
-  local j, st = open_journal(jpath)
+  local j, st = exec_state.open(jpath, rstate.extra)
   local _journal <close> = j
   if st.aborted then
     raise("EPRECONDITION", "restore " .. doc.restore_id .. " was aborted; plan a new one to restore again",
@@ -592,9 +580,9 @@ function M.run(dir, opts)
       raise("EPRECONDITION", "an abort of this restore was begun; finish it",
         { next = step("restore run", doc, state_opt(doc, state), { abort = true }) })
     end
-    return with_signals(function() return M.abort(x, doc, ops, state) end)
+    return executor.with_signals(function() return M.abort(x, doc, ops, state) end)
   end
-  local result = with_signals(function()
+  local result = executor.with_signals(function()
     return guarded(x, doc, state, ops, function()
       if not begun then
         local me, uploads, stopped = M.preflight(opts.driver, state, doc, options)
@@ -728,7 +716,7 @@ function M.undo(dir, opts)
       parent = m.parent_target_canister ~= json.null and m.parent_target_canister or nil }
   end
   local ops = operations.build(rows, doc.policy.serial)
-  local j, st = open_journal(state .. "/" .. M.UNDO_JOURNAL)
+  local j, st = exec_state.open(state .. "/" .. M.UNDO_JOURNAL, rstate.extra)
   local _journal <close> = j
   if st.finalized then return { already = true, complete = true, plan = doc, state = state } end
   local _fleets <close> = lock_fleets(doc, opts.driver, "undo of restore")
@@ -745,7 +733,7 @@ function M.undo(dir, opts)
       return s.receipt.snapshot_id
     end,
   })
-  local res = with_signals(function()
+  local res = executor.with_signals(function()
     return guarded(x, doc, state, ops, function()
       local r = drive(x, doc, state, ops, opts, "undo of restore " .. doc.restore_id)
       if r.complete then tidy(state) end

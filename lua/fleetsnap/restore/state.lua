@@ -19,19 +19,22 @@ function M.dir(backup_dir, state)
   return state or (backup_dir .. "/restore")
 end
 
---- Replays a restore (or undo) journal: the executor's state plus the
--- restore's own records (begin, abort, aborted).
+--- The restore's own records (begin, abort, aborted, containment's
+-- bookkeeping), seen by the executor's replay.
+function M.extra(st, r)
+  if r.t == "begin" then st.begin = r
+  elseif r.t == "abort" then st.abort = r
+  elseif r.t == "aborted" then st.aborted = r
+  elseif r.t == "contained" then st.needs_restop = r.targets
+  elseif r.t == "containment" then
+    st.restarted = {}
+    for _, cid in ipairs(r.started or {}) do st.restarted[cid] = true end
+  elseif r.t == "restop" then st.needs_restop, st.restarted = nil, nil end
+end
+
+--- Replays a restore (or undo) journal.
 function M.replay(j)
-  return exec_state.replay(j, function(st, r)
-    if r.t == "begin" then st.begin = r
-    elseif r.t == "abort" then st.abort = r
-    elseif r.t == "aborted" then st.aborted = r
-    elseif r.t == "contained" then st.needs_restop = r.targets
-    elseif r.t == "containment" then
-      st.restarted = {}
-      for _, cid in ipairs(r.started or {}) do st.restarted[cid] = true end
-    elseif r.t == "restop" then st.needs_restop, st.restarted = nil, nil end
-  end)
+  return exec_state.replay(j, M.extra)
 end
 
 --- The replayed state of a journal file, read-only; an empty state when
