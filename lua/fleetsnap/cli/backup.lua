@@ -1,0 +1,182 @@
+--- `fleetsnap backup ...`: create, resume, status, verify, list, inspect,
+-- prune. Parses and renders; the backup domain, the catalogue and the
+-- status reader decide.
+local engine = require "fleetsnap.engine"
+local catalog = require "fleetsnap.catalog"
+local errors = require "fleetsnap.errors"
+local connection = require "fleetsnap.cli.connection"
+
+local json = engine.json
+
+local M = {}
+
+--- Adds `backup` and its subcommands to parser `p`; `cli` is the CLI
+-- module (its option helpers).
+function M.add(p, cli)
+  local int = cli.integer_option
+  local backup = p:command("backup", "Create, resume, inspect and verify backups.")
+  backup:command_target("backup_command")
+  local create = backup:command("create", "Back up a fleet (or part of it).")
+  create:option("--root", "Principal of the Canic root.")
+  create:mutex(create:option("--subtree", "Role or principal whose subtree to back up."),
+    create:option("--member", "One member to back up."))
+  create:flag("--include-root", "Capture the root too (maintenance).")
+  create:option("--inventory", "Static inventory file instead of the root's registry.")
+  create:option("--policy", "Bundled policy name or policy file.", "consistent")
+  create:option("--out", "Backup directory (default ./backups/<root>-<UTC time>-<hex>).")
+  int(create, "--concurrency", "Lifecycle operations at once.", 1)
+  int(create, "--downloads", "Downloads at once.", 1)
+  int(create, "--keep-on-canister", "fleetsnap snapshots kept per canister.", 0, "2")
+  int(create, "--snapshot-limit", "Snapshots the network allows per canister (icp cannot tell).", 1, "10")
+  create:flag("--dry-run", "Print the plan and the icp command lines; change nothing.")
+  local resume = backup:command("resume", "Resume an interrupted backup.")
+  resume:argument("ref", "Backup directory, id or list number.")
+  resume:flag("--retry-failed", "Run failed operations again (after checking what they did).")
+  local status = backup:command("status", "Progress of a backup.")
+  status:argument("ref", "Backup directory, id or list number.")
+  local verify = backup:command("verify", "Re-hash every artifact against the manifest (offline).")
+  verify:argument("ref", "Backup directory, id or list number.")
+  local list = backup:command("list", "Backups in a directory.")
+  list:option("--dir", "Backups directory.", "backups")
+  local inspect = backup:command("inspect", "Plan, members and artifacts of a backup.")
+  inspect:argument("ref", "Backup directory, id or list number.")
+  local prune = backup:command("prune", "Delete old complete backups (never incomplete, corrupt, locked or in-use "
+    .. "ones).")
+  prune:option("--dir", "Backups directory.", "backups")
+  int(prune, "--keep-last", "Newest backups to keep.", 0)
+  int(prune, "--keep-daily", "Days for which to keep the newest backup.", 0)
+  int(prune, "--keep-weekly", "Weeks for which to keep the newest backup.", 0)
+  prune:flag("--dry-run", "Say what would be deleted.")
+  for _, c in ipairs({ resume, status, verify, inspect }) do
+    c:option("--dir", "Backups directory for ids and numbers.", "backups")
+  end
+end
+
+M.handlers = {}
+
+local function summary_text(dir, result)
+  local man = result.manifest
+  if not man then return "backup " .. dir .. ": already complete\n" end
+  local fsn = man.fleetsnap
+  local w = fsn.consistency_window.window_ns
+  local bytes = 0
+  for _, m in ipairs(fsn.members) do bytes = bytes + m.bytes end
+  return string.format("backup %s complete: %d members, %d bytes, policy %s, consistency window %s\n  %s\n",
+    man.backup_id, #fsn.members, bytes, fsn.policy, w ~= json.null and string.format("%.3f s", w / 1e9) or "n/a", dir)
+end
+
+-- The plan and the icp command lines it will run (the domain renders
+-- them through the driver).
+local function dry_run(ui, res)
+  local lines = { string.format("plan %s (policy %s, %d targets, %d operations) into %s", res.plan.backup_id,
+    res.plan.policy.name, #res.plan.targets, #res.plan.operations, res.dir) }
+  for _, c in ipairs(res.commands) do
+    lines[#lines + 1] = string.format("  %-40s %s", c.op, c.command)
+  end
+  ui:doc({ type = "plan", plan = res.plan, commands = res.commands }, table.concat(lines, "\n") .. "\n")
+end
+
+function M.handlers.create(args, ui)
+  local res = require("fleetsnap.backup").create({ driver = connection.driver(args), root = connection.root(args),
+    inventory = args.inventory, subtree = args.subtree, member = args.member, include_root = args.include_root,
+    policy = args.policy, out = args.out, concurrency = args.concurrency, downloads = args.downloads,
+    keep_on_canister = args.keep_on_canister, snapshot_limit = args.snapshot_limit, dry_run = args.dry_run,
+    events = ui:events() })
+  if res.dry_run then return dry_run(ui, res) end
+  ui:doc({ type = "result", status = "complete", dir = res.dir, backup_id = res.plan.backup_id },
+    summary_text(res.dir, res))
+end
+
+function M.handlers.resume(args, ui)
+  local dir = catalog.find(args.ref, args.dir)
+  local res = require("fleetsnap.backup").run(dir, { driver = connection.driver(args), events = ui:events(),
+    retry_failed = args.retry_failed })
+  ui:doc({ type = "result", status = "complete", dir = dir }, summary_text(dir, res))
+end
+
+function M.handlers.status(args, ui)
+  local s = require("fleetsnap.backup.status").read(catalog.find(args.ref, args.dir))
+  local text = string.format("backup %s: %s, attempt %d, %d/%d operations completed, %d failed, %d pending\n",
+    s.backup_id, s.complete and "complete" or "incomplete", s.attempt, s.counts.completed, s.operations,
+    s.counts.failed, s.counts.pending)
+  for _, f in ipairs(s.failed) do
+    text = text .. "  failed " .. f.op .. ": " .. tostring(f.error ~= json.null and f.error.message or "?") .. "\n"
+  end
+  s.type = "status"
+  ui:doc(s, text)
+end
+
+function M.handlers.verify(args, ui)
+  local dir = catalog.find(args.ref, args.dir)
+  local report = require("fleetsnap.verify").backup(dir, catalog.manifest(dir))
+  local lines = {}
+  for _, m in ipairs(report.members) do
+    for _, p in ipairs(m.problems) do lines[#lines + 1] = "  " .. m.canister_id .. ": " .. p end
+  end
+  local text = string.format("backup %s: %s (%d members)\n%s", report.backup_id, report.ok and "verified" or
+    "VERIFICATION FAILED", #report.members, #lines > 0 and (table.concat(lines, "\n") .. "\n") or "")
+  report.type = "verify"
+  ui:doc(report, text)
+  -- The report is the output; the status still says it failed.
+  if not report.ok then return "EVERIFY" end
+end
+
+function M.handlers.list(args, ui)
+  local rows = catalog.list(args.dir)
+  local lines = {}
+  for _, r in ipairs(rows) do
+    if r.state == "corrupt" then
+      lines[#lines + 1] = string.format("%3d  %-40s %-10s %s", r.n, r.id, r.state, r.reason)
+    else
+      lines[#lines + 1] = string.format("%3d  %-40s %-10s %d members", r.n, r.id, r.state, r.members)
+    end
+  end
+  ui:doc({ type = "list", backups = json.array(rows) },
+    #lines > 0 and (table.concat(lines, "\n") .. "\n") or "no backups\n")
+end
+
+function M.handlers.inspect(args, ui)
+  local e = catalog.open(catalog.find(args.ref, args.dir))
+  local plan, man = e.plan, e.manifest
+  local doc = { type = "inspect", dir = e.dir, backup_id = e.backup_id, complete = e.complete,
+    manifest_line = man and man.line or json.null, members = json.array({}) }
+  local lines = { string.format("backup %s (%s)", doc.backup_id, e.state) }
+  if plan then
+    doc.policy, doc.root, doc.scope = plan.policy.name, plan.root, plan.scope.kind
+    lines[#lines + 1] = string.format("  root %s, policy %s, scope %s, %d targets, %d operations", plan.root,
+      plan.policy.name, plan.scope.kind, #plan.targets, #plan.operations)
+  end
+  if man then
+    local extra = {}
+    for _, x in ipairs((man.doc.fleetsnap or {}).members or {}) do extra[x.canister_id] = x end
+    for _, m in ipairs(man.members) do
+      local x = extra[m.canister_id] or {}
+      doc.members[#doc.members + 1] = { canister_id = m.canister_id, role = m.role,
+        snapshot_id = m.source_snapshot.snapshot_id, checksum = m.source_snapshot.checksum, bytes = x.bytes,
+        downtime_ns = x.downtime_ns }
+      lines[#lines + 1] = string.format("  %-27s %-12s %s %s", m.canister_id, m.role, m.source_snapshot.snapshot_id,
+        tostring(m.source_snapshot.checksum):sub(1, 16))
+    end
+  end
+  ui:doc(doc, table.concat(lines, "\n") .. "\n")
+end
+
+function M.handlers.prune(args, ui)
+  if not (args.keep_last or args.keep_daily or args.keep_weekly) then
+    errors.raise("EUSAGE", "prune needs --keep-last, --keep-daily or --keep-weekly")
+  end
+  local res = catalog.prune(args.dir, { last = args.keep_last, daily = args.keep_daily, weekly = args.keep_weekly },
+    { dry_run = args.dry_run })
+  local rows, lines = {}, {}
+  for i, b in ipairs(res.backups) do
+    rows[i] = { backup = b.backup, action = b.action, reason = b.reason }
+    lines[#lines + 1] = string.format("  %-40s %s%s", b.backup, b.action, b.reason and (": " .. b.reason) or "")
+  end
+  for _, f in ipairs(res.failed) do lines[#lines + 1] = "  could not delete " .. f.backup .. ": " .. f.message end
+  local n = args.dry_run and #res.delete or #res.deleted
+  ui:doc({ type = "prune", dry_run = args.dry_run or false, backups = json.array(rows),
+    deleted = json.array(res.deleted), failed = json.array(res.failed) },
+    (args.dry_run and "would delete " or "deleted ") .. n .. " backup(s)\n" .. table.concat(lines, "\n") .. "\n")
+end
+
+return M

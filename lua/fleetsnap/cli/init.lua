@@ -1,0 +1,104 @@
+--- The `fleetsnap` command line: the parser and its global options,
+-- `main(argv)`, and the dispatch to the command groups (cli/backup.lua,
+-- cli/restore.lua, cli/policy.lua: each adds its subcommands and has
+-- their handlers). The CLI parses and renders; the domain decides.
+--
+-- Every failure, usage errors included, is an error object of
+-- fleetsnap.errors, printed once by cli/output.lua; the exit status is the
+-- registry's (README's exit table is checked against it by a spec).
+local argparse = require "argparse"
+local errors = require "fleetsnap.errors"
+local connection = require "fleetsnap.cli.connection"
+local output = require "fleetsnap.cli.output"
+
+local M = {}
+
+-- The command groups, in help order; `fleetsnap.cli.<name>` each.
+M.GROUPS = { "backup", "restore", "policy" }
+
+--- An argparse converter for an integer option of at least `min`: a bad
+-- value is a usage error that names the option (argparse alone would say
+-- "malformed argument", and a 0 would reach the domain).
+function M.integer(option, min)
+  return function(text)
+    local n = text:match("^%s*[+-]?%d+%s*$") and math.tointeger(tonumber(text))
+    if not n then
+      return nil, string.format("%s must be an integer >= %d, got '%s'", option, min, text)
+    end
+    if n < min then
+      return nil, string.format("%s must be an integer >= %d, got %d", option, min, n)
+    end
+    return n
+  end
+end
+
+--- Adds option `name` (e.g. "--concurrency") taking an integer >= min.
+function M.integer_option(command, name, description, min, default)
+  return command:option(name, description, default):convert(M.integer(name, min))
+end
+
+--- The whole parser: global options, then each group's commands.
+function M.parser()
+  local p = argparse("fleetsnap", "Back up and restore fleets of Internet Computer canisters.")
+  p:help_max_width(100)
+  p:mutex(p:option("--icp", "Path of the icp binary."), p:option("--sim", "Use scripts/icp-sim with this home."))
+  p:mutex(p:option("-e --environment", "icp environment."), p:option("-n --network", "icp network (name or URL)."))
+  p:option("-k --root-key", "Root key when --network is a URL.")
+  p:option("--identity", "icp identity.")
+  p:option("--identity-password-file", "Password file of the identity.")
+  p:option("--project-root-override", "icp project root.")
+  M.integer_option(p, "--timeout", "Seconds each icp command may take (default per kind: 300, stop 600, "
+    .. "transfers 120 + 1/MiB).", 1)
+  p:flag("--json", "Print JSON (events as NDJSON while a long command runs).")
+  p:flag("--debug", "Print the traceback of a failure (of an internal error above all).")
+  p:command_target("command")
+  for _, name in ipairs(M.GROUPS) do
+    M.group(name).add(p, M)
+  end
+  return p
+end
+
+function M.group(name)
+  return require("fleetsnap.cli." .. name)
+end
+
+-- Whether `flag` is among the words before a "--": a usage error is
+-- reported before argparse has told us anything, yet in the form asked.
+local function given(argv, flag)
+  for _, a in ipairs(argv) do
+    if a == "--" then return false end
+    if a == flag then return true end
+  end
+  return false
+end
+
+--- Runs the command line `argv` (without the program name); returns the
+-- exit status.
+function M.main(argv)
+  argv = argv or {}
+  local ok, args = M.parser():pparse(argv)
+  if not ok then
+    local ui = output.new({ json = given(argv, "--json"), debug = given(argv, "--debug"), tty = false })
+    return ui:fail(errors.new("EUSAGE", args), nil, { usage = true })
+  end
+  local ui = output.new({ json = args.json, debug = args.debug, flags = connection.flags(args) })
+  local caught
+  local rok, code = xpcall(function()
+    if args.sim then connection.sim_root(args.sim) end
+    local handler = M.group(args.command).handlers[args[args.command .. "_command"]]
+    return handler(args, ui)
+  end, function(v)
+    caught = { value = v, traceback = debug.traceback(type(v) == "string" and v or nil, 2) }
+    return v
+  end)
+  if not rok then
+    caught = caught or { value = code } -- the handler itself failed (out of memory)
+    return ui:fail(output.to_error(caught.value, caught.traceback), caught.traceback)
+  end
+  -- A handler that printed its own document may still fail the run (a
+  -- verification that found problems): it returns the registry code.
+  if code == nil then return 0 end
+  return errors.exit_code(errors.new(code, "exit status of " .. tostring(code)))
+end
+
+return M

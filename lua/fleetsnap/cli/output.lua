@@ -1,0 +1,189 @@
+--- What the CLI prints: a command's document (JSON with --json, text
+-- otherwise), NDJSON events or the progress line while a run goes on, and
+-- failures. Every failure is an error object of fleetsnap.errors by the
+-- time it is printed here, and this is the one place that turns its next
+-- steps (data: a command, a backup, options) into command lines, flags
+-- included.
+local engine = require "fleetsnap.engine"
+local errors = require "fleetsnap.errors"
+local driver_mod = require "fleetsnap.drivers.icp"
+
+local json = engine.json
+
+local M = {}
+M.__index = M
+
+-- Looked up at each write (not captured at load) so that an in-process
+-- caller, a spec, can redirect io.stdout and io.stderr.
+local function stdout(s)
+  io.stdout:write(s)
+end
+
+local function stderr(s)
+  io.stderr:write(s)
+end
+
+--- A printer for one run. opts: json, debug (print tracebacks), flags (the
+-- connection flags of the run, for next steps), tty (progress line; by
+-- default when stderr is a terminal and not --json).
+function M.new(opts)
+  local self = setmetatable({ json = opts.json or false, debug = opts.debug or false, flags = opts.flags or {},
+    progress_shown = false }, M)
+  if opts.tty == nil then
+    self.tty = not self.json and engine.isatty(2)
+  else
+    self.tty = opts.tty
+  end
+  return self
+end
+
+--- One document: JSON on one line with --json, `text` otherwise.
+function M:doc(doc, text)
+  self:clear_progress()
+  if self.json then
+    stdout(json.encode(doc) .. "\n")
+  else
+    stdout(text)
+  end
+end
+
+function M:clear_progress()
+  if self.progress_shown then
+    stderr("\r\27[K")
+    self.progress_shown = false
+  end
+end
+
+--- The event sink of a long run: NDJSON with --json; on a terminal one
+-- progress line rewritten in place; otherwise nothing until the summary.
+function M:events()
+  local done, total = 0, 0
+  return function(e)
+    e.at = e.at or engine.realtime_ns()
+    if self.json then
+      stdout(json.encode(e) .. "\n")
+      io.stdout:flush()
+      return
+    end
+    if not self.tty then return end
+    if e.type == "plan" or e.type == "created" or e.type == "restore" then
+      total = e.operations or total
+    elseif e.type == "operation-completed" then
+      done = done + 1
+      stderr(string.format("\r\27[K[%d%s] %s", done, total > 0 and ("/" .. total) or "", e.op))
+      self.progress_shown = true
+    elseif e.type == "operation-failed" then
+      stderr(string.format("\r\27[K%s failed: %s\n", e.op, e.message or e.code))
+      self.progress_shown = false
+    elseif e.type == "contained" then
+      stderr(string.format("\r\27[Kstarted %d stopped canister(s) again\n", #e.started))
+      self.progress_shown = false
+    end
+  end
+end
+
+-- {=== next steps ===}
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
+--- A next step as a full command line: `fleetsnap <flags> <command>
+-- <ref> <options>`. step: {command = "restore run" (or {"restore",
+-- "run"}), ref = backup directory, options = {retry_failed = true, state =
+-- DIR, ...}}; option keys become flags (underscores to dashes), true a
+-- bare flag, false or null nothing, a list comma-separated values.
+function M.command_line(step, flags)
+  local argv = { "fleetsnap" }
+  local function add(v) argv[#argv + 1] = tostring(v) end
+  for _, f in ipairs(flags or {}) do add(f) end
+  if type(step.command) == "table" then
+    for _, w in ipairs(step.command) do add(w) end
+  else
+    for w in tostring(step.command):gmatch("%S+") do add(w) end
+  end
+  if step.ref ~= nil then add(step.ref) end
+  local options = type(step.options) == "table" and step.options or {}
+  for _, k in ipairs(sorted_keys(options)) do
+    local v = options[k]
+    local flag = "--" .. tostring(k):gsub("_", "-")
+    if v == true then
+      add(flag)
+    elseif v ~= false and v ~= nil and v ~= json.null then
+      add(flag)
+      if type(v) == "table" then
+        local parts = {}
+        for i, x in ipairs(v) do parts[i] = tostring(x) end
+        add(table.concat(parts, ","))
+      else
+        add(v)
+      end
+    end
+  end
+  return driver_mod.shell_line(argv)
+end
+
+--- The next steps of an error object, rendered: e.next first, then
+-- e.next_steps.
+function M.next_lines(e, flags)
+  local steps = {}
+  if type(e.next) == "table" then steps[#steps + 1] = e.next end
+  if type(e.next_steps) == "table" then
+    for _, s in ipairs(e.next_steps) do steps[#steps + 1] = s end
+  end
+  local lines = {}
+  for i, s in ipairs(steps) do lines[i] = M.command_line(s, flags) end
+  return lines
+end
+
+-- {=== failures ===}
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+--- Any caught value as an error object, by errors.wrap (an unmapped
+-- value is EINTERNAL, exit 70; Lua's own interrupt is EINTERRUPTED). A
+-- domain table not made by errors.new whose code is the engine's or the
+-- driver's is mapped by the registry's tables first: it is a known
+-- failure, not a bug.
+function M.to_error(v, traceback)
+  if type(v) == "table" and v.fleetsnap and not errors.is(v) and type(v.code) == "string"
+    and not (errors.REGISTRY[v.code] or errors.ALIASES[v.code]) then
+    return errors.from_driver(v, copy(v))
+  end
+  return errors.wrap(v, traceback)
+end
+
+--- Prints error object `e` (stderr; with --json also one error document on
+-- stdout) and returns its exit status. `traceback` is printed with --debug.
+-- opts.usage: a command-line usage error (points at --help).
+function M:fail(e, traceback, opts)
+  opts = opts or {}
+  self:clear_progress()
+  local rc = errors.exit_code(e)
+  local lines = M.next_lines(e, self.flags)
+  if self.json then
+    local doc = { type = "error", code = e.code, message = tostring(e.message), exit = rc,
+      next = json.array(lines), cause = e.cause, failures = e.failures }
+    stdout(json.encode(doc) .. "\n")
+  end
+  local text = { "fleetsnap: " .. tostring(e.message) }
+  for _, l in ipairs(lines) do text[#text + 1] = "next: " .. l end
+  if opts.usage then text[#text + 1] = "Try 'fleetsnap --help'." end
+  local tb = e.traceback or traceback
+  if self.debug and tb then
+    text[#text + 1] = tb
+  elseif e.code == "EINTERNAL" then
+    text[#text + 1] = "fleetsnap: this is a bug; run again with --debug to see where"
+  end
+  stderr(table.concat(text, "\n") .. "\n")
+  return rc
+end
+
+return M

@@ -1,0 +1,152 @@
+--- `fleetsnap restore ...`: plan, run (dry run, execute, abort), status,
+-- undo. Parses and renders; the restore domain decides.
+local engine = require "fleetsnap.engine"
+local errors = require "fleetsnap.errors"
+local catalog = require "fleetsnap.catalog"
+local connection = require "fleetsnap.cli.connection"
+
+local json = engine.json
+
+local M = {}
+
+--- Adds `restore` and its subcommands to parser `p`.
+function M.add(p, cli)
+  local int = cli.integer_option
+  local restore = p:command("restore", "Plan, run, check and undo restores of a backup.")
+  restore:command_target("restore_command")
+  local rplan = restore:command("plan", "Plan a restore of a verified backup (writes fleetsnap-restore-plan.json).")
+  rplan:argument("ref", "Backup directory, id or list number.")
+  rplan:option("--mapping", "Mapping file {\"members\": [{\"source_canister\", \"target_canister\"}]}.")
+  rplan:mutex(rplan:option("--members", "Members to restore (principals or roles, comma-separated)."),
+    rplan:option("--subtree", "Restore this member (principal or role) and everything below it."))
+  rplan:option("--policy", "Bundled policy name or policy file (default: the backup's).")
+  int(rplan, "--concurrency", "Lifecycle operations at once.", 1)
+  int(rplan, "--uploads", "Uploads at once (also bounded by free space for staging).", 1)
+  int(rplan, "--snapshot-limit", "Snapshots the network allows per canister.", 1, "10")
+  local rrun = restore:command("run", "Run (or preview) the planned restore; resumes where it stopped.")
+  rrun:argument("ref", "Backup directory, id or list number.")
+  rrun:mutex(rrun:flag("--dry-run", "Print the icp command lines still to run (the default)."),
+    rrun:flag("--execute", "Execute."),
+    rrun:flag("--abort", "Before the first load only: restart stopped targets, delete the snapshots this "
+      .. "restore made, give up."))
+  int(rrun, "--max-steps", "Run at most this many operations, then stop.", 1)
+  rrun:flag("--retry-failed", "Re-arm failed operations, then execute.")
+  rrun:flag("--safety-snapshot", "Snapshot each target after stopping it, before loading (for `restore undo`).")
+  rrun:flag("--verify-data", "After each load, snapshot, download and compare the data with the backup.")
+  rrun:flag("--keep-uploaded", "Keep the uploaded snapshots after a verified restore.")
+  local rstatus = restore:command("status", "Progress, next operations and failures of a restore.")
+  rstatus:argument("ref", "Backup directory, id or list number.")
+  local rundo = restore:command("undo", "Load the safety snapshots back (parents stopped first, children started "
+    .. "first).")
+  rundo:argument("ref", "Backup directory, id or list number.")
+  rundo:flag("--retry-failed", "Re-arm failed operations of the undo, then execute.")
+  for _, c in ipairs({ rplan, rrun, rstatus, rundo }) do
+    c:option("--state", "Restore state directory (default <backup>/restore; for read-only backups).")
+    c:option("--dir", "Backups directory for ids and numbers.", "backups")
+  end
+end
+
+M.handlers = {}
+
+local function seconds(ns)
+  return (ns and ns ~= json.null) and string.format("%.3f s", ns / 1e9) or "n/a"
+end
+
+local function restore_mod()
+  return require "fleetsnap.restore"
+end
+
+function M.handlers.plan(args, ui)
+  local driver = connection.driver(args)
+  local res = restore_mod().plan(catalog.find(args.ref, args.dir), { state = args.state, mapping = args.mapping,
+    members = args.members, subtree = args.subtree, policy = args.policy, concurrency = args.concurrency,
+    uploads = args.uploads, snapshot_limit = args.snapshot_limit, environment = driver.environment,
+    network = driver.network })
+  local doc = res.plan
+  local lines = { string.format("restore %s of backup %s (%s): %d member(s), policy %s%s", doc.restore_id,
+    doc.backup.backup_id, res.status, #doc.members, doc.policy.name, res.archived and (", previous restore kept in "
+      .. res.archived) or "") }
+  for _, m in ipairs(doc.members) do
+    lines[#lines + 1] = string.format("  %2d  %-12s %s%s", m.member_order, m.role, m.source_canister,
+      m.target_canister ~= m.source_canister and (" -> " .. m.target_canister) or "")
+  end
+  lines[#lines + 1] = "  plan: " .. res.state .. "/" .. require("fleetsnap.restore.state").PLAN
+  ui:doc({ type = "restore-plan", status = res.status, state = res.state, archived = res.archived, plan = doc },
+    table.concat(lines, "\n") .. "\n")
+end
+
+local function run_text(res)
+  if res.aborted then
+    return string.format("restore %s aborted: started %d target(s) again, deleted %d uploaded snapshot(s)\n",
+      res.plan.restore_id, #res.started, #res.deleted)
+  end
+  if res.paused then
+    return string.format("restore %s paused after --max-steps: %d/%d operations completed; run again to continue\n",
+      res.plan.restore_id, res.completed, res.operations)
+  end
+  return string.format("restore %s %s: %d member(s), stopped window %s\n", res.plan.restore_id,
+    res.already and "was already complete" or "complete", #res.plan.members, seconds(res.window_ns))
+end
+
+local function dry_run_text(res)
+  local lines = { string.format("restore %s of backup %s: %s, %d of %d operations still to run (dry run; "
+    .. "--execute to run them)", res.plan.restore_id, res.plan.backup.backup_id,
+    res.aborted and "aborted" or res.complete and "complete" or "not complete", #res.remaining, res.operations) }
+  for _, r in ipairs(res.remaining) do
+    for i, c in ipairs(r.commands) do
+      lines[#lines + 1] = string.format("  %-44s %s", i == 1 and (r.op .. (r.state ~= "waiting" and (" [" .. r.state
+        .. "]") or "")) or "", c)
+    end
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+function M.handlers.run(args, ui)
+  -- Combinations argparse's mutex cannot express.
+  if args.dry_run and args.retry_failed then
+    errors.raise("EUSAGE", "--retry-failed executes; it cannot be combined with --dry-run")
+  end
+  if args.abort and (args.retry_failed or args.max_steps or args.safety_snapshot or args.verify_data) then
+    errors.raise("EUSAGE", "--abort takes no other option")
+  end
+  local dir = catalog.find(args.ref, args.dir)
+  local res = restore_mod().run(dir, { driver = connection.driver(args), events = ui:events(), state = args.state,
+    max_steps = args.max_steps, retry_failed = args.retry_failed, abort = args.abort,
+    safety_snapshot = args.safety_snapshot, verify_data = args.verify_data, keep_uploaded = args.keep_uploaded,
+    dry_run = not (args.execute or args.retry_failed or args.abort) })
+  if res.dry_run then
+    ui:doc({ type = "restore-dry-run", restore_id = res.plan.restore_id, options = res.options,
+      operations = res.operations, remaining = json.array(res.remaining) }, dry_run_text(res))
+    return
+  end
+  ui:doc({ type = "result", status = res.aborted and "aborted" or res.paused and "paused" or "complete",
+    restore_id = res.plan.restore_id, window_ns = res.window_ns, completed = res.completed,
+    operations = res.operations, started = res.started, deleted = res.deleted }, run_text(res))
+end
+
+function M.handlers.status(args, ui)
+  local s = restore_mod().status(catalog.find(args.ref, args.dir), { state = args.state })
+  local text = string.format("restore %s of backup %s: %s, %d/%d operations completed, %d failed, %d pending\n",
+    s.restore_id, s.backup_id, s.phase, s.counts.completed, s.operations, s.counts.failed, s.counts.pending)
+  if #s.next > 0 and s.phase ~= "aborted" then
+    text = text .. "  next: " .. table.concat(s.next, ", ", 1, math.min(#s.next, 8))
+      .. (#s.next > 8 and (" and " .. (#s.next - 8) .. " more") or "") .. "\n"
+  end
+  for _, f in ipairs(s.failed) do text = text .. "  failed " .. f.op .. ": " .. tostring(f.error.message) .. "\n" end
+  if #s.stopped > 0 and s.phase ~= "aborted" then
+    text = text .. "  stopped: " .. table.concat(s.stopped, ", ") .. "\n"
+  end
+  if s.window_ns ~= json.null then text = text .. "  stopped window " .. seconds(s.window_ns) .. "\n" end
+  s.type = "restore-status"
+  ui:doc(s, text)
+end
+
+function M.handlers.undo(args, ui)
+  local res = restore_mod().undo(catalog.find(args.ref, args.dir), { driver = connection.driver(args),
+    events = ui:events(), state = args.state, retry_failed = args.retry_failed })
+  ui:doc({ type = "result", status = "undone", restore_id = res.plan.restore_id },
+    string.format("restore %s undone: the safety snapshots are loaded back%s\n", res.plan.restore_id,
+      res.already and " (already)" or ""))
+end
+
+return M

@@ -1,0 +1,251 @@
+-- The CLI in-process: parsing, option validation, and how failures are
+-- rendered (exit status, JSON, next steps, tracebacks). Handlers are
+-- stubbed where a failure has to be provoked.
+local engine = require "fleetsnap.engine"
+local cli = require "fleetsnap.cli"
+local errors = require "fleetsnap.errors"
+local output = require "fleetsnap.cli.output"
+local helpers = require "helpers"
+
+local json = engine.json
+
+-- Runs cli.main with stdout and stderr captured (the CLI looks them up at
+-- each write).
+-- luacheck: push ignore 122
+local function run(argv)
+  local out, err = {}, {}
+  local saved_out, saved_err = io.stdout, io.stderr
+  io.stdout = { write = function(_, s) out[#out + 1] = s end, flush = function() end }
+  io.stderr = { write = function(_, s) err[#err + 1] = s end, flush = function() end }
+  local ok, rc = pcall(cli.main, argv)
+  io.stdout, io.stderr = saved_out, saved_err
+  assert(ok, rc)
+  return { status = rc, stdout = table.concat(out), stderr = table.concat(err) }
+end
+-- luacheck: pop
+
+-- Replaces `policy list`'s handler by `fn` for the duration of `body`.
+local function with_handler(fn, body)
+  local handlers = require("fleetsnap.cli.policy").handlers
+  local saved = handlers.list
+  handlers.list = fn
+  local ok, e = pcall(body)
+  handlers.list = saved
+  assert(ok, e)
+end
+
+-- A --sim home that passes the CLI's check (a sim.json naming a root).
+local function sim_home()
+  local home = helpers.tmpdir()
+  helpers.write(home .. "/sim.json", '{"root": "aaaaa-aa"}')
+  return home
+end
+
+describe("require 'fleetsnap.cli'", function()
+  it("gives main", function()
+    assert.is_function(cli.main)
+  end)
+end)
+
+describe("cli.integer", function()
+  local at_least_1 = cli.integer("--concurrency", 1)
+
+  it("accepts an integer at the bound", function()
+    assert.equal(1, at_least_1("1"))
+    assert.equal(0, cli.integer("--keep-last", 0)("0"))
+  end)
+
+  it("refuses text, naming the option and the value", function()
+    local n, err = at_least_1("abc")
+    assert.is_nil(n)
+    assert.equal("--concurrency must be an integer >= 1, got 'abc'", err)
+  end)
+
+  it("refuses a value below the bound, naming the option", function()
+    local n, err = at_least_1("0")
+    assert.is_nil(n)
+    assert.equal("--concurrency must be an integer >= 1, got 0", err)
+  end)
+
+  it("refuses a fraction and an exponent", function()
+    assert.is_nil(at_least_1("1.5"))
+    assert.is_nil(at_least_1("1e3"))
+  end)
+
+  it("refuses an integer too large for Lua", function()
+    assert.is_nil(at_least_1("99999999999999999999"))
+  end)
+end)
+
+describe("cli.main usage errors", function()
+  it("exits 2 on an unknown option and points at --help", function()
+    local r = run({ "backup", "list", "--bogus" })
+    assert.equal(2, r.status)
+    assert.matches("^fleetsnap: unknown option '%-%-bogus'\n", r.stderr)
+    assert.matches("Try 'fleetsnap %-%-help'", r.stderr)
+    assert.equal("", r.stdout)
+  end)
+
+  it("prints one JSON error document when --json was given", function()
+    local r = run({ "--json", "backup", "list", "--bogus" })
+    assert.equal(2, r.status)
+    local doc = json.decode(r.stdout)
+    assert.same({ type = "error", code = "EUSAGE", exit = 2, message = "unknown option '--bogus'" },
+      { type = doc.type, code = doc.code, exit = doc.exit, message = doc.message })
+    assert.same({}, doc.next)
+  end)
+
+  local bad = {
+    { { "backup", "create", "--concurrency", "abc" }, "--concurrency must be an integer >= 1, got 'abc'" },
+    { { "backup", "create", "--concurrency", "0" }, "--concurrency must be an integer >= 1, got 0" },
+    { { "backup", "create", "--downloads", "0" }, "--downloads must be an integer >= 1, got 0" },
+    { { "backup", "create", "--snapshot-limit", "0" }, "--snapshot-limit must be an integer >= 1, got 0" },
+    { { "backup", "create", "--keep-on-canister", "two" }, "--keep-on-canister must be an integer >= 0, got 'two'" },
+    { { "backup", "prune", "--keep-last", "1.5" }, "--keep-last must be an integer >= 0, got '1.5'" },
+    { { "backup", "prune", "--keep-daily", "x" }, "--keep-daily must be an integer >= 0, got 'x'" },
+    { { "backup", "prune", "--keep-weekly", "x" }, "--keep-weekly must be an integer >= 0, got 'x'" },
+    { { "restore", "plan", "b", "--concurrency", "0" }, "--concurrency must be an integer >= 1, got 0" },
+    { { "restore", "plan", "b", "--uploads", "0" }, "--uploads must be an integer >= 1, got 0" },
+    { { "restore", "plan", "b", "--snapshot-limit", "x" }, "--snapshot-limit must be an integer >= 1, got 'x'" },
+    { { "restore", "run", "b", "--max-steps", "0" }, "--max-steps must be an integer >= 1, got 0" },
+    { { "--timeout", "0", "policy", "list" }, "--timeout must be an integer >= 1, got 0" },
+  }
+  for _, case in ipairs(bad) do
+    it("refuses " .. table.concat(case[1], " ") .. " naming the option, without a traceback", function()
+      local r = run(case[1])
+      assert.equal(2, r.status)
+      assert.matches("fleetsnap: " .. case[2] .. "\n", r.stderr, 1, true)
+      assert.is_nil(r.stderr:find("traceback", 1, true))
+    end)
+  end
+
+  it("refuses contradictory restore options (exit 2) before looking for the backup", function()
+    local r = run({ "restore", "run", "nowhere", "--dry-run", "--retry-failed" })
+    assert.equal(2, r.status)
+    assert.matches("cannot be combined with %-%-dry%-run", r.stderr)
+  end)
+
+  it("refuses prune without a keep rule (exit 2)", function()
+    local r = run({ "backup", "prune", "--dir", helpers.tmpdir() })
+    assert.equal(2, r.status)
+    assert.matches("prune needs %-%-keep%-last", r.stderr)
+    helpers.cleanup()
+  end)
+end)
+
+describe("cli.main failures", function()
+  after_each(function() helpers.cleanup() end)
+
+  it("exits 70 on a Lua error in a handler and hides the traceback", function()
+    with_handler(function() error("boom") end, function()
+      local r = run({ "policy", "list" })
+      assert.equal(70, r.status)
+      assert.matches("fleetsnap: internal error: .*boom", r.stderr)
+      assert.matches("%-%-debug", r.stderr)
+      assert.is_nil(r.stderr:find("stack traceback", 1, true))
+    end)
+  end)
+
+  it("prints the traceback of an internal error with --debug", function()
+    with_handler(function() error("boom") end, function()
+      local r = run({ "--debug", "policy", "list" })
+      assert.equal(70, r.status)
+      assert.matches("stack traceback:", r.stderr, 1, true)
+    end)
+  end)
+
+  it("reports an internal error as a JSON document with --json", function()
+    with_handler(function() local t = nil; return t.x end, function()
+      local r = run({ "--json", "policy", "list" })
+      assert.equal(70, r.status)
+      local doc = json.decode(r.stdout)
+      assert.equal("EINTERNAL", doc.code)
+      assert.equal(70, doc.exit)
+    end)
+  end)
+
+  it("exits with the registry's status of an error object", function()
+    with_handler(function() errors.raise("ELOCKED", "held by pid 1") end, function()
+      local r = run({ "policy", "list" })
+      assert.equal(4, r.status)
+      assert.equal("fleetsnap: held by pid 1\n", r.stderr)
+    end)
+  end)
+
+  it("maps a domain table with an engine code by the registry", function()
+    with_handler(function() error({ fleetsnap = true, code = "ENOSPC", message = "disk full" }, 0) end, function()
+      assert.equal(8, run({ "policy", "list" }).status)
+    end)
+  end)
+
+  it("reports Lua's own interrupt as exit 130", function()
+    with_handler(function() error("interrupted!") end, function()
+      assert.equal(130, run({ "policy", "list" }).status)
+    end)
+  end)
+
+  it("exits with a handler's returned code, printing no error", function()
+    with_handler(function() return "EVERIFY" end, function()
+      local r = run({ "policy", "list" })
+      assert.equal(6, r.status)
+      assert.equal("", r.stderr)
+    end)
+  end)
+
+  it("refuses --sim where no simulated fleet is (exit 3)", function()
+    local r = run({ "--sim", helpers.tmpdir(), "policy", "list" })
+    assert.equal(3, r.status)
+    assert.matches("no simulated fleet there", r.stderr)
+  end)
+end)
+
+describe("cli.main next steps", function()
+  after_each(function() helpers.cleanup() end)
+
+  local step = { command = "restore run", ref = "/b/x", options = { execute = true, retry_failed = true } }
+
+  it("renders a next step with --sim as a full command line", function()
+    local home = sim_home()
+    with_handler(function() errors.raise("EFAILED", "upload failed", { next = step }) end, function()
+      local r = run({ "--sim", home, "policy", "list" })
+      assert.equal(5, r.status)
+      assert.matches("fleetsnap: upload failed\nnext: fleetsnap --sim " .. home
+        .. " restore run /b/x --execute --retry-failed\n", r.stderr, 1, true)
+    end)
+  end)
+
+  it("carries every connection flag of the run into the next step", function()
+    with_handler(function() errors.raise("EFAILED", "x", { next = step }) end, function()
+      local r = run({ "--icp", "/opt/icp", "-n", "http://127.0.0.1:4943", "-k", "ab12", "--identity", "ops",
+        "--identity-password-file", "/p/pw", "--json", "policy", "list" })
+      assert.matches("next: fleetsnap --icp /opt/icp -n http://127.0.0.1:4943 -k ab12 --identity ops "
+        .. "--identity-password-file /p/pw restore run /b/x --execute --retry-failed", r.stderr, 1, true)
+      assert.same({ "fleetsnap --icp /opt/icp -n http://127.0.0.1:4943 -k ab12 --identity ops "
+        .. "--identity-password-file /p/pw restore run /b/x --execute --retry-failed" }, json.decode(r.stdout).next)
+    end)
+  end)
+
+  it("renders -e and every step of next_steps", function()
+    with_handler(function()
+      errors.raise("EFAILED", "x", { next_steps = { step, { command = { "restore", "undo" }, ref = "/b/x" } } })
+    end, function()
+      local r = run({ "-e", "staging", "policy", "list" })
+      assert.matches("next: fleetsnap %-e staging restore run /b/x %-%-execute %-%-retry%-failed\n"
+        .. "next: fleetsnap %-e staging restore undo /b/x\n", r.stderr)
+    end)
+  end)
+end)
+
+describe("output.command_line", function()
+  it("sorts options, turns underscores into dashes and drops false and null", function()
+    assert.equal("fleetsnap restore run b --execute --max-steps 3 --retry-failed",
+      output.command_line({ command = "restore run", ref = "b",
+        options = { retry_failed = true, max_steps = 3, execute = true, abort = false, state = json.null } }, {}))
+  end)
+
+  it("joins a list with commas and quotes what a shell would split", function()
+    assert.equal("fleetsnap -e local restore plan 'my backups/b' --members 'a,b'",
+      output.command_line({ command = "restore plan", ref = "my backups/b", options = { members = { "a", "b" } } },
+        { "-e", "local" }))
+  end)
+end)
