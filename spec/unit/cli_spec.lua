@@ -102,6 +102,7 @@ describe("cli.main usage errors", function()
     { { "backup", "create", "--snapshot-limit", "0" }, "--snapshot-limit must be an integer >= 1, got 0" },
     { { "backup", "create", "--keep-on-canister", "two" }, "--keep-on-canister must be an integer >= 0, got 'two'" },
     { { "backup", "prune", "--keep-last", "1.5" }, "--keep-last must be an integer >= 0, got '1.5'" },
+    { { "backup", "prune", "--keep-last", "-1" }, "--keep-last must be an integer >= 0, got -1" },
     { { "backup", "prune", "--keep-daily", "x" }, "--keep-daily must be an integer >= 0, got 'x'" },
     { { "backup", "prune", "--keep-weekly", "x" }, "--keep-weekly must be an integer >= 0, got 'x'" },
     { { "restore", "plan", "b", "--concurrency", "0" }, "--concurrency must be an integer >= 1, got 0" },

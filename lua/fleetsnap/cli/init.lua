@@ -32,9 +32,35 @@ function M.integer(option, min)
   end
 end
 
+-- Names of the integer options (filled as the parser is built).
+local integer_options = {}
+
 --- Adds option `name` (e.g. "--concurrency") taking an integer >= min.
 function M.integer_option(command, name, description, min, default)
+  integer_options[name] = true
   return command:option(name, description, default):convert(M.integer(name, min))
+end
+
+-- argparse takes "-1" for an unknown option; after an integer option it is
+-- that option's (bad) value, and the message must name the option. Joins
+-- such a pair into "--keep-last=-1".
+local function negative_values(argv)
+  local out, i = {}, 1
+  while i <= #argv do
+    local a, b = argv[i], argv[i + 1]
+    if a == "--" then
+      table.move(argv, i, #argv, #out + 1, out)
+      break
+    end
+    if integer_options[a] and b and b:match("^%-%d") then
+      out[#out + 1] = a .. "=" .. b
+      i = i + 2
+    else
+      out[#out + 1] = a
+      i = i + 1
+    end
+  end
+  return out
 end
 
 --- The whole parser: global options, then each group's commands.
@@ -76,7 +102,8 @@ end
 -- exit status.
 function M.main(argv)
   argv = argv or {}
-  local ok, args = M.parser():pparse(argv)
+  local parser = M.parser()
+  local ok, args = parser:pparse(negative_values(argv))
   if not ok then
     local ui = output.new({ json = given(argv, "--json"), debug = given(argv, "--debug"), tty = false })
     return ui:fail(errors.new("EUSAGE", args), nil, { usage = true })
