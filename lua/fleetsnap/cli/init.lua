@@ -115,7 +115,8 @@ function M.main(argv)
     local handler = M.group(args.command).handlers[args[args.command .. "_command"]]
     return handler(args, ui)
   end, function(v)
-    caught = { value = v, traceback = debug.traceback(type(v) == "string" and v or nil, 2) }
+    -- The message is printed on its own; the traceback is only where.
+    caught = { value = v, traceback = debug.traceback(nil, 2) }
     return v
   end)
   if not rok then
