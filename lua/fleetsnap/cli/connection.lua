@@ -56,6 +56,10 @@ function M.driver(args)
     opts.command = { "lua5.4", root .. "/scripts/lib/icp-sim.lua" }
     opts.display = { root .. "/scripts/icp-sim" }
     opts.env = { ICP_SIM_HOME = args.sim }
+    -- Each simulated fleet is a network of its own (the fleet lock's key),
+    -- named by the home's absolute path however --sim spelled it.
+    local rp = engine.proc.run({ argv = { "realpath", "-m", "--", args.sim } })
+    opts.network_scope = "icp-sim " .. (rp.status == 0 and rp.stdout:gsub("\n$", "") or args.sim)
     opts.environment = opts.environment or (not opts.network and "local" or nil)
   else
     opts.icp = args.icp or "icp"
