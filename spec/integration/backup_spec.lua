@@ -640,7 +640,7 @@ describe("fleetsnap plans with custom calls", function()
     end
   end)
 
-  it("asks the operator instead of repeating a non-idempotent call found pending (exit 1)", function()
+  it("asks the operator instead of repeating a non-idempotent call found pending (exit 5, with the next step)", function()
     local c = fleet.members[2].canister_id
     local r = helpers.fleetsnap(home, { "backup", "create", "--policy", policy(false), "--out", out },
       { FLEETSNAP_FAILPOINT = "after-effect@call-" .. c .. ":1" })
@@ -649,7 +649,10 @@ describe("fleetsnap plans with custom calls", function()
     assert.are_not.equal(0, r.status)
     assert.matches("non%-idempotent call may or may not have run", r.stderr)
     r = helpers.fleetsnap(home, { "backup", "resume", out })
-    assert.matches("backup resume %-%-retry%-failed", r.stderr)
+    assert.equal(5, r.status)
+    -- The next step as a command line, with this run's connection flags.
+    assert.matches("\nnext: fleetsnap --sim " .. home .. " backup resume " .. out .. " --retry-failed\n", r.stderr, 1,
+      true)
     r = helpers.fleetsnap(home, { "backup", "resume", "--retry-failed", out })
     assert.equal(0, r.status, r.stderr)
     assert.equal(0, helpers.fleetsnap(nil, { "backup", "verify", out }).status)
