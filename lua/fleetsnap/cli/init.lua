@@ -76,7 +76,7 @@ function M.parser()
   M.integer_option(p, "--timeout", "Seconds each icp command may take (default per kind: 300, stop 600, "
     .. "transfers 120 + 1/MiB).", 1)
   p:flag("--json", "Print JSON (events as NDJSON while a long command runs).")
-  p:flag("--debug", "Print the traceback of a failure (of an internal error above all).")
+  p:flag("--debug", "Print the traceback of a failure (what a bug report needs).")
   p:command_target("command")
   for _, name in ipairs(M.GROUPS) do
     M.group(name).add(p, M)
@@ -84,6 +84,8 @@ function M.parser()
   return p
 end
 
+--- The module of command group `name` ({add = function(parser, cli),
+-- handlers = {subcommand = function(args, ui)}}).
 function M.group(name)
   return require("fleetsnap.cli." .. name)
 end
@@ -102,8 +104,7 @@ end
 -- exit status.
 function M.main(argv)
   argv = argv or {}
-  local parser = M.parser()
-  local ok, args = parser:pparse(negative_values(argv))
+  local ok, args = M.parser():pparse(negative_values(argv))
   if not ok then
     local ui = output.new({ json = given(argv, "--json"), debug = given(argv, "--debug"), tty = false })
     return ui:fail(errors.new("EUSAGE", args), nil, { usage = true })

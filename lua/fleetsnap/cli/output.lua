@@ -47,6 +47,8 @@ function M:doc(doc, text)
   end
 end
 
+-- Erases the progress line, so that what follows (a summary, an error)
+-- does not start in the middle of it.
 function M:clear_progress()
   if self.progress_shown then
     stderr("\r\27[K")
