@@ -18,7 +18,7 @@ local backup_status = require "fleetsnap.backup.status"
 local manifest = require "fleetsnap.manifest"
 local restore_state = require "fleetsnap.restore.state"
 
-local json, fs = engine.json, engine.fs
+local fs = engine.fs
 
 local M = {}
 
@@ -45,74 +45,16 @@ local function reason_of(v)
   return (tostring(v):gsub("^[^\n:]*%.lua:%d+: ", ""))
 end
 
--- A decoded array (json.kind says so), or a plain table with keys 1..n.
-local function is_list(v)
-  if type(v) ~= "table" then return false end
-  local kind = json.kind(v)
-  if kind then return kind == "array" end
-  local n = 0
-  for _ in pairs(v) do n = n + 1 end
-  return n == #v
-end
-
-local function is_text(v)
-  return type(v) == "string" and v ~= ""
-end
-
--- The plan fields the catalogue, status, resume and restore read; nil if
--- all are of the right type, else what is wrong.
-local function plan_problem(plan, file)
-  if not is_text(plan.backup_id) then return file .. ": backup_id: not a string" end
-  if plan.created_ns ~= nil and math.type(plan.created_ns) ~= "integer" then
-    return file .. ": created_ns: not an integer"
-  end
-  for _, k in ipairs({ "targets", "operations" }) do
-    if not is_list(plan[k]) then return file .. ": " .. k .. ": not a list" end
-  end
-  for i, t in ipairs(plan.targets) do
-    if type(t) ~= "table" or not is_text(t.canister_id) then
-      return string.format("%s: targets[%d]: not a target", file, i)
-    end
-  end
-  for i, op in ipairs(plan.operations) do
-    if type(op) ~= "table" or not is_text(op.id) or not is_text(op.kind) then
-      return string.format("%s: operations[%d]: not an operation", file, i)
-    end
-  end
-  if type(plan.policy) ~= "table" or not is_text(plan.policy.name) then return file .. ": policy: no name" end
-  if type(plan.scope) ~= "table" or not is_text(plan.scope.kind) then return file .. ": scope: no kind" end
-  if type(plan.options) ~= "table" then return file .. ": options: not an object" end
-  return nil
-end
-
--- What manifest.validate leaves to its readers and they rely on: every
--- member's checksum present (a digest, or null where upstream has none),
--- and fleetsnap's additions (per-member files) of the right shape.
+-- A member without a checksum: the reader accepts it (0.36 was lenient),
+-- but nothing can prove its bytes, so it never counts as a complete backup
+-- a keep rule could stand on. A checksum of null is upstream's own shape
+-- and stays readable.
 local function manifest_problem(man)
-  local file = man.file
   local sname = man.line == "0.36" and "fleet" or "deployment"
   for i, m in ipairs(man.members) do
-    local c = m.source_snapshot.checksum
-    if c ~= json.null and type(c) ~= "string" then
-      return string.format("%s: %s.members[%d].source_snapshot.checksum: missing", file, sname, i)
-    end
-  end
-  local x = man.doc.fleetsnap
-  if x == nil then return nil end
-  if type(x) ~= "table" then return file .. ": fleetsnap: not an object" end
-  if x.members == nil then return nil end
-  if not is_list(x.members) then return file .. ": fleetsnap.members: not a list" end
-  for i, xm in ipairs(x.members) do
-    local f = string.format("%s: fleetsnap.members[%d]", file, i)
-    if type(xm) ~= "table" or not is_text(xm.canister_id) then return f .. ": not a member" end
-    if xm.bytes ~= nil and math.type(xm.bytes) ~= "integer" then return f .. ".bytes: not an integer" end
-    if xm.files ~= nil then
-      if not is_list(xm.files) then return f .. ".files: not a list" end
-      for k, e in ipairs(xm.files) do
-        if type(e) ~= "table" or not is_text(e.path) or not is_text(e.sha256) then
-          return string.format("%s.files[%d]: not a file", f, k)
-        end
-      end
+    if m.source_snapshot.checksum == nil then
+      return string.format("%s: %s.members[%d].source_snapshot.checksum: missing (the member cannot be verified)",
+        man.file, sname, i)
     end
   end
   return nil
@@ -127,8 +69,6 @@ function M.read_plan(dir)
     return nil, dir .. "/" .. backup_plan.FILE .. ": not of the expected shape (" .. reason_of(plan) .. ")"
   end
   if not plan then return nil, err end
-  local problem = plan_problem(plan, dir .. "/" .. backup_plan.FILE)
-  if problem then return nil, problem end
   return plan
 end
 
@@ -184,17 +124,6 @@ function M.open(dir)
   local entry = M.read(dir)
   if entry.state == "corrupt" then errors.raise("ECORRUPT", entry.reason) end
   return entry
-end
-
---- The manifest of a complete backup, or raises: ENOTFOUND when there is
--- none (not a backup, or not finished), ECORRUPT when it cannot be used.
--- Only the manifest is read: verifying needs nothing else.
-function M.manifest(dir)
-  local man, err = M.read_manifest(dir)
-  if man then return man end
-  if err then errors.raise("ECORRUPT", err) end
-  errors.raise("ENOTFOUND", dir .. ": no " .. manifest.FILE_036 .. " or " .. manifest.FILE_108
-    .. " (not a backup, or not finished)")
 end
 
 -- The names of the backups under `dir`, in list order (fs.list sorts).

@@ -1,20 +1,21 @@
 local engine = require "fleetsnap.engine"
 local status = require "fleetsnap.backup.status"
+local docs = require "fixtures.documents"
 local helpers = require "helpers"
 
-local json, fs = engine.json, engine.fs
+local fs = engine.fs
 
-local OPS = { "stop-a", "snapshot-a", "start-a", "download-a" }
-
+-- A backup directory holding a plan as `backup create` writes it; its
+-- first four operation ids in OPS.
+local OPS
 local function make_backup()
   local dir = helpers.tmpdir() .. "/b1"
   assert(fs.mkdir_private(dir))
-  local ops = {}
-  for i, id in ipairs(OPS) do ops[i] = { id = id, kind = id:match("^(%a+)"), canister = "a", after = json.array({}) } end
-  helpers.write(dir .. "/fleetsnap-plan.json", json.encode({ format = "fleetsnap-plan", plan_version = 1,
-    backup_id = "b1", root = "r", targets = json.array({ { canister_id = "a" } }), operations = json.array(ops),
-    options = {}, scope = { kind = "fleet" }, policy = { name = "consistent" } }))
-  return dir
+  local plan = docs.backup_plan()
+  OPS = {}
+  for i = 1, 4 do OPS[i] = plan.operations[i].id end
+  docs.write(dir, "fleetsnap-plan.json", plan)
+  return dir, #plan.operations
 end
 
 local function journal(dir, records)
@@ -27,29 +28,30 @@ describe("backup.status.read", function()
   after_each(function() helpers.cleanup() end)
 
   it("counts every operation as waiting before the run starts", function()
-    local s = status.read(make_backup())
+    local dir, n = make_backup()
+    local s = status.read(dir)
     assert.equal("b1", s.backup_id)
     assert.is_false(s.complete)
     assert.equal(0, s.attempt)
-    assert.equal(4, s.operations)
-    assert.same({ completed = 0, failed = 0, pending = 0, waiting = 4 }, s.counts)
+    assert.equal(n, s.operations)
+    assert.same({ completed = 0, failed = 0, pending = 0, waiting = n }, s.counts)
   end)
 
   it("counts the journal's states, lists the failed with their error and the pending", function()
-    local dir = make_backup()
+    local dir, n = make_backup()
     journal(dir, {
       { t = "attempt", n = 1 },
-      { t = "claim", op = "stop-a", kind = "stop" }, { t = "done", op = "stop-a", state = "completed" },
-      { t = "claim", op = "snapshot-a", kind = "snapshot" },
-      { t = "done", op = "snapshot-a", state = "failed", error = { code = "ICP_FAILED", message = "no" } },
-      { t = "claim", op = "start-a", kind = "start" },
+      { t = "claim", op = OPS[1] }, { t = "done", op = OPS[1], state = "completed" },
+      { t = "claim", op = OPS[2] },
+      { t = "done", op = OPS[2], state = "failed", error = { code = "ICP_FAILED", message = "no" } },
+      { t = "claim", op = OPS[3] },
     })
     local s = status.read(dir)
     assert.equal(1, s.attempt)
-    assert.same({ completed = 1, failed = 1, pending = 1, waiting = 1 }, s.counts)
-    assert.equal("snapshot-a", s.failed[1].op)
+    assert.same({ completed = 1, failed = 1, pending = 1, waiting = n - 3 }, s.counts)
+    assert.equal(OPS[2], s.failed[1].op)
     assert.equal("no", s.failed[1].error.message)
-    assert.same({ "start-a" }, s.pending)
+    assert.same({ OPS[3] }, s.pending)
   end)
 
   it("says complete once the journal has the finalized record", function()
@@ -60,7 +62,7 @@ describe("backup.status.read", function()
 
   it("raises ECORRUPT naming the journal when a record before the tail is damaged", function()
     local dir = make_backup()
-    journal(dir, { { t = "attempt", n = 1 }, { t = "claim", op = "stop-a" }, { t = "done", op = "stop-a",
+    journal(dir, { { t = "attempt", n = 1 }, { t = "claim", op = OPS[1] }, { t = "done", op = OPS[1],
       state = "completed" } })
     local f = assert(io.open(dir .. "/" .. status.JOURNAL, "r+b"))
     f:seek("set", 40)

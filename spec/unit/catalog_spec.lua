@@ -2,37 +2,11 @@ local engine = require "fleetsnap.engine"
 local catalog = require "fleetsnap.catalog"
 local errors = require "fleetsnap.errors"
 local manifest = require "fleetsnap.manifest"
-local principal = require "fleetsnap.principal"
+local docs = require "fixtures.documents"
 local helpers = require "helpers"
 
-local json, fs = engine.json, engine.fs
-local ROOT, A, B = principal.canister_id(1), principal.canister_id(2), principal.canister_id(3)
-local DIGEST = string.rep("ab", 32)
+local fs = engine.fs
 local DAY = 86400 * 1000000000
-
-local function plan_doc(id, created_ns)
-  return {
-    format = "fleetsnap-plan", plan_version = 1, backup_id = id, created_ns = created_ns, root = ROOT,
-    targets = json.array({ { canister_id = A, role = "app", parent = ROOT, depth = 1 },
-      { canister_id = B, role = "worker", parent = A, depth = 2 } }),
-    operations = json.array({ { id = "stop-" .. A, kind = "stop", canister = A, after = json.array({}) } }),
-    options = { concurrency = 4, downloads = 2, keep_on_canister = 2, snapshot_limit = 10 },
-    scope = { kind = "fleet" }, policy = { name = "consistent" },
-  }
-end
-
-local function manifest_doc(id, created_ns)
-  return json.decode(json.encode(manifest.build({
-    backup_id = id, created_at = "unix:" .. (created_ns // 1000000000), tool_version = "0.1.0",
-    environment = "local", root = ROOT, topology = { hash = DIGEST, input = "test" },
-    targets = { { canister_id = A, role = "app", parent = ROOT }, { canister_id = B, role = "worker", parent = A } },
-    artifacts = { [A] = { snapshot_id = "00", artifact_path = A, digest = DIGEST },
-      [B] = { snapshot_id = "01", artifact_path = B, digest = DIGEST } },
-    fleetsnap = { members = json.array({
-      { canister_id = A, bytes = 1, files = json.array({ { path = "a.bin", size = 1, sha256 = DIGEST } }) },
-      { canister_id = B, bytes = 1, files = json.array({ { path = "b.bin", size = 1, sha256 = DIGEST } }) } }) },
-  })))
-end
 
 -- A backup directory: `complete` writes the manifest too; `damage(plan,
 -- man)` may mistype either document before it is written.
@@ -41,17 +15,22 @@ local function make(parent, name, opts)
   local dir = parent .. "/" .. name
   assert(fs.mkdir_private(dir))
   local created = opts.created_ns or DAY
-  local plan = plan_doc(name, created)
-  local man = opts.complete ~= false and manifest_doc(name, created) or nil
+  local plan = docs.backup_plan()
+  plan.backup_id, plan.created_ns = name, created
+  local man
+  if opts.complete ~= false then
+    man = docs.backup(dir)
+    man.backup_id, man.created_at = name, "unix:" .. (created // 1000000000)
+  end
   if opts.damage then opts.damage(plan, man) end
-  helpers.write(dir .. "/fleetsnap-plan.json", json.encode(plan))
-  if man then helpers.write(dir .. "/fleet-backup-manifest.json", json.encode(man)) end
+  docs.write(dir, "fleetsnap-plan.json", plan)
+  if man then docs.write(dir, manifest.FILE_036, man) end
   return dir
 end
 
 -- The three ways of mistyping a manifest that broke every listing.
 local DAMAGE = {
-  { "a member that is 5", function(_, m) m.fleet.members[1] = 5 end, "" },
+  { "a member that is 5", function(_, m) m.fleet.members[1] = 5 end, "fleet%.members%[1%]" },
   { "a file list that is 7", function(_, m) m.fleetsnap.members[1].files = 7 end, "fleetsnap.members%[1%]%.files" },
   { "a removed checksum", function(_, m) m.fleet.members[2].source_snapshot.checksum = nil end, "checksum" },
 }
@@ -100,7 +79,7 @@ describe("catalog.read", function()
   it("reads a plan whose targets are not a list as corrupt", function()
     local e = catalog.read(make(parent, "b1", { damage = function(p) p.targets = 7 end }))
     assert.equal("corrupt", e.state)
-    assert.matches("targets: not a list", e.reason)
+    assert.matches("fleetsnap%-plan%.json: targets", e.reason)
   end)
 
   it("reads a valid manifest beside a corrupt plan as corrupt", function()
@@ -199,29 +178,6 @@ describe("catalog.open", function()
 
   it("returns the entry of a usable backup", function()
     assert.equal("complete", catalog.open(make(parent, "b1")).state)
-  end)
-end)
-
-describe("catalog.manifest", function()
-  local parent
-  before_each(function() parent = helpers.tmpdir() end)
-  after_each(function() helpers.cleanup() end)
-
-  it("raises ENOTFOUND for a backup that has not finished", function()
-    local ok, e = pcall(catalog.manifest, make(parent, "b1", { complete = false }))
-    assert.is_false(ok)
-    assert.equal("ENOTFOUND", e.code)
-  end)
-
-  it("raises ECORRUPT for a mistyped manifest", function()
-    local ok, e = pcall(catalog.manifest, make(parent, "b1", { damage = DAMAGE[1][2] }))
-    assert.is_false(ok)
-    assert.equal("ECORRUPT", e.code)
-  end)
-
-  it("reads the manifest whatever the plan holds (verifying needs only the manifest)", function()
-    local m = catalog.manifest(make(parent, "b1", { damage = function(p) p.targets = 7 end }))
-    assert.equal(2, #m.members)
   end)
 end)
 

@@ -108,7 +108,7 @@ end
 
 function M.handlers.verify(args, ui)
   local dir = catalog.find(args.ref, args.dir)
-  local report = require("fleetsnap.verify").backup(dir, catalog.manifest(dir))
+  local report = require("fleetsnap.verify").backup(dir)
   local lines = {}
   for _, m in ipairs(report.members) do
     for _, p in ipairs(m.problems) do lines[#lines + 1] = "  " .. m.canister_id .. ": " .. p end
