@@ -39,7 +39,7 @@ describe("fleetsnap with a corrupt backup among good ones", function()
     local r = helpers.fleetsnap(nil, { "backup", "list", "--dir", dir })
     assert.equal(0, r.status, r.stderr)
     assert.matches("1  b1 +complete +2 members", r.stdout)
-    assert.matches("2  b2 +corrupt +" .. dir:gsub("%p", "%%%0") .. "/b2: ", r.stdout)
+    assert.matches("2  b2 +corrupt +" .. dir:gsub("%p", "%%%0") .. "/b2/fleet%-backup%-manifest%.json: fleet%.members%[1%]", r.stdout)
     assert.matches("3  b3 +complete +2 members", r.stdout)
   end)
 
