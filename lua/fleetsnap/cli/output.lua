@@ -173,7 +173,14 @@ function M:fail(e, traceback, opts)
   if self.json then
     local doc = { type = "error", code = e.code, message = tostring(e.message), exit = rc,
       next = json.array(lines), cause = e.cause, failures = e.failures }
-    stdout(json.encode(doc) .. "\n")
+    -- The error path must not fail in turn: a failure list that cannot be
+    -- encoded is left out rather than lose the error document.
+    local ok, text = pcall(json.encode, doc)
+    if not ok then
+      doc.failures = nil
+      text = json.encode(doc)
+    end
+    stdout(text .. "\n")
   end
   local text = { "fleetsnap: " .. tostring(e.message) }
   for _, l in ipairs(lines) do text[#text + 1] = "next: " .. l end
