@@ -140,7 +140,8 @@ function M.wrap(v, traceback)
     -- lua5.4's own SIGINT handler, where the engine's is not installed.
     return M.new("EINTERRUPTED", "interrupted by SIGINT", { signal = "SIGINT" })
   end
-  return M.new("EINTERNAL", "internal error: " .. tostring(v), { traceback = traceback })
+  local text = type(v) == "table" and type(v.message) == "string" and v.message or tostring(v)
+  return M.new("EINTERNAL", "internal error: " .. text, { traceback = traceback })
 end
 
 --- The exit status of an error object (70 for anything else).

@@ -8,6 +8,7 @@ local dirs = require "fleetsnap.dirs"
 local checks = require "fleetsnap.checks"
 local survey = require "fleetsnap.survey"
 local backup_plan = require "fleetsnap.backup.plan"
+local backup_status = require "fleetsnap.backup.status"
 local download = require "fleetsnap.backup.download"
 local finalize = require "fleetsnap.backup.finalize"
 local preflight = require "fleetsnap.backup.preflight"
@@ -22,7 +23,7 @@ local json, fs = engine.json, engine.fs
 local M = {}
 
 M.PLAN = backup_plan.FILE
-M.JOURNAL = "fleetsnap-journal.wal"
+M.JOURNAL = backup_status.JOURNAL
 
 local raise = errors.raise
 

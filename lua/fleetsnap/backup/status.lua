@@ -8,36 +8,16 @@ local errors = require "fleetsnap.errors"
 local backup_plan = require "fleetsnap.backup.plan"
 local exec_state = require "fleetsnap.exec.state"
 
-local json, fs = engine.json, engine.fs
+local json = engine.json
 
 local M = {}
 
 -- The backup's write-ahead journal (its lock is this name plus ".lock").
 M.JOURNAL = "fleetsnap-journal.wal"
 
--- Engine codes that say the journal's bytes are wrong, not that the file
--- system failed: a torn or overwritten record, a symlink in its place.
-local CORRUPT = { ECORRUPT = true, EJSON = true, EUNSAFE = true, ELOOP = true }
-
---- The replayed state of the journal at `path`; an empty state when the
--- run never started. A journal that cannot be read as one raises ECORRUPT
--- naming it (a failing disk raises as the engine code says).
+--- The replayed state of the backup journal at `path` (read-only).
 function M.replay(path)
-  if not fs.lstat(path) then return exec_state.empty() end
-  local j, err, code = engine.journal.open(path, { readonly = true })
-  if not j then
-    if code == "ENOENT" then return exec_state.empty() end -- removed since the lstat
-    if CORRUPT[code] then errors.raise("ECORRUPT", path .. ": " .. tostring(err), { cause = code }) end
-    error(errors.from_engine(path, err, code), 0)
-  end
-  -- records() raises on corruption found past the open, and a record of
-  -- the wrong shape raises in replay: both mean the journal is corrupt.
-  local ok, st = pcall(exec_state.replay, j)
-  j:close()
-  if not ok then
-    errors.raise("ECORRUPT", path .. ": " .. (errors.is(st) and st.message or tostring(st)))
-  end
-  return st
+  return exec_state.peek(path)
 end
 
 --- The progress of the backup in `dir`: {backup_id, dir, complete,

@@ -37,6 +37,33 @@ function M.open(path, extra)
   return j, st
 end
 
+-- Engine codes that say a journal's bytes are wrong, not that the file
+-- system failed: a torn or overwritten record, a symlink in its place.
+local CORRUPT = { ECORRUPT = true, EJSON = true, EUNSAFE = true, ELOOP = true }
+
+--- The replayed state of the journal at `path`, read without its lock (a
+-- runner may be appending: the journal is opened read-only, so a record
+-- being written is left out, never cut); an empty state when there is no
+-- journal. A journal that cannot be read as one raises ECORRUPT naming it
+-- (a failing disk raises as the engine code says).
+function M.peek(path, extra)
+  if not engine.fs.lstat(path) then return M.empty() end
+  local j, err, code = engine.journal.open(path, { readonly = true })
+  if not j then
+    if code == "ENOENT" then return M.empty() end -- removed since the lstat
+    if CORRUPT[code] then errors.raise("ECORRUPT", path .. ": " .. tostring(err), { cause = code }) end
+    error(errors.from_engine(path, err, code), 0)
+  end
+  -- records() raises on corruption found past the open, and a record of
+  -- the wrong shape raises in replay: both mean the journal is corrupt.
+  local ok, st = pcall(M.replay, j, extra)
+  j:close()
+  if not ok then
+    errors.raise("ECORRUPT", path .. ": " .. (errors.is(st) and st.message or tostring(st)))
+  end
+  return st
+end
+
 --- Applies one record to a state (also used live, so that the state in
 -- memory is always what a replay would give).
 function M.apply(st, r)

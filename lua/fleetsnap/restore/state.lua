@@ -4,7 +4,6 @@
 -- in use by an unfinished restore. Backup pruning asks this module, so it
 -- requires nothing of the restore runner.
 local engine = require "fleetsnap.engine"
-local errors = require "fleetsnap.errors"
 local exec_state = require "fleetsnap.exec.state"
 
 local fs = engine.fs
@@ -37,16 +36,10 @@ function M.replay(j)
   return exec_state.replay(j, M.extra)
 end
 
---- The replayed state of a journal file, read-only; an empty state when
--- there is none. A corrupt journal raises ECORRUPT naming the file.
+--- The replayed state of a restore (or undo) journal file, read-only; an
+-- empty state when there is none. A corrupt journal raises ECORRUPT.
 function M.peek(path)
-  if not fs.lstat(path) then return exec_state.empty() end
-  local j, err, code = engine.journal.open(path, { readonly = true })
-  if not j then errors.raise(errors.engine_code(code), path .. ": " .. tostring(err)) end
-  local ok, st = pcall(M.replay, j)
-  j:close()
-  if not ok then error(st, 0) end
-  return st
+  return exec_state.peek(path, M.extra)
 end
 
 --- How far the restore in a state directory got: "none" (nothing run),
