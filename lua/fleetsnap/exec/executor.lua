@@ -44,6 +44,8 @@ local REQUIRED = { "dir", "journal", "state", "operations", "kinds", "driver", "
 --               canisters that were running before this run stopped them
 --   may_contain function(x) -> bool, optional: false once starting what
 --               was stopped would no longer leave the fleet as found
+--   extra       function(state, record), optional: the client's own
+--               records applied to the state, live as in its replay
 function M.new(opts)
   for _, k in ipairs(REQUIRED) do
     if opts[k] == nil then error("executor: " .. k .. " is required", 2) end
@@ -66,6 +68,7 @@ function M.new(opts)
     context = opts.context or {},
     was_running = opts.was_running or function() return true end,
     may_contain = opts.may_contain or function() return true end,
+    extra = opts.extra,
     by_id = {},
     failures = {},
     outputs = {},
@@ -104,6 +107,13 @@ function M:record(rec, key)
   local ok, err, code = self.j:append(rec, key)
   if not ok then error(journal_failure(err, code), 0) end
   exec_state.apply(self.state, rec)
+  if self.extra then self.extra(self.state, rec) end
+end
+
+--- Sets how many operations of a bucket run at once (a client learns it
+-- from its preflight, e.g. the uploads that fit the free space).
+function M:set_limit(bucket, n)
+  self.limits[bucket] = n
 end
 
 -- Terminal records are buffered and made durable together once per

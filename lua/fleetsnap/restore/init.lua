@@ -424,27 +424,37 @@ end
 
 --- The executor of a restore (or its undo) over ops.
 local function new_executor(doc, state, j, st, opts, ops, extra)
-  local stopped_before = {}
-  for _, cid in ipairs(st.begin and st.begin.stopped_before or {}) do stopped_before[cid] = true end
+  -- The targets found stopped, from the begin record (live or replayed).
+  local stopped_before
+  local function was_running(x, cid)
+    if not stopped_before and x.state.begin then
+      stopped_before = {}
+      for _, t in ipairs(x.state.begin.stopped_before or {}) do stopped_before[t] = true end
+    end
+    return not (stopped_before and stopped_before[cid])
+  end
+  local x
   local ctx = { members = {}, backup_dir = doc.backup.dir, prove_snapshots = true }
   for _, m in ipairs(doc.members) do ctx.members[m.target_canister] = m end
   for k, v in pairs(extra or {}) do ctx[k] = v end
-  return executor.new({
+  x = executor.new({
     dir = state, journal = j, state = st, operations = ops, kinds = M.KINDS, driver = opts.driver,
+    extra = rstate.extra,
     limits = { lifecycle = doc.options.concurrency,
       transfer = math.min(doc.options.uploads, st.begin and st.begin.uploads or doc.options.uploads) },
     events = opts.events, max_steps = opts.max_steps, lock_prefix = extra and extra.lock_prefix,
     keep_output = true, context = ctx,
-    was_running = function(cid) return not stopped_before[cid] end,
+    was_running = function(cid) return was_running(x, cid) end,
     -- Once a load has begun, starting targets again would run a mixed
     -- fleet: the operator decides (continue, or undo).
-    may_contain = function(x)
+    may_contain = function(self)
       for _, op in ipairs(ops) do
-        if op.kind == "load" and x:may_have_run(op, "snapshot_restore") then return false end
+        if op.kind == "load" and self:may_have_run(op, "snapshot_restore") then return false end
       end
       return true
     end,
   })
+  return x
 end
 
 --- After a containment before the first load, the targets run again: the
@@ -472,7 +482,6 @@ local function restop(x, ops)
     end
   end
   x:record({ t = "restop" })
-  st.needs_restop, st.restarted = nil, nil
 end
 
 --- Drives an executor over its operations: reconcile, re-arm or refuse
@@ -588,11 +597,7 @@ function M.run(dir, opts)
         local me, uploads, stopped = M.preflight(opts.driver, state, doc, options)
         x:record({ t = "begin", options = options, operator = me, uploads = uploads,
           stopped_before = json.array(stopped) })
-        x.state.begin = { options = options, uploads = uploads, stopped_before = stopped }
-        x.limits.transfer = math.min(doc.options.uploads, uploads)
-        local set = {}
-        for _, cid in ipairs(stopped) do set[cid] = true end
-        x.was_running = function(cid) return not set[cid] end
+        x:set_limit("transfer", math.min(doc.options.uploads, uploads))
       end
       local res = drive(x, doc, state, ops, opts, "restore " .. doc.restore_id)
       if res.complete then tidy(state) end
@@ -625,10 +630,7 @@ function M.abort(x, doc, ops, state)
       if busy then raise("EINFLIGHT", op.id .. ": a command of an earlier run is still running: " .. busy) end
     end
   end
-  if not x.state.abort then
-    x:record({ t = "abort" })
-    x.state.abort = true
-  end
+  if not x.state.abort then x:record({ t = "abort" }) end
   local driver = x.driver
   local deleted, started, problems = {}, {}, {}
   for _, op in ipairs(ops) do
