@@ -34,6 +34,9 @@ M.KINDS = { stop = lifecycle.stop, start = lifecycle.start, snapshot = lifecycle
 -- done it already; the start proves itself by status).
 M.KINDS.start = setmetatable({ always_retry = true }, { __index = lifecycle.start })
 
+-- Failures that need the operator's look before anything runs again.
+local OPERATOR_CODES = { OPERATOR = true, AMBIGUOUS = true }
+
 --- The step that continues a backup in dir.
 local function resume_step(dir, retry)
   return { command = "backup resume", ref = dir, options = retry and { retry_failed = true } or nil }
@@ -170,6 +173,22 @@ function M.execute(dir, plan, j, st, opts)
     return { already = true }
   end
   local ok, res = pcall(x.guard, x, function()
+    -- A failure only the operator can settle (a non-idempotent call that
+    -- may have run, an ambiguous inventory) is never re-armed by a new
+    -- attempt on its own: only --retry-failed says the operator looked.
+    if not opts.retry_failed then
+      local lines = {}
+      for _, op in ipairs(plan.operations) do
+        local o = st.ops[op.id]
+        if o and o.state == "failed" and o.error and OPERATOR_CODES[o.error.code] then
+          lines[#lines + 1] = op.id .. ": " .. tostring(o.error.message)
+        end
+      end
+      if #lines > 0 then
+        raise("EFAILED", "backup " .. dir .. ": operations failed; check them, then retry:\n  "
+          .. table.concat(lines, "\n  "), { next = resume_step(dir, true) })
+      end
+    end
     local contained = st.contained[st.attempt]
     if st.attempt == 0 or (contained and not window_complete(plan, st)) or snapshot_lost(plan, st) then
       new_attempt(x, plan, dir, ctx)
