@@ -1,11 +1,13 @@
 /* Unit tests of child processes: capture, exit status, timeout with group
- * kill, tail capture, stdin, env, exec failure, wait_any over several. */
+ * kill, tail capture, stdin, env, exec failure, wait_any over several, a
+ * child of a large parent holding an inherited lock. */
 #include <signal.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "lock.h"
 #include "proc.h"
 
 extern char **environ;
@@ -136,5 +138,42 @@ int main(void) {
   fsn_proc_close(&a); /* kills and reaps */
   fsn_proc_close(&b);
   fsn_proc_close(&b); /* idempotent */
+  /* A parent with a large, touched heap still starts children (they share
+   * its memory until the exec instead of copying it), and a lock handed to
+   * the child survives the exec: once the parent lets go of its own
+   * descriptor, only the child holds it. */
+  size_t big = (size_t)256 << 20;
+  char *heap = malloc(big);
+  CHECK(heap != NULL);
+  if (heap) memset(heap, 0x5a, big);
+  char dir[] = "/tmp/fsn-proc-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  char lock_path[64];
+  snprintf(lock_path, sizeof lock_path, "%s/cmd.lock", dir);
+  fsn_lock lk;
+  CHECK(fsn_lock_acquire(&lk, lock_path, -1, NULL, &err) == 0);
+  char *holder_argv[] = {"sh", "-c", "exec sleep 30", NULL};
+  memset(&o, 0, sizeof o);
+  o.envp = environ;
+  o.capture_limit = 64;
+  o.argv = holder_argv;
+  o.inherit_fds = &lk.fd;
+  o.n_inherit = 1;
+  CHECK(fsn_proc_spawn(&a, &o, &err) == 0);
+  fsn_lock_release(&lk);
+  fsn_lock probe;
+  CHECK(fsn_lock_acquire(&probe, lock_path, -1, NULL, &err) == -1);
+  CHECK_STR(err.code, "ELOCKED");
+  fsn_proc_close(&a); /* the holder dies: the kernel drops its lock */
+  CHECK(fsn_lock_acquire(&probe, lock_path, -1, NULL, &err) == 0);
+  fsn_lock_release(&probe);
+  CHECK(run(echo_argv, NULL, 1024, 0, &p, &err) == 0);
+  CHECK(p.status == 7);
+  CHECK_STR(tail(&p.out), "out");
+  fsn_proc_close(&p);
+  if (heap) CHECK(heap[0] == 0x5a && heap[big - 1] == 0x5a); /* the child wrote nothing here */
+  free(heap);
+  unlink(lock_path);
+  rmdir(dir);
   return check_done("test_proc");
 }
