@@ -105,16 +105,41 @@ static int resolve(const char *prog, char *const *envp, char *out, size_t cap, f
   return fsn_fail(err, "ENOENT", "spawn '%s': not found in PATH", prog);
 }
 
-static int ring_init(fsn_ring *r, size_t cap) {
+/* A ring starts empty and grows (doubling, from RING_START) as output
+ * arrives, up to its limit: most icp commands print a few hundred bytes, and
+ * two rings of the limit per spawn were megabytes malloc'd for nothing.
+ * While it is below its limit the ring is linear (head == len, never
+ * wrapped), so growing is a plain realloc; it wraps only at the limit. */
+#define RING_START 4096
+
+void fsn_ring_init(fsn_ring *r, size_t limit) {
   memset(r, 0, sizeof *r);
-  r->cap = cap;
-  if (cap == 0) return 0;
-  r->data = malloc(cap);
-  return r->data ? 0 : -1;
+  r->limit = limit;
 }
 
-static void ring_add(fsn_ring *r, const char *p, size_t n) {
+/* Makes room for len + n bytes, up to the limit. Out of memory, the ring
+ * keeps the capacity it has as its limit: a shorter tail, the count still
+ * exact (the child's output must be drained whatever happens). */
+static void ring_grow(fsn_ring *r, size_t n) {
+  if (r->cap >= r->limit || r->len + n <= r->cap) return;
+  size_t want = r->cap ? r->cap : RING_START;
+  while (want < r->len + n && want < r->limit) want *= 2;
+  if (want > r->limit) want = r->limit;
+  char *d = realloc(r->data, want);
+  if (!d) {
+    r->limit = r->cap;
+    return;
+  }
+  r->data = d;
+  r->cap = want;
+  /* A full linear ring has head 0 (it wrapped onto the start exactly):
+   * the next byte goes after the kept ones, not over the first. */
+  r->head = r->len;
+}
+
+void fsn_ring_add(fsn_ring *r, const char *p, size_t n) {
   r->total += n;
+  ring_grow(r, n);
   if (r->cap == 0) return;
   if (n >= r->cap) {
     memcpy(r->data, p + n - r->cap, r->cap);
@@ -130,6 +155,7 @@ static void ring_add(fsn_ring *r, const char *p, size_t n) {
 }
 
 size_t fsn_ring_copy(const fsn_ring *r, char *out) {
+  if (r->len == 0) return 0; /* data may be NULL */
   if (r->len < r->cap) {
     memcpy(out, r->data, r->len);
     return r->len;
@@ -250,10 +276,8 @@ int fsn_proc_spawn(fsn_proc *p, const fsn_spawn_opts *o, fsn_err *err) {
   char path[4096];
   if (!o->argv || !o->argv[0]) return fsn_fail(err, "EINVAL", "spawn: empty argv");
   if (resolve(o->argv[0], o->envp, path, sizeof path, err) != 0) return -1;
-  if (ring_init(&p->out, o->capture_limit) || ring_init(&p->err, o->capture_limit)) {
-    fsn_proc_close(p);
-    return fsn_fail(err, "ENOMEM", "out of memory");
-  }
+  fsn_ring_init(&p->out, o->capture_limit);
+  fsn_ring_init(&p->err, o->capture_limit);
   int in_fd = -1, outp[2] = {-1, -1}, errp[2] = {-1, -1};
   int rc = 0;
   if (o->stdin_data) {
@@ -305,7 +329,7 @@ static void drain(int *fd, fsn_ring *r) {
   char chunk[65536];
   while (*fd >= 0) {
     ssize_t n = read(*fd, chunk, sizeof chunk);
-    if (n > 0) { ring_add(r, chunk, (size_t)n); continue; }
+    if (n > 0) { fsn_ring_add(r, chunk, (size_t)n); continue; }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return;
     close(*fd); /* EOF or a read error: this stream is over */

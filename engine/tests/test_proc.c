@@ -40,6 +40,30 @@ static char *tail(const fsn_ring *r) {
   return out;
 }
 
+/* Checks the ring against a plain copy of everything added: the tail of
+ * min(limit, total) bytes, the exact count, never more allocated than the
+ * limit. */
+static void ring_case(size_t limit, const size_t *sizes, size_t nsizes) {
+  size_t all = 0;
+  for (size_t i = 0; i < nsizes; i++) all += sizes[i];
+  char *ref = malloc(all + 1), *out = malloc(all + 1);
+  fsn_ring r;
+  fsn_ring_init(&r, limit);
+  size_t off = 0;
+  for (size_t i = 0; i < nsizes; i++) {
+    for (size_t k = 0; k < sizes[i]; k++) ref[off + k] = (char)('a' + (off + k) * 7 % 26);
+    fsn_ring_add(&r, ref + off, sizes[i]);
+    off += sizes[i];
+    size_t want = off < limit ? off : limit;
+    size_t n = fsn_ring_copy(&r, out);
+    CHECK(n == want && r.total == off && r.cap <= limit);
+    CHECK(memcmp(out, ref + off - want, want) == 0);
+  }
+  free(r.data);
+  free(ref);
+  free(out);
+}
+
 int main(void) {
   fsn_proc p;
   fsn_err err;
@@ -61,6 +85,40 @@ int main(void) {
   CHECK(run(cat_argv, "from stdin", 1024, 0, &p, &err) == 0);
   CHECK_STR(tail(&p.out), "from stdin");
   fsn_proc_close(&p);
+
+  /* Capture buffers grow with the output: below, at and over the limit,
+   * across each doubling and with chunks that end exactly on one. */
+  size_t exact[] = {4096, 1, 4095, 4097, 8192, 3};
+  size_t small[] = {1, 2, 3};
+  size_t huge[] = {70000, 5, 65536, 1};
+  size_t limits[] = {0, 1, 6, 4095, 4096, 4097, 8192, 10000, 16384, 65536, 1 << 20};
+  for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) {
+    ring_case(limits[i], exact, sizeof exact / sizeof *exact);
+    ring_case(limits[i], small, sizeof small / sizeof *small);
+    ring_case(limits[i], huge, sizeof huge / sizeof *huge);
+  }
+  fsn_ring few;
+  fsn_ring_init(&few, 1 << 20);
+  fsn_ring_add(&few, "ok", 2);
+  CHECK(few.cap == 4096); /* sized to what was printed, not to the limit */
+  free(few.data);
+  /* seq 1 1000 prints 3893 bytes: a limit over, equal to and under that. */
+  char *seq_argv[] = {"seq", "1", "1000", NULL};
+  char *whole = malloc(8192);
+  size_t seq_limits[] = {10000, 3893, 100};
+  for (size_t i = 0; i < 3; i++) {
+    CHECK(run(seq_argv, NULL, seq_limits[i], 0, &p, &err) == 0);
+    CHECK(p.status == 0 && p.out.total == 3893);
+    size_t n = fsn_ring_copy(&p.out, whole);
+    size_t want = seq_limits[i] < 3893 ? seq_limits[i] : 3893;
+    CHECK(n == want);
+    CHECK(n >= 4 && memcmp(whole + n - 4, "000\n", 4) == 0);
+    if (i == 0) CHECK(memcmp(whole, "1\n2\n3\n", 6) == 0 && p.out.cap == 4096);
+    if (i == 1) CHECK(memcmp(whole, "1\n2\n3\n", 6) == 0 && p.out.cap == 3893);
+    if (i == 2) CHECK(memcmp(whole, "76\n977\n978\n", 11) == 0 && p.out.cap == 100);
+    fsn_proc_close(&p);
+  }
+  free(whole);
 
   /* Timeout: SIGTERM to the whole group, including a grandchild. */
   char *hang_argv[] = {"sh", "-c", "sleep 30 & sleep 30", NULL};
