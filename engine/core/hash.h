@@ -22,7 +22,8 @@ void fsn_hasher_free(fsn_hasher *h);
 int fsn_sha256_hex(fsn_hasher *h, const void *data, size_t len,
                    char hex[FSN_HEX_LEN + 1], fsn_err *err);
 
-/* Hash a regular file; the last component is opened no-follow. */
+/* Hash a regular file; the last component is opened no-follow. Uses the
+ * hasher's read buffer: one call at a time per hasher (one per Lua state). */
 int fsn_hash_file(fsn_hasher *h, const char *path, char hex[FSN_HEX_LEN + 1],
                   uint64_t *size, fsn_err *err);
 

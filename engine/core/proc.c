@@ -1,4 +1,4 @@
-/* fork/exec with a CLOEXEC error pipe, pidfd-driven waits. */
+/* clone(CLONE_VM | CLONE_VFORK) + execve (no copy of the parent), pidfd-driven waits. */
 #define _GNU_SOURCE
 #include "proc.h"
 
@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -104,16 +105,41 @@ static int resolve(const char *prog, char *const *envp, char *out, size_t cap, f
   return fsn_fail(err, "ENOENT", "spawn '%s': not found in PATH", prog);
 }
 
-static int ring_init(fsn_ring *r, size_t cap) {
+/* A ring starts empty and grows (doubling, from RING_START) as output
+ * arrives, up to its limit: most icp commands print a few hundred bytes, and
+ * two rings of the limit per spawn were megabytes malloc'd for nothing.
+ * While it is below its limit the ring is linear (head == len, never
+ * wrapped), so growing is a plain realloc; it wraps only at the limit. */
+#define RING_START 4096
+
+void fsn_ring_init(fsn_ring *r, size_t limit) {
   memset(r, 0, sizeof *r);
-  r->cap = cap;
-  if (cap == 0) return 0;
-  r->data = malloc(cap);
-  return r->data ? 0 : -1;
+  r->limit = limit;
 }
 
-static void ring_add(fsn_ring *r, const char *p, size_t n) {
+/* Makes room for len + n bytes, up to the limit. Out of memory, the ring
+ * keeps the capacity it has as its limit: a shorter tail, the count still
+ * exact (the child's output must be drained whatever happens). */
+static void ring_grow(fsn_ring *r, size_t n) {
+  if (r->cap >= r->limit || r->len + n <= r->cap) return;
+  size_t want = r->cap ? r->cap : RING_START;
+  while (want < r->len + n && want < r->limit) want *= 2;
+  if (want > r->limit) want = r->limit;
+  char *d = realloc(r->data, want);
+  if (!d) {
+    r->limit = r->cap;
+    return;
+  }
+  r->data = d;
+  r->cap = want;
+  /* A full linear ring has head 0 (it wrapped onto the start exactly):
+   * the next byte goes after the kept ones, not over the first. */
+  r->head = r->len;
+}
+
+void fsn_ring_add(fsn_ring *r, const char *p, size_t n) {
   r->total += n;
+  ring_grow(r, n);
   if (r->cap == 0) return;
   if (n >= r->cap) {
     memcpy(r->data, p + n - r->cap, r->cap);
@@ -129,6 +155,7 @@ static void ring_add(fsn_ring *r, const char *p, size_t n) {
 }
 
 size_t fsn_ring_copy(const fsn_ring *r, char *out) {
+  if (r->len == 0) return 0; /* data may be NULL */
   if (r->len < r->cap) {
     memcpy(out, r->data, r->len);
     return r->len;
@@ -139,37 +166,109 @@ size_t fsn_ring_copy(const fsn_ring *r, char *out) {
   return r->len;
 }
 
-static void child(const fsn_spawn_opts *o, const char *path, int in_fd, int out_w,
-                  int err_w, int report) __attribute__((noreturn));
+/* clone(CLONE_VM | CLONE_VFORK), not fork: the child borrows the parent's
+ * memory on a small stack of its own until it execs, so spawning costs the
+ * same at 20 MB and at 2 GB of Lua heap (fork copied every page-table entry,
+ * then took a copy-on-write fault for each page the parent touched before the
+ * exec). This is what glibc's posix_spawn does, but posix_spawn cannot give
+ * the same child: glibc 2.36 leaves its two internal signals (32, 33) ignored
+ * across the exec, and icp must start with nothing ignored.
+ *
+ * Sharing memory makes the child's rules stricter than a fork child's: it
+ * may touch nothing of the parent's but its argument block (the exec error
+ * goes back through it), so the signal calls are raw system calls (ASan's and
+ * glibc's sigaction wrappers keep tables in memory the parent owns), and the
+ * parent blocks every signal around the clone so that none of its handlers
+ * (engine.signals' flag, lua5.4's hook) can run in the child before the
+ * child has reset them to the default. */
 
-static void child(const fsn_spawn_opts *o, const char *path, int in_fd, int out_w,
-                  int err_w, int report) {
-  /* Only async-signal-safe calls from here on. */
-  setpgid(0, 0);
-  struct sigaction dfl;
-  memset(&dfl, 0, sizeof dfl);
-  dfl.sa_handler = SIG_DFL;
-  for (int s = 1; s < NSIG; s++)
-    if (s != SIGKILL && s != SIGSTOP) sigaction(s, &dfl, NULL);
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
-  if (dup2(in_fd, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0) goto fail;
+struct child_args {
+  const fsn_spawn_opts *o;
+  const char *path;
+  int in_fd, out_w, err_w;
+  volatile int err; /* the failing errno, written by the child */
+};
+
+/* The kernel's sigset: _NSIG bits (64 here, 128 on MIPS). */
+#define KSIGSET_BYTES (_NSIG / 8)
+
+__attribute__((no_sanitize("address", "undefined")))
+static int child(void *arg) {
+  struct child_args *a = arg;
+  const fsn_spawn_opts *o = a->o;
+  syscall(SYS_setpgid, 0, 0);
+  /* All-zero kernel sigaction = SIG_DFL, no flags, on every layout. */
+  unsigned long dfl[8] = {0};
+  for (int s = 1; s < _NSIG; s++)
+    if (s != SIGKILL && s != SIGSTOP) syscall(SYS_rt_sigaction, s, dfl, NULL, KSIGSET_BYTES);
+  unsigned long none[2] = {0, 0};
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, none, NULL, KSIGSET_BYTES);
+  if (dup2(a->in_fd, 0) < 0 || dup2(a->out_w, 1) < 0 || dup2(a->err_w, 2) < 0) goto fail;
   if (o->cwd && chdir(o->cwd) != 0) goto fail;
   /* Descriptors Lua or the host opened without CLOEXEC must not leak into
    * icp (a leaked lock fd would keep a lock alive). */
   if (syscall(SYS_close_range, 3U, UINT_MAX, CLOSE_RANGE_CLOEXEC) != 0) {
-    for (int fd = 3; fd < 1024; fd++)
-      if (fd != report) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    for (int fd = 3; fd < 1024; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   for (size_t i = 0; i < o->n_inherit; i++)
     if (o->inherit_fds[i] > 2 && fcntl(o->inherit_fds[i], F_SETFD, 0) != 0) goto fail;
-  execve(path, o->argv, o->envp);
-fail:;
+  execve(a->path, o->argv, o->envp);
+fail:
+  a->err = errno ? errno : ECHILD;
+  /* Not _exit: a sanitizer intercepts it and would run its exit hooks on
+   * the parent's memory. */
+  syscall(SYS_exit, 127);
+  return 127;
+}
+
+/* Returns the child's pid, or -1 with errno set (the exec's or the clone's). */
+static pid_t spawn_child(struct child_args *a) {
+  /* Enough for child() and the libc calls it makes, sanitized or not; pages
+   * never touched cost nothing. One guard page below catches an overflow. */
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), size = 256 * 1024;
+  char *stack = mmap(NULL, size + page, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return -1;
+  mprotect(stack, page, PROT_NONE);
+  /* The vfork wake-up comes when exec replaces the memory, before the
+   * kernel closes the CLOEXEC descriptors: a lock the parent closes right
+   * after spawn returns could still be held by the child's copy. This pipe's
+   * EOF comes only after that close, so spawn returns once the child holds
+   * exactly the descriptors it keeps (the old fork code's report pipe gave
+   * the same guarantee). */
+  int barrier[2];
+  if (pipe2(barrier, O_CLOEXEC) != 0) {
+    int e = errno;
+    munmap(stack, size + page);
+    errno = e;
+    return -1;
+  }
+  unsigned long all[2] = {~0UL, ~0UL}, old[2] = {0, 0};
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, all, old, KSIGSET_BYTES);
+  a->err = 0;
+  pid_t pid = clone(child, stack + page + size, CLONE_VM | CLONE_VFORK | SIGCHLD, a);
   int e = errno;
-  ssize_t w = write(report, &e, sizeof e);
-  (void)w;
-  _exit(127);
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, old, NULL, KSIGSET_BYTES);
+  munmap(stack, size + page);
+  close(barrier[1]);
+  if (pid > 0) {
+    char c;
+    while (read(barrier[0], &c, 1) < 0 && errno == EINTR) {}
+  }
+  close(barrier[0]);
+  if (pid < 0) {
+    errno = e;
+    return -1;
+  }
+  /* CLONE_VFORK: the child has exec'd or exited by now. */
+  if (a->err) {
+    e = a->err;
+    /* Caught signals are installed without SA_RESTART. */
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    errno = e;
+    return -1;
+  }
+  return pid;
 }
 
 int fsn_proc_spawn(fsn_proc *p, const fsn_spawn_opts *o, fsn_err *err) {
@@ -177,11 +276,9 @@ int fsn_proc_spawn(fsn_proc *p, const fsn_spawn_opts *o, fsn_err *err) {
   char path[4096];
   if (!o->argv || !o->argv[0]) return fsn_fail(err, "EINVAL", "spawn: empty argv");
   if (resolve(o->argv[0], o->envp, path, sizeof path, err) != 0) return -1;
-  if (ring_init(&p->out, o->capture_limit) || ring_init(&p->err, o->capture_limit)) {
-    fsn_proc_close(p);
-    return fsn_fail(err, "ENOMEM", "out of memory");
-  }
-  int in_fd = -1, outp[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
+  fsn_ring_init(&p->out, o->capture_limit);
+  fsn_ring_init(&p->err, o->capture_limit);
+  int in_fd = -1, outp[2] = {-1, -1}, errp[2] = {-1, -1};
   int rc = 0;
   if (o->stdin_data) {
     in_fd = memfd_create("fleetsnap-stdin", MFD_CLOEXEC);
@@ -192,30 +289,19 @@ int fsn_proc_spawn(fsn_proc *p, const fsn_spawn_opts *o, fsn_err *err) {
     in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (in_fd < 0) rc = fsn_fail_errno(err, errno, "spawn '%s': /dev/null", o->argv[0]);
   }
-  if (rc == 0 && (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(rep, O_CLOEXEC)))
+  if (rc == 0 && (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)))
     rc = fsn_fail_errno(err, errno, "spawn '%s': pipe", o->argv[0]);
   pid_t pid = -1;
   if (rc == 0) {
-    pid = fork();
-    if (pid < 0) rc = fsn_fail_errno(err, errno, "spawn '%s': fork", o->argv[0]);
-    else if (pid == 0) child(o, path, in_fd, outp[1], errp[1], rep[1]);
+    /* The child has set its group and exec'd (or failed and been reaped)
+     * before this returns: no setpgid race for the parent to close. */
+    struct child_args a = {o, path, in_fd, outp[1], errp[1], 0};
+    pid = spawn_child(&a);
+    if (pid < 0) rc = fsn_fail_errno(err, errno, "spawn '%s'", o->argv[0]);
   }
   if (in_fd >= 0) close(in_fd);
   if (outp[1] >= 0) close(outp[1]);
   if (errp[1] >= 0) close(errp[1]);
-  if (rep[1] >= 0) close(rep[1]);
-  if (rc == 0) {
-    setpgid(pid, pid); /* either side may win the race; both set it */
-    int e = 0;
-    size_t got = 0;
-    fsn_read_all(rep[0], &e, sizeof e, &got);
-    if (got == sizeof e) {
-      /* Caught signals are installed without SA_RESTART. */
-      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
-      rc = fsn_fail_errno(err, e, "spawn '%s'", o->argv[0]);
-    }
-  }
-  if (rep[0] >= 0) close(rep[0]);
   if (rc != 0) {
     if (outp[0] >= 0) close(outp[0]);
     if (errp[0] >= 0) close(errp[0]);
@@ -243,7 +329,7 @@ static void drain(int *fd, fsn_ring *r) {
   char chunk[65536];
   while (*fd >= 0) {
     ssize_t n = read(*fd, chunk, sizeof chunk);
-    if (n > 0) { ring_add(r, chunk, (size_t)n); continue; }
+    if (n > 0) { fsn_ring_add(r, chunk, (size_t)n); continue; }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return;
     close(*fd); /* EOF or a read error: this stream is over */

@@ -11,10 +11,13 @@
 
 #include "err.h"
 
+/* The last `limit` bytes of a stream, in a buffer grown on demand. */
 typedef struct fsn_ring {
   char *data;
-  size_t cap, head, len;
-  uint64_t total;
+  size_t cap;   /* allocated, <= limit */
+  size_t limit; /* bytes of tail kept at most */
+  size_t head, len;
+  uint64_t total; /* every byte seen */
 } fsn_ring;
 
 typedef struct fsn_spawn_opts {
@@ -59,7 +62,11 @@ int fsn_proc_kill(fsn_proc *p, int sig, fsn_err *err);
 /* Kill the group if the child is still running, reap it, close pipes, free
  * buffers. Idempotent. */
 void fsn_proc_close(fsn_proc *p);
-/* Linear copy of a ring's kept tail into out (cap >= ring len). */
+void fsn_ring_init(fsn_ring *r, size_t limit);
+/* Counts n bytes and keeps the last limit bytes seen (frees nothing: the
+ * owner frees data). */
+void fsn_ring_add(fsn_ring *r, const char *p, size_t n);
+/* Linear copy of a ring's kept tail into out (room for len bytes). */
 size_t fsn_ring_copy(const fsn_ring *r, char *out);
 long long fsn_now_ms(void);
 

@@ -160,7 +160,7 @@ static void push_result(lua_State *L, fsn_proc *p) {
     lua_pushinteger(L, p->status);
     lua_setfield(L, -2, "status");
   }
-  char *tmp = lua_newuserdatauv(L, p->out.cap > p->err.cap ? p->out.cap + 1 : p->err.cap + 1, 0);
+  char *tmp = lua_newuserdatauv(L, p->out.len > p->err.len ? p->out.len + 1 : p->err.len + 1, 0);
   size_t n = fsn_ring_copy(&p->out, tmp);
   lua_pushlstring(L, tmp, n);
   lua_setfield(L, -3, "stdout");

@@ -1,11 +1,13 @@
 /* Unit tests of child processes: capture, exit status, timeout with group
- * kill, tail capture, stdin, env, exec failure, wait_any over several. */
+ * kill, tail capture, stdin, env, exec failure, wait_any over several, a
+ * child of a large parent holding an inherited lock. */
 #include <signal.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "lock.h"
 #include "proc.h"
 
 extern char **environ;
@@ -38,6 +40,30 @@ static char *tail(const fsn_ring *r) {
   return out;
 }
 
+/* Checks the ring against a plain copy of everything added: the tail of
+ * min(limit, total) bytes, the exact count, never more allocated than the
+ * limit. */
+static void ring_case(size_t limit, const size_t *sizes, size_t nsizes) {
+  size_t all = 0;
+  for (size_t i = 0; i < nsizes; i++) all += sizes[i];
+  char *ref = malloc(all + 1), *out = malloc(all + 1);
+  fsn_ring r;
+  fsn_ring_init(&r, limit);
+  size_t off = 0;
+  for (size_t i = 0; i < nsizes; i++) {
+    for (size_t k = 0; k < sizes[i]; k++) ref[off + k] = (char)('a' + (off + k) * 7 % 26);
+    fsn_ring_add(&r, ref + off, sizes[i]);
+    off += sizes[i];
+    size_t want = off < limit ? off : limit;
+    size_t n = fsn_ring_copy(&r, out);
+    CHECK(n == want && r.total == off && r.cap <= limit);
+    CHECK(memcmp(out, ref + off - want, want) == 0);
+  }
+  free(r.data);
+  free(ref);
+  free(out);
+}
+
 int main(void) {
   fsn_proc p;
   fsn_err err;
@@ -59,6 +85,40 @@ int main(void) {
   CHECK(run(cat_argv, "from stdin", 1024, 0, &p, &err) == 0);
   CHECK_STR(tail(&p.out), "from stdin");
   fsn_proc_close(&p);
+
+  /* Capture buffers grow with the output: below, at and over the limit,
+   * across each doubling and with chunks that end exactly on one. */
+  size_t exact[] = {4096, 1, 4095, 4097, 8192, 3};
+  size_t small[] = {1, 2, 3};
+  size_t huge[] = {70000, 5, 65536, 1};
+  size_t limits[] = {0, 1, 6, 4095, 4096, 4097, 8192, 10000, 16384, 65536, 1 << 20};
+  for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) {
+    ring_case(limits[i], exact, sizeof exact / sizeof *exact);
+    ring_case(limits[i], small, sizeof small / sizeof *small);
+    ring_case(limits[i], huge, sizeof huge / sizeof *huge);
+  }
+  fsn_ring few;
+  fsn_ring_init(&few, 1 << 20);
+  fsn_ring_add(&few, "ok", 2);
+  CHECK(few.cap == 4096); /* sized to what was printed, not to the limit */
+  free(few.data);
+  /* seq 1 1000 prints 3893 bytes: a limit over, equal to and under that. */
+  char *seq_argv[] = {"seq", "1", "1000", NULL};
+  char *whole = malloc(8192);
+  size_t seq_limits[] = {10000, 3893, 100};
+  for (size_t i = 0; i < 3; i++) {
+    CHECK(run(seq_argv, NULL, seq_limits[i], 0, &p, &err) == 0);
+    CHECK(p.status == 0 && p.out.total == 3893);
+    size_t n = fsn_ring_copy(&p.out, whole);
+    size_t want = seq_limits[i] < 3893 ? seq_limits[i] : 3893;
+    CHECK(n == want);
+    CHECK(n >= 4 && memcmp(whole + n - 4, "000\n", 4) == 0);
+    if (i == 0) CHECK(memcmp(whole, "1\n2\n3\n", 6) == 0 && p.out.cap == 4096);
+    if (i == 1) CHECK(memcmp(whole, "1\n2\n3\n", 6) == 0 && p.out.cap == 3893);
+    if (i == 2) CHECK(memcmp(whole, "76\n977\n978\n", 11) == 0 && p.out.cap == 100);
+    fsn_proc_close(&p);
+  }
+  free(whole);
 
   /* Timeout: SIGTERM to the whole group, including a grandchild. */
   char *hang_argv[] = {"sh", "-c", "sleep 30 & sleep 30", NULL};
@@ -136,5 +196,42 @@ int main(void) {
   fsn_proc_close(&a); /* kills and reaps */
   fsn_proc_close(&b);
   fsn_proc_close(&b); /* idempotent */
+  /* A parent with a large, touched heap still starts children (they share
+   * its memory until the exec instead of copying it), and a lock handed to
+   * the child survives the exec: once the parent lets go of its own
+   * descriptor, only the child holds it. */
+  size_t big = (size_t)256 << 20;
+  char *heap = malloc(big);
+  CHECK(heap != NULL);
+  if (heap) memset(heap, 0x5a, big);
+  char dir[] = "/tmp/fsn-proc-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  char lock_path[64];
+  snprintf(lock_path, sizeof lock_path, "%s/cmd.lock", dir);
+  fsn_lock lk;
+  CHECK(fsn_lock_acquire(&lk, lock_path, -1, NULL, &err) == 0);
+  char *holder_argv[] = {"sh", "-c", "exec sleep 30", NULL};
+  memset(&o, 0, sizeof o);
+  o.envp = environ;
+  o.capture_limit = 64;
+  o.argv = holder_argv;
+  o.inherit_fds = &lk.fd;
+  o.n_inherit = 1;
+  CHECK(fsn_proc_spawn(&a, &o, &err) == 0);
+  fsn_lock_release(&lk);
+  fsn_lock probe;
+  CHECK(fsn_lock_acquire(&probe, lock_path, -1, NULL, &err) == -1);
+  CHECK_STR(err.code, "ELOCKED");
+  fsn_proc_close(&a); /* the holder dies: the kernel drops its lock */
+  CHECK(fsn_lock_acquire(&probe, lock_path, -1, NULL, &err) == 0);
+  fsn_lock_release(&probe);
+  CHECK(run(echo_argv, NULL, 1024, 0, &p, &err) == 0);
+  CHECK(p.status == 7);
+  CHECK_STR(tail(&p.out), "out");
+  fsn_proc_close(&p);
+  if (heap) CHECK(heap[0] == 0x5a && heap[big - 1] == 0x5a); /* the child wrote nothing here */
+  free(heap);
+  unlink(lock_path);
+  rmdir(dir);
   return check_done("test_proc");
 }

@@ -43,6 +43,17 @@ describe("engine.proc.run", function()
     assert.equal(588895, r.stdout_bytes)
   end)
 
+  it("captures output smaller than, equal to and larger than capture_limit", function()
+    local all = proc.run({ argv = { "seq", "1", "100000" }, capture_limit = 1 << 20 })
+    assert.equal(588895, #all.stdout)
+    assert.equal(588895, all.stdout_bytes)
+    for _, limit in ipairs({ 588895, 588894, 300000, 4096, 4097 }) do
+      local r = proc.run({ argv = { "seq", "1", "100000" }, capture_limit = limit })
+      assert.equal(all.stdout:sub(-limit), r.stdout)
+      assert.equal(588895, r.stdout_bytes)
+    end
+  end)
+
   it("feeds stdin", function()
     assert.equal("hello", proc.run({ argv = { "cat" }, stdin = "hello" }).stdout)
   end)
