@@ -220,6 +220,8 @@ end
 
 --- The icp command lines an operation still runs, as text.
 function M.commands(x, op)
+  -- A barrier runs nothing.
+  if op.kind == "barrier" then return {} end
   local d, c = x.driver, op.canister
   local m = x.context.members[c]
   local uploaded = kinds.uploaded_id(x, c) or ("<snapshot id of " .. operations.id("upload", c) .. ">")
@@ -294,7 +296,7 @@ local function stopped_targets(st, ops)
   local out = {}
   for _, op in ipairs(ops) do
     local o = st.ops[op.id]
-    local started = st.ops[operations.id("start", op.canister)]
+    local started = op.kind == "stop" and st.ops[operations.id("start", op.canister)]
     if op.kind == "stop" and o and o.state and not (started and started.state == "completed") then
       out[#out + 1] = op.canister
     end
