@@ -78,18 +78,23 @@ local function member_id(m)
   return type(m) == "table" and m.canister_id or m
 end
 
+-- Copies opts.after, refusing an id that is not (yet) an operation.
+local function deps(self, id, opts)
+  local after = {}
+  for i, a in ipairs(opts.after or {}) do
+    assert(self.by_id[a], "plan: " .. id .. " depends on unknown operation " .. tostring(a))
+    after[i] = a
+  end
+  return after
+end
+
 function Builder:add(kind, m, opts, extra)
   opts = opts or {}
   local cid = member_id(m)
   assert(self.members[cid], "plan: " .. tostring(cid) .. " is not in the selection")
   local id = extra and extra.id or (kind .. "-" .. cid)
   assert(not self.by_id[id], "plan: operation " .. id .. " added twice")
-  local after = {}
-  for i, a in ipairs(opts.after or {}) do
-    assert(self.by_id[a], "plan: " .. id .. " depends on unknown operation " .. tostring(a))
-    after[i] = a
-  end
-  local op = { id = id, kind = kind, canister = cid, after = after }
+  local op = { id = id, kind = kind, canister = cid, after = deps(self, id, opts) }
   for k, v in pairs(extra or {}) do if k ~= "id" then op[k] = v end end
   self.ops[#self.ops + 1] = op
   self.by_id[id] = op
@@ -100,6 +105,20 @@ function Builder:stop(m, opts) return self:add("stop", m, opts) end
 function Builder:snapshot(m, opts) return self:add("snapshot", m, opts) end
 function Builder:start(m, opts) return self:add("start", m, opts) end
 function Builder:download(m, opts) return self:add("download", m, opts) end
+
+--- A phase barrier: one operation, on no canister and with no effect,
+-- that completes once everything in opts.after has. N operations that
+-- wait on one barrier, instead of on each of N others, keep the plan
+-- linear in the fleet. Returns its id, `barrier-<name>`.
+function Builder:barrier(name, opts)
+  assert(type(name) == "string" and name:match("^[%w_%-]+$"), "plan: a barrier needs a name of letters, digits, - or _")
+  local id = "barrier-" .. name
+  assert(not self.by_id[id], "plan: operation " .. id .. " added twice")
+  local op = { id = id, kind = "barrier", after = deps(self, id, opts or {}) }
+  self.ops[#self.ops + 1] = op
+  self.by_id[id] = op
+  return id
+end
 
 --- A custom canister call; `idempotent` must be declared.
 function Builder:call(m, method, args, opts)
@@ -113,7 +132,9 @@ end
 
 --- Stops the selection parents first, level by level, each level in
 -- parallel after the one above it (opts.after: what the first level waits
--- for). Returns every stop's id, for what must follow all of them.
+-- for). A level of several waits on one barrier after the level above
+-- (`barrier-stopped-depth-<d>`), not on each of its stops. Returns every
+-- stop's id, for what must follow all of them.
 function Builder:stop_by_level(opts)
   local previous, stops = (opts or {}).after or {}, {}
   for _, level in ipairs(self:levels()) do
@@ -123,7 +144,7 @@ function Builder:stop_by_level(opts)
       this[#this + 1] = id
       stops[#stops + 1] = id
     end
-    previous = this
+    previous = #this > 1 and { self:barrier("stopped-depth-" .. level[1].depth, { after = this }) } or this
   end
   return stops
 end
@@ -144,43 +165,118 @@ function Builder:levels()
   return out
 end
 
+-- The builder's methods run outside the policy's instruction budget: the
+-- budget bounds the policy's own work, and copying a long `after` list or
+-- grouping a large selection is fleetsnap's. Each call is still charged
+-- the size of what it copies, so a loop of calls ends.
+do
+  local function after_size(_, _, opts) return type(opts) == "table" and type(opts.after) == "table" and #opts.after or 0 end
+  local function selection_size(self) return type(self) == "table" and type(self.selection) == "table" and #self.selection or 0 end
+  local COST = {
+    add = function(_, _, _, opts) return after_size(nil, nil, opts) end,
+    stop = after_size, snapshot = after_size, start = after_size, download = after_size,
+    barrier = after_size,
+    call = function(_, _, _, _, opts) return after_size(nil, nil, opts) end,
+    stop_by_level = selection_size, levels = selection_size,
+  }
+  for name, cost in pairs(COST) do Builder[name] = sandbox.metered(Builder[name], cost) end
+end
+
+-- A set of members as bits: word index -> 64 bits (only the words with a
+-- bit set). Sets are shared, never changed once built.
+local function has(set, bit) return set[bit // 64 + 1] ~= nil and set[bit // 64 + 1] & (1 << (bit % 64)) ~= 0 end
+
+-- The union of `sets` (distinct tables, merged once each) and `bit` (or
+-- nil). One set and no bit: that set itself.
+local function union(sets, bit)
+  if #sets == 1 and (bit == nil or has(sets[1], bit)) then return sets[1] end
+  local out = {}
+  for _, s in ipairs(sets) do
+    for w, bits in pairs(s) do out[w] = (out[w] or 0) | bits end
+  end
+  if bit then out[bit // 64 + 1] = (out[bit // 64 + 1] or 0) | (1 << (bit % 64)) end
+  return out
+end
+
+local EMPTY = {}
+
+-- Checks that the plan is one the runner can execute safely: every member
+-- stopped, snapshotted (after its stop) and downloaded (after its
+-- snapshot), and started after its snapshot unless the policy leaves the
+-- selection stopped; no dependency on an unknown operation, no cycle. One
+-- pass in Kahn's order carries, for each operation, the members whose stop
+-- and whose snapshot it transitively waits on (bit sets, shared where an
+-- operation adds nothing: the sets behind a barrier are built once).
 local function check_plan(b, policy)
-  local per = {}
+  local per, bit = {}, {}
+  for i, m in ipairs(b.selection) do bit[m.canister_id] = i - 1 end
+  local by_id, waiting, dependents, ready = {}, {}, {}, {}
   for _, op in ipairs(b.ops) do
-    per[op.canister] = per[op.canister] or {}
-    if op.kind ~= "call" then
-      if per[op.canister][op.kind] then return "two " .. op.kind .. " operations for " .. op.canister end
-      per[op.canister][op.kind] = op
+    if by_id[op.id] then return "operation " .. tostring(op.id) .. " added twice" end
+    by_id[op.id] = op
+  end
+  for _, op in ipairs(b.ops) do
+    if op.kind == "barrier" then
+      if op.canister ~= nil then return "barrier " .. op.id .. " names a canister" end
+    else
+      if bit[op.canister] == nil then return "operation " .. tostring(op.id) .. " is not on a member of the selection" end
+      per[op.canister] = per[op.canister] or {}
+      if op.kind ~= "call" then
+        if per[op.canister][op.kind] then return "two " .. op.kind .. " operations for " .. op.canister end
+        per[op.canister][op.kind] = op
+      end
+    end
+    waiting[op.id] = #op.after
+    for _, a in ipairs(op.after) do
+      if not by_id[a] then return op.id .. " depends on unknown operation " .. tostring(a) end
+      dependents[a] = dependents[a] or {}
+      table.insert(dependents[a], op)
+    end
+    if #op.after == 0 then ready[#ready + 1] = op end
+  end
+  local stops, snaps, done = {}, {}, 0
+  while #ready > 0 do
+    local op = table.remove(ready)
+    done = done + 1
+    -- The distinct sets of the operations op waits on.
+    local sst, sss, seen = {}, {}, {}
+    for _, a in ipairs(op.after) do
+      local s1, s2 = stops[a], snaps[a]
+      if not seen[s1] then seen[s1] = true; sst[#sst + 1] = s1 end
+      if not seen[s2] then seen[s2] = true; sss[#sss + 1] = s2 end
+    end
+    if #sst == 0 then sst[1] = EMPTY end
+    if #sss == 0 then sss[1] = EMPTY end
+    stops[op.id] = union(sst, op.kind == "stop" and bit[op.canister] or nil)
+    snaps[op.id] = union(sss, op.kind == "snapshot" and bit[op.canister] or nil)
+    for _, d in ipairs(dependents[op.id] or {}) do
+      waiting[d.id] = waiting[d.id] - 1
+      if waiting[d.id] == 0 then ready[#ready + 1] = d end
     end
   end
-  -- Transitive dependencies, to check that the order is safe.
-  local function reaches(id, target, seen)
-    if id == target then return true end
-    seen = seen or {}
-    if seen[id] then return false end
-    seen[id] = true
-    for _, a in ipairs(b.by_id[id].after) do
-      if reaches(a, target, seen) then return true end
+  if done < #b.ops then
+    for _, op in ipairs(b.ops) do
+      if waiting[op.id] > 0 then return "operation " .. op.id .. " is on a dependency cycle (or waits on one)" end
     end
-    return false
   end
   for _, m in ipairs(b.selection) do
-    local ops = per[m.canister_id] or {}
+    local cid, n = m.canister_id, bit[m.canister_id]
+    local ops = per[cid] or {}
     for _, k in ipairs({ "stop", "snapshot", "download" }) do
-      if not ops[k] then return "no " .. k .. " operation for " .. m.canister_id end
+      if not ops[k] then return "no " .. k .. " operation for " .. cid end
     end
-    if not reaches(ops.snapshot.id, ops.stop.id) then
-      return "snapshot of " .. m.canister_id .. " must come after its stop (icp refuses a running canister)"
+    if not has(stops[ops.snapshot.id], n) then
+      return "snapshot of " .. cid .. " must come after its stop (icp refuses a running canister)"
     end
-    if not reaches(ops.download.id, ops.snapshot.id) then
-      return "download of " .. m.canister_id .. " must come after its snapshot"
+    if not has(snaps[ops.download.id], n) then
+      return "download of " .. cid .. " must come after its snapshot"
     end
     if ops.start then
-      if not reaches(ops.start.id, ops.snapshot.id) then
-        return "start of " .. m.canister_id .. " must come after its snapshot"
+      if not has(snaps[ops.start.id], n) then
+        return "start of " .. cid .. " must come after its snapshot"
       end
     elseif not policy.leaves_stopped then
-      return "no start operation for " .. m.canister_id .. " (set leaves_stopped = true to keep canisters stopped)"
+      return "no start operation for " .. cid .. " (set leaves_stopped = true to keep canisters stopped)"
     end
   end
   return nil
