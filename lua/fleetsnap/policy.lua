@@ -183,19 +183,11 @@ do
 end
 
 -- A set of members as bits: word index -> 64 bits (only the words with a
--- bit set). Sets are shared, never changed once built.
+-- bit set).
 local function has(set, bit) return set[bit // 64 + 1] ~= nil and set[bit // 64 + 1] & (1 << (bit % 64)) ~= 0 end
 
--- The union of `sets` (distinct tables, merged once each) and `bit` (or
--- nil). One set and no bit: that set itself.
-local function union(sets, bit)
-  if #sets == 1 and (bit == nil or has(sets[1], bit)) then return sets[1] end
-  local out = {}
-  for _, s in ipairs(sets) do
-    for w, bits in pairs(s) do out[w] = (out[w] or 0) | bits end
-  end
-  if bit then out[bit // 64 + 1] = (out[bit // 64 + 1] or 0) | (1 << (bit % 64)) end
-  return out
+local function add_bit(set, bit)
+  set[bit // 64 + 1] = (set[bit // 64 + 1] or 0) | (1 << (bit % 64))
 end
 
 local EMPTY = {}
@@ -203,10 +195,15 @@ local EMPTY = {}
 -- Checks that the plan is one the runner can execute safely: every member
 -- stopped, snapshotted (after its stop) and downloaded (after its
 -- snapshot), and started after its snapshot unless the policy leaves the
--- selection stopped; no dependency on an unknown operation, no cycle. One
--- pass in Kahn's order carries, for each operation, the members whose stop
--- and whose snapshot it transitively waits on (bit sets, shared where an
--- operation adds nothing: the sets behind a barrier are built once).
+-- selection stopped; no dependency on an unknown operation, no cycle.
+--
+-- One pass in Kahn's order carries, for each operation, the members whose
+-- stop and whose snapshot it transitively waits on, and checks each
+-- operation against them when it is reached. The sets are shared where an
+-- operation adds nothing (the sets behind a barrier are built once, not
+-- once per operation after it), and handed on to be changed in place
+-- where the one operation before is waited on by nothing else (a chain
+-- grows one set instead of copying it at every step).
 local function check_plan(b, policy)
   local per, bit = {}, {}
   for i, m in ipairs(b.selection) do bit[m.canister_id] = i - 1 end
@@ -234,21 +231,54 @@ local function check_plan(b, policy)
     end
     if #op.after == 0 then ready[#ready + 1] = op end
   end
-  local stops, snaps, done = {}, {}, 0
+  local stops, snaps, owner, ok, done = {}, {}, {}, {}, 0
+  -- op's set, from its dependencies' sets (`of`) and its own bit (or nil).
+  local function gather(op, of, own)
+    local sets, seen, from = {}, {}, nil
+    for _, a in ipairs(op.after) do
+      local s = of[a]
+      if not seen[s] then
+        seen[s] = true
+        sets[#sets + 1] = s
+        from = a
+      end
+    end
+    if #sets == 0 then sets[1] = EMPTY end
+    if #sets == 1 then
+      local s = sets[1]
+      -- Only the one operation before may hand its set on to be changed.
+      local mine = from ~= nil and owner[s] == from and #dependents[from] == 1
+      if own == nil or has(s, own) then
+        if mine then owner[s] = op.id end
+        return s
+      end
+      if mine then
+        owner[s] = op.id
+        add_bit(s, own)
+        return s
+      end
+    end
+    local out = {}
+    for _, s in ipairs(sets) do
+      for w, bits in pairs(s) do out[w] = (out[w] or 0) | bits end
+    end
+    if own then add_bit(out, own) end
+    owner[out] = op.id
+    return out
+  end
   while #ready > 0 do
     local op = table.remove(ready)
     done = done + 1
-    -- The distinct sets of the operations op waits on.
-    local sst, sss, seen = {}, {}, {}
+    local n = op.canister ~= nil and bit[op.canister] or nil
+    stops[op.id] = gather(op, stops, op.kind == "stop" and n or nil)
+    snaps[op.id] = gather(op, snaps, op.kind == "snapshot" and n or nil)
+    -- Checked now: a set handed on may later hold more.
+    if op.kind == "snapshot" then ok[op.id] = has(stops[op.id], n)
+    elseif op.kind == "download" or op.kind == "start" then ok[op.id] = has(snaps[op.id], n) end
     for _, a in ipairs(op.after) do
-      local s1, s2 = stops[a], snaps[a]
-      if not seen[s1] then seen[s1] = true; sst[#sst + 1] = s1 end
-      if not seen[s2] then seen[s2] = true; sss[#sss + 1] = s2 end
+      -- A set nobody else will read is dropped as soon as it is handed on.
+      if #dependents[a] == 1 then stops[a], snaps[a] = nil, nil end
     end
-    if #sst == 0 then sst[1] = EMPTY end
-    if #sss == 0 then sss[1] = EMPTY end
-    stops[op.id] = union(sst, op.kind == "stop" and bit[op.canister] or nil)
-    snaps[op.id] = union(sss, op.kind == "snapshot" and bit[op.canister] or nil)
     for _, d in ipairs(dependents[op.id] or {}) do
       waiting[d.id] = waiting[d.id] - 1
       if waiting[d.id] == 0 then ready[#ready + 1] = d end
@@ -260,19 +290,19 @@ local function check_plan(b, policy)
     end
   end
   for _, m in ipairs(b.selection) do
-    local cid, n = m.canister_id, bit[m.canister_id]
+    local cid = m.canister_id
     local ops = per[cid] or {}
     for _, k in ipairs({ "stop", "snapshot", "download" }) do
       if not ops[k] then return "no " .. k .. " operation for " .. cid end
     end
-    if not has(stops[ops.snapshot.id], n) then
+    if not ok[ops.snapshot.id] then
       return "snapshot of " .. cid .. " must come after its stop (icp refuses a running canister)"
     end
-    if not has(snaps[ops.download.id], n) then
+    if not ok[ops.download.id] then
       return "download of " .. cid .. " must come after its snapshot"
     end
     if ops.start then
-      if not has(snaps[ops.start.id], n) then
+      if not ok[ops.start.id] then
         return "start of " .. cid .. " must come after its snapshot"
       end
     elseif not policy.leaves_stopped then

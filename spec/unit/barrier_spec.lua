@@ -187,6 +187,30 @@ describe("check_plan", function()
     ]]))
   end)
 
+  it("refuses a snapshot placed before its stop in one chain", function()
+    local want = "snapshot of " .. selection(4)[1].canister_id .. " must come after its stop"
+    assert.truthy(refusal([[
+      local last = plan:stop(selection[2])
+      last = plan:snapshot(selection[1], { after = { last } })
+      last = plan:stop(selection[1], { after = { last } })
+      for i = 3, #selection do last = plan:stop(selection[i], { after = { last } }) end
+      for i = 2, #selection do last = plan:snapshot(selection[i], { after = { last } }) end
+      for _, m in ipairs(selection) do last = plan:download(m, { after = { last } }) end
+    ]], { leaves_stopped = true }):find(want, 1, true))
+  end)
+
+  it("accepts the same chain with the stop first", function()
+    local ops = policy.build(policy_of([[return { name = "t", leaves_stopped = true, plan = function(selection, plan)
+      local last = plan:stop(selection[2])
+      last = plan:stop(selection[1], { after = { last } })
+      last = plan:snapshot(selection[1], { after = { last } })
+      for i = 3, #selection do last = plan:stop(selection[i], { after = { last } }) end
+      for i = 2, #selection do last = plan:snapshot(selection[i], { after = { last } }) end
+      for _, m in ipairs(selection) do last = plan:download(m, { after = { last } }) end
+    end }]]), selection(4))
+    assert.is_table(ops)
+  end)
+
   it("refuses a start that is not behind its snapshot", function()
     assert.matches("start of .* must come after its snapshot", refusal([[
       local stopped = plan:barrier("stopped", { after = plan:stop_by_level() })
