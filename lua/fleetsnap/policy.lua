@@ -132,19 +132,23 @@ end
 
 --- Stops the selection parents first, level by level, each level in
 -- parallel after the one above it (opts.after: what the first level waits
--- for). A level of several waits on one barrier after the level above
--- (`barrier-stopped-depth-<d>`), not on each of its stops. Returns every
+-- for). A level waits on one barrier after the level above, when that
+-- has several stops (`barrier-stopped-depth-<d>`), not on each of them. Returns every
 -- stop's id, for what must follow all of them.
 function Builder:stop_by_level(opts)
   local previous, stops = (opts or {}).after or {}, {}
-  for _, level in ipairs(self:levels()) do
+  local levels = self:levels()
+  for i, level in ipairs(levels) do
     local this = {}
     for _, m in ipairs(level) do
       local id = self:stop(m, { after = previous })
       this[#this + 1] = id
       stops[#stops + 1] = id
     end
-    previous = #this > 1 and { self:barrier("stopped-depth-" .. level[1].depth, { after = this }) } or this
+    -- No barrier after the last level: what follows waits on the stops
+    -- it is given.
+    previous = (#this > 1 and i < #levels) and { self:barrier("stopped-depth-" .. level[1].depth, { after = this }) }
+      or this
   end
   return stops
 end

@@ -274,7 +274,10 @@ function M.create(opts)
   res, err, code = fs.write_create(dir .. "/" .. M.PLAN, json.encode(plan, { pretty = true }))
   if not res then raise(errors.engine_code(code), dir .. "/" .. M.PLAN .. ": " .. tostring(err)) end
   if opts.events then
-    opts.events({ type = "created", backup_id = plan.backup_id, dir = dir, operations = #plan.operations })
+    local barriers = 0
+    for _, op in ipairs(plan.operations) do if op.kind == "barrier" then barriers = barriers + 1 end end
+    opts.events({ type = "created", backup_id = plan.backup_id, dir = dir, operations = #plan.operations,
+      barriers = barriers })
   end
   local result = M.run(dir, opts)
   result.dir = dir

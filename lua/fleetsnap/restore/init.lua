@@ -489,7 +489,9 @@ end
 --- Drives an executor over its operations: reconcile, re-arm or refuse
 -- failures, schedule, and record the end. Returns the summary.
 local function drive(x, doc, state, ops, opts, what)
-  x:emit("restore", { what = what, operations = #ops })
+  local barriers = 0
+  for _, op in ipairs(ops) do if op.kind == "barrier" then barriers = barriers + 1 end end
+  x:emit("restore", { what = what, operations = #ops, barriers = barriers })
   x:reconcile()
   restop(x, ops)
   local refused = x:rearm_failed(opts.retry_failed)
