@@ -78,18 +78,23 @@ local function member_id(m)
   return type(m) == "table" and m.canister_id or m
 end
 
+-- Copies opts.after, refusing an id that is not (yet) an operation.
+local function deps(self, id, opts)
+  local after = {}
+  for i, a in ipairs(opts.after or {}) do
+    assert(self.by_id[a], "plan: " .. id .. " depends on unknown operation " .. tostring(a))
+    after[i] = a
+  end
+  return after
+end
+
 function Builder:add(kind, m, opts, extra)
   opts = opts or {}
   local cid = member_id(m)
   assert(self.members[cid], "plan: " .. tostring(cid) .. " is not in the selection")
   local id = extra and extra.id or (kind .. "-" .. cid)
   assert(not self.by_id[id], "plan: operation " .. id .. " added twice")
-  local after = {}
-  for i, a in ipairs(opts.after or {}) do
-    assert(self.by_id[a], "plan: " .. id .. " depends on unknown operation " .. tostring(a))
-    after[i] = a
-  end
-  local op = { id = id, kind = kind, canister = cid, after = after }
+  local op = { id = id, kind = kind, canister = cid, after = deps(self, id, opts) }
   for k, v in pairs(extra or {}) do if k ~= "id" then op[k] = v end end
   self.ops[#self.ops + 1] = op
   self.by_id[id] = op
@@ -100,6 +105,20 @@ function Builder:stop(m, opts) return self:add("stop", m, opts) end
 function Builder:snapshot(m, opts) return self:add("snapshot", m, opts) end
 function Builder:start(m, opts) return self:add("start", m, opts) end
 function Builder:download(m, opts) return self:add("download", m, opts) end
+
+--- A phase barrier: one operation, on no canister and with no effect,
+-- that completes once everything in opts.after has. N operations that
+-- wait on one barrier, instead of on each of N others, keep the plan
+-- linear in the fleet. Returns its id, `barrier-<name>`.
+function Builder:barrier(name, opts)
+  assert(type(name) == "string" and name:match("^[%w_%-]+$"), "plan: a barrier needs a name of letters, digits, - or _")
+  local id = "barrier-" .. name
+  assert(not self.by_id[id], "plan: operation " .. id .. " added twice")
+  local op = { id = id, kind = "barrier", after = deps(self, id, opts or {}) }
+  self.ops[#self.ops + 1] = op
+  self.by_id[id] = op
+  return id
+end
 
 --- A custom canister call; `idempotent` must be declared.
 function Builder:call(m, method, args, opts)
@@ -113,17 +132,23 @@ end
 
 --- Stops the selection parents first, level by level, each level in
 -- parallel after the one above it (opts.after: what the first level waits
--- for). Returns every stop's id, for what must follow all of them.
+-- for). A level waits on one barrier after the level above, when that
+-- has several stops (`barrier-stopped-depth-<d>`), not on each of them. Returns every
+-- stop's id, for what must follow all of them.
 function Builder:stop_by_level(opts)
   local previous, stops = (opts or {}).after or {}, {}
-  for _, level in ipairs(self:levels()) do
+  local levels = self:levels()
+  for i, level in ipairs(levels) do
     local this = {}
     for _, m in ipairs(level) do
       local id = self:stop(m, { after = previous })
       this[#this + 1] = id
       stops[#stops + 1] = id
     end
-    previous = this
+    -- No barrier after the last level: what follows waits on the stops
+    -- it is given.
+    previous = (#this > 1 and i < #levels) and { self:barrier("stopped-depth-" .. level[1].depth, { after = this }) }
+      or this
   end
   return stops
 end
@@ -144,43 +169,148 @@ function Builder:levels()
   return out
 end
 
+-- The builder's methods run outside the policy's instruction budget: the
+-- budget bounds the policy's own work, and copying a long `after` list or
+-- grouping a large selection is fleetsnap's. Each call is still charged
+-- the size of what it copies, so a loop of calls ends.
+do
+  local function after_size(_, _, opts) return type(opts) == "table" and type(opts.after) == "table" and #opts.after or 0 end
+  local function selection_size(self) return type(self) == "table" and type(self.selection) == "table" and #self.selection or 0 end
+  local COST = {
+    add = function(_, _, _, opts) return after_size(nil, nil, opts) end,
+    stop = after_size, snapshot = after_size, start = after_size, download = after_size,
+    barrier = after_size,
+    call = function(_, _, _, _, opts) return after_size(nil, nil, opts) end,
+    stop_by_level = selection_size, levels = selection_size,
+  }
+  for name, cost in pairs(COST) do Builder[name] = sandbox.metered(Builder[name], cost) end
+end
+
+-- A set of members as bits: word index -> 64 bits (only the words with a
+-- bit set).
+local function has(set, bit) return set[bit // 64 + 1] ~= nil and set[bit // 64 + 1] & (1 << (bit % 64)) ~= 0 end
+
+local function add_bit(set, bit)
+  set[bit // 64 + 1] = (set[bit // 64 + 1] or 0) | (1 << (bit % 64))
+end
+
+local EMPTY = {}
+
+-- Checks that the plan is one the runner can execute safely: every member
+-- stopped, snapshotted (after its stop) and downloaded (after its
+-- snapshot), and started after its snapshot unless the policy leaves the
+-- selection stopped; no dependency on an unknown operation, no cycle.
+--
+-- One pass in Kahn's order carries, for each operation, the members whose
+-- stop and whose snapshot it transitively waits on, and checks each
+-- operation against them when it is reached. The sets are shared where an
+-- operation adds nothing (the sets behind a barrier are built once, not
+-- once per operation after it), and handed on to be changed in place
+-- where the one operation before is waited on by nothing else (a chain
+-- grows one set instead of copying it at every step).
 local function check_plan(b, policy)
-  local per = {}
+  local per, bit = {}, {}
+  for i, m in ipairs(b.selection) do bit[m.canister_id] = i - 1 end
+  local by_id, waiting, dependents, ready = {}, {}, {}, {}
   for _, op in ipairs(b.ops) do
-    per[op.canister] = per[op.canister] or {}
-    if op.kind ~= "call" then
-      if per[op.canister][op.kind] then return "two " .. op.kind .. " operations for " .. op.canister end
-      per[op.canister][op.kind] = op
+    if by_id[op.id] then return "operation " .. tostring(op.id) .. " added twice" end
+    by_id[op.id] = op
+  end
+  for _, op in ipairs(b.ops) do
+    if op.kind == "barrier" then
+      if op.canister ~= nil then return "barrier " .. op.id .. " names a canister" end
+    else
+      if bit[op.canister] == nil then return "operation " .. tostring(op.id) .. " is not on a member of the selection" end
+      per[op.canister] = per[op.canister] or {}
+      if op.kind ~= "call" then
+        if per[op.canister][op.kind] then return "two " .. op.kind .. " operations for " .. op.canister end
+        per[op.canister][op.kind] = op
+      end
+    end
+    waiting[op.id] = #op.after
+    for _, a in ipairs(op.after) do
+      if not by_id[a] then return op.id .. " depends on unknown operation " .. tostring(a) end
+      dependents[a] = dependents[a] or {}
+      table.insert(dependents[a], op)
+    end
+    if #op.after == 0 then ready[#ready + 1] = op end
+  end
+  local stops, snaps, owner, ok, done = {}, {}, {}, {}, 0
+  -- op's set, from its dependencies' sets (`of`) and its own bit (or nil).
+  local function gather(op, of, own)
+    local sets, seen, from = {}, {}, nil
+    for _, a in ipairs(op.after) do
+      local s = of[a]
+      if not seen[s] then
+        seen[s] = true
+        sets[#sets + 1] = s
+        from = a
+      end
+    end
+    if #sets == 0 then sets[1] = EMPTY end
+    if #sets == 1 then
+      local s = sets[1]
+      -- Only the one operation before may hand its set on to be changed.
+      local mine = from ~= nil and owner[s] == from and #dependents[from] == 1
+      if own == nil or has(s, own) then
+        if mine then owner[s] = op.id end
+        return s
+      end
+      if mine then
+        owner[s] = op.id
+        add_bit(s, own)
+        return s
+      end
+    end
+    local out = {}
+    for _, s in ipairs(sets) do
+      for w, bits in pairs(s) do out[w] = (out[w] or 0) | bits end
+    end
+    if own then add_bit(out, own) end
+    owner[out] = op.id
+    return out
+  end
+  while #ready > 0 do
+    local op = table.remove(ready)
+    done = done + 1
+    local n = op.canister ~= nil and bit[op.canister] or nil
+    stops[op.id] = gather(op, stops, op.kind == "stop" and n or nil)
+    snaps[op.id] = gather(op, snaps, op.kind == "snapshot" and n or nil)
+    -- Checked now: a set handed on may later hold more.
+    if op.kind == "snapshot" then ok[op.id] = has(stops[op.id], n)
+    elseif op.kind == "download" or op.kind == "start" then ok[op.id] = has(snaps[op.id], n) end
+    for _, a in ipairs(op.after) do
+      -- A set nobody else will read is dropped as soon as it is handed on.
+      if #dependents[a] == 1 then stops[a], snaps[a] = nil, nil end
+    end
+    for _, d in ipairs(dependents[op.id] or {}) do
+      waiting[d.id] = waiting[d.id] - 1
+      if waiting[d.id] == 0 then ready[#ready + 1] = d end
     end
   end
-  -- Transitive dependencies, to check that the order is safe.
-  local function reaches(id, target, seen)
-    if id == target then return true end
-    seen = seen or {}
-    if seen[id] then return false end
-    seen[id] = true
-    for _, a in ipairs(b.by_id[id].after) do
-      if reaches(a, target, seen) then return true end
+  if done < #b.ops then
+    for _, op in ipairs(b.ops) do
+      if waiting[op.id] > 0 then return "operation " .. op.id .. " is on a dependency cycle (or waits on one)" end
     end
-    return false
   end
   for _, m in ipairs(b.selection) do
-    local ops = per[m.canister_id] or {}
+    local cid = m.canister_id
+    local ops = per[cid] or {}
     for _, k in ipairs({ "stop", "snapshot", "download" }) do
-      if not ops[k] then return "no " .. k .. " operation for " .. m.canister_id end
+      if not ops[k] then return "no " .. k .. " operation for " .. cid end
     end
-    if not reaches(ops.snapshot.id, ops.stop.id) then
-      return "snapshot of " .. m.canister_id .. " must come after its stop (icp refuses a running canister)"
+    if not ok[ops.snapshot.id] then
+      return "snapshot of " .. cid .. " must come after its stop (icp refuses a running canister)"
     end
-    if not reaches(ops.download.id, ops.snapshot.id) then
-      return "download of " .. m.canister_id .. " must come after its snapshot"
+    if not ok[ops.download.id] then
+      return "download of " .. cid .. " must come after its snapshot"
     end
     if ops.start then
-      if not reaches(ops.start.id, ops.snapshot.id) then
-        return "start of " .. m.canister_id .. " must come after its snapshot"
+      if not ok[ops.start.id] then
+        return "start of " .. cid .. " must come after its snapshot"
       end
     elseif not policy.leaves_stopped then
-      return "no start operation for " .. m.canister_id .. " (set leaves_stopped = true to keep canisters stopped)"
+      return "no start operation for " .. cid .. " (set leaves_stopped = true to keep canisters stopped)"
     end
   end
   return nil

@@ -68,22 +68,63 @@ function M.load(text, name)
   return load(text, "=" .. name, "t", M.env())
 end
 
+-- The hook counts the budget in ticks of this many instructions: a hook
+-- that fired once at the end could not be paused and resumed (setting a
+-- hook restarts its count), and metered() must pause it.
+local TICK = 256
+
+-- The budget state of each call's coroutine: {used, budget, hook, depth}.
+local meters = setmetatable({}, { __mode = "k" })
+
+-- Marks co's budget spent and arms the hook to fire at every instruction.
+local function exhaust(co, m)
+  spent[co] = true
+  debug.sethook(co, m.hook, "", 1)
+  error(SPENT, 0)
+end
+
 --- Calls f(...) under an instruction budget. Returns true and f's results,
 -- or false and the error; when the budget ran out, whatever the code inside
 -- did about it, false, "instruction budget of N exceeded", "EBUDGET".
 function M.call(budget, f, ...)
   local co = coroutine.create(f)
-  local function hook()
-    if not spent[co] then
-      spent[co] = true
-      debug.sethook(co, hook, "", 1)
-    end
-    error(SPENT, 0)
+  local m = { used = 0, budget = budget, depth = 0 }
+  function m.hook()
+    if spent[co] then error(SPENT, 0) end
+    m.used = m.used + TICK
+    if m.used > budget then exhaust(co, m) end
   end
-  debug.sethook(co, hook, "", budget)
+  meters[co] = m
+  debug.sethook(co, m.hook, "", TICK)
   local res = table.pack(coroutine.resume(co, ...))
   if spent[co] then return false, "instruction budget of " .. budget .. " exceeded", "EBUDGET" end
   return table.unpack(res, 1, res.n)
+end
+
+--- Wraps f (fleetsnap's own code handed to sandboxed code, such as the
+-- plan builder's methods) so that it runs outside the instruction budget:
+-- what the code inside pays for is its own work, not how fleetsnap's
+-- interpreter spends it. Each outermost call is still charged, so a loop
+-- of calls cannot run for ever: one tick (what resuming the hook forgets
+-- of its count) plus cost(...) units, the size of the work f is about to
+-- do (one per element it copies). f must not call back into sandboxed
+-- code. Outside a budgeted call the wrapper just calls f.
+function M.metered(f, cost)
+  return function(...)
+    local co = coroutine.running()
+    local m = meters[co]
+    if not m or m.depth > 0 then return f(...) end
+    if spent[co] then error(SPENT, 0) end
+    m.used = m.used + TICK + (cost and cost(...) or 0)
+    if m.used > m.budget then exhaust(co, m) end
+    m.depth = 1
+    debug.sethook(co)
+    local res = table.pack(pcall(f, ...))
+    m.depth = 0
+    debug.sethook(co, m.hook, "", TICK)
+    if not res[1] then error(res[2], 0) end
+    return table.unpack(res, 2, res.n)
+  end
 end
 
 return M

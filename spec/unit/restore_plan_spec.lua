@@ -183,8 +183,17 @@ describe("restore operations", function()
     for _, op in ipairs(ops) do out[op.id] = op end
     return out
   end
-  local function after(op, other)
-    for _, a in ipairs(op.after) do if a == other then return true end end
+  -- Whether op waits on `other`, directly or through what it waits on
+  -- (phase barriers stand between the phases).
+  local function waits(ops, op, other, seen)
+    seen = seen or {}
+    for _, a in ipairs(op.after) do
+      if a == other then return true end
+      if not seen[a] then
+        seen[a] = true
+        if waits(ops, ops[a], other, seen) then return true end
+      end
+    end
     return false
   end
 
@@ -193,23 +202,23 @@ describe("restore operations", function()
     local ops = by_id(operations.restore(doc, {}))
     local r, a, b = id(1), id(2), id(3)
     assert.same({}, ops["upload-" .. a].after)
-    assert.is_true(after(ops["stop-" .. a], "upload-" .. b))
-    assert.is_true(after(ops["stop-" .. a], "stop-" .. r))
-    assert.is_true(after(ops["load-" .. a], "stop-" .. b))
-    assert.is_true(after(ops["start-" .. a], "start-" .. b))
-    assert.is_true(after(ops["start-" .. r], "load-" .. b))
-    assert.is_true(after(ops["verify-" .. a], "start-" .. r))
-    assert.is_true(after(ops["delete-uploaded-" .. a], "verify-" .. b))
+    assert.is_true(waits(ops, ops["stop-" .. a], "upload-" .. b))
+    assert.is_true(waits(ops, ops["stop-" .. a], "stop-" .. r))
+    assert.is_true(waits(ops, ops["load-" .. a], "stop-" .. b))
+    assert.is_true(waits(ops, ops["start-" .. a], "start-" .. b))
+    assert.is_true(waits(ops, ops["start-" .. r], "load-" .. b))
+    assert.is_true(waits(ops, ops["verify-" .. a], "start-" .. r))
+    assert.is_true(waits(ops, ops["delete-uploaded-" .. a], "verify-" .. b))
   end)
 
   it("adds the safety snapshot between stop and load, and the data check before the starts", function()
     local ops = by_id(operations.restore(build(), { safety_snapshot = true, verify_data = true }))
     local a = id(2)
-    assert.is_true(after(ops["safety-" .. a], "stop-" .. a))
-    assert.is_true(after(ops["load-" .. a], "safety-" .. a))
-    assert.is_true(after(ops["load-" .. a], "safety-" .. id(4)))
-    assert.is_true(after(ops["verify-data-" .. a], "load-" .. a))
-    assert.is_true(after(ops["start-" .. a], "verify-data-" .. id(4)))
+    assert.is_true(waits(ops, ops["safety-" .. a], "stop-" .. a))
+    assert.is_true(waits(ops, ops["load-" .. a], "safety-" .. a))
+    assert.is_true(waits(ops, ops["load-" .. a], "safety-" .. id(4)))
+    assert.is_true(waits(ops, ops["verify-data-" .. a], "load-" .. a))
+    assert.is_true(waits(ops, ops["start-" .. a], "verify-data-" .. id(4)))
   end)
 
   it("keeps the uploads with keep_uploaded", function()

@@ -28,7 +28,7 @@ M.JOURNAL = backup_status.JOURNAL
 local raise = errors.raise
 
 M.KINDS = { stop = lifecycle.stop, start = lifecycle.start, snapshot = lifecycle.snapshot, call = lifecycle.call,
-  download = download.kind }
+  download = download.kind, barrier = lifecycle.barrier }
 
 -- Starting a canister again is always safe to retry (containment may have
 -- done it already; the start proves itself by status).
@@ -225,15 +225,21 @@ function M.execute(dir, plan, j, st, opts)
 end
 
 --- The icp command lines a plan's operations run (a dry run): {op, after,
--- command}.
+-- command}. A barrier runs no command: it is listed without one, so that
+-- the `after` of what waits on it still names a listed operation.
 function M.commands(driver, plan, dir)
   local out = {}
   for _, op in ipairs(plan.operations) do
+    if op.kind == "barrier" then
+      out[#out + 1] = { op = op.id, after = op.after }
+      goto continue
+    end
     local kind = ({ stop = "stop", start = "start", snapshot = "snapshot_create", download = "snapshot_download",
       call = "call" })[op.kind]
     local p = { canister = op.canister, snapshot_id = "<snapshot-id>", dir = download.paths(dir, op.canister),
       method = op.method, args = op.args, query = op.query }
     out[#out + 1] = { op = op.id, after = op.after, command = driver:render(kind, p) }
+    ::continue::
   end
   return out
 end
@@ -268,7 +274,10 @@ function M.create(opts)
   res, err, code = fs.write_create(dir .. "/" .. M.PLAN, json.encode(plan, { pretty = true }))
   if not res then raise(errors.engine_code(code), dir .. "/" .. M.PLAN .. ": " .. tostring(err)) end
   if opts.events then
-    opts.events({ type = "created", backup_id = plan.backup_id, dir = dir, operations = #plan.operations })
+    local barriers = 0
+    for _, op in ipairs(plan.operations) do if op.kind == "barrier" then barriers = barriers + 1 end end
+    opts.events({ type = "created", backup_id = plan.backup_id, dir = dir, operations = #plan.operations,
+      barriers = barriers })
   end
   local result = M.run(dir, opts)
   result.dir = dir

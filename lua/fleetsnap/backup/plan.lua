@@ -121,8 +121,8 @@ local S = schema
 local NONEMPTY = S.string({ nonempty = true })
 local OPTIONAL_STRING = S.optional(S.nullable(S.string()))
 
--- The operation kinds the runner executes.
-M.KINDS = { "stop", "snapshot", "start", "download", "call" }
+-- The operation kinds the runner executes. A barrier is on no canister.
+M.KINDS = { "stop", "snapshot", "start", "download", "call", "barrier" }
 
 -- What a call operation carries besides the common fields.
 local CALL = S.object({
@@ -173,13 +173,15 @@ local SCHEMA = S.object({
   { "operations", S.array(S.object({
     { "id", NONEMPTY },
     { "kind", S.string({ one_of = M.KINDS }) },
-    { "canister", S.principal() },
+    -- Every kind but the barrier has one (check_graph).
+    { "canister", S.optional(S.principal()) },
     { "after", S.array(NONEMPTY) },
   }), { min = 1 }) },
 })
 
 -- What the runner takes for granted beyond types: operations found by id
--- (`<kind>-<canister>` for the lifecycle and download kinds), dependencies
+-- (`<kind>-<canister>` for the lifecycle and download kinds, `barrier-<name>`
+-- on no canister for a barrier), dependencies
 -- that exist and end, every target stopped, snapshotted and downloaded.
 -- Returns nil, or the field path and what is wrong.
 local function check_graph(doc)
@@ -195,8 +197,16 @@ local function check_graph(doc)
     local f = string.format("operations[%d]", i)
     if by_id[op.id] then return f .. ".id", "duplicate " .. op.id end
     by_id[op.id] = op
-    if not targets[op.canister] then return f .. ".canister", op.canister .. " is not a target" end
-    if op.kind ~= "call" then
+    if op.kind == "barrier" then
+      if op.canister ~= nil then return f .. ".canister", "a barrier is on no canister" end
+      if not op.id:match("^barrier%-[%w_%-]+$") then
+        return f .. ".id", string.format("expected \"barrier-<name>\", got %q", op.id)
+      end
+    elseif op.canister == nil then
+      return f .. ".canister", "missing (a " .. op.kind .. " is on a canister)"
+    elseif not targets[op.canister] then
+      return f .. ".canister", op.canister .. " is not a target"
+    elseif op.kind ~= "call" then
       if op.id ~= op.kind .. "-" .. op.canister then
         return f .. ".id", string.format("expected %q, got %q", op.kind .. "-" .. op.canister, op.id)
       end

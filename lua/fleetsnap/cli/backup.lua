@@ -71,7 +71,7 @@ local function dry_run(ui, res)
   local lines = { string.format("plan %s (policy %s, %d targets, %d operations) into %s", res.plan.backup_id,
     res.plan.policy.name, #res.plan.targets, #res.plan.operations, res.dir) }
   for _, c in ipairs(res.commands) do
-    lines[#lines + 1] = string.format("  %-40s %s", c.op, c.command)
+    lines[#lines + 1] = string.format("  %-40s %s", c.op, c.command or "(phase barrier: no command)")
   end
   ui:doc({ type = "plan", plan = res.plan, commands = res.commands }, table.concat(lines, "\n") .. "\n")
 end

@@ -69,8 +69,9 @@ function M:events()
     end
     if not self.tty then return end
     if e.type == "plan" or e.type == "created" or e.type == "restore" then
-      total = e.operations or total
-    elseif e.type == "operation-completed" then
+      -- Phase barriers pass unseen: they are order, not work.
+      total = e.operations and e.operations - (e.barriers or 0) or total
+    elseif e.type == "operation-completed" and e.kind ~= "barrier" then
       done = done + 1
       stderr(string.format("\r\27[K[%d%s] %s", done, total > 0 and ("/" .. total) or "", e.op))
       self.progress_shown = true

@@ -1,5 +1,5 @@
 --- The lifecycle operation kinds, written once for backup and restore:
--- stop, start, snapshot and call. Each kind is a table the executor runs:
+-- stop, start, snapshot, call and the phase barrier. Each kind is a table the executor runs:
 --   bucket     "lifecycle" or "transfer" (which concurrency bound it counts)
 --   run        function(x, op, pending) -> receipt | nil, err; claims
 --              (x:claim) before its effect unless `pending` (its claim
@@ -52,6 +52,19 @@ M.stop = {
       return x:complete(op, { stopped_at = o.claim.at, module_hash = st.module_hash, reconciled = true })
     end
     -- Not in effect: the claim stands and the stop runs again.
+  end,
+}
+
+-- {=== barrier ===}
+
+-- A phase barrier: no canister, no effect, no icp call. The executor runs
+-- it once everything before it has completed; it completes at once. It
+-- makes no claim: with no effect there is nothing to reconcile, and a
+-- barrier whose record a crash lost simply passes again.
+M.barrier = {
+  bucket = "lifecycle",
+  run = function(x)
+    return { passed_at = x:now() }
   end,
 }
 

@@ -7,23 +7,25 @@ return {
   summary = "stop parents-first level by level, snapshot all, restart children-first, then download",
   plan = function(selection, plan)
     local levels = plan:levels()
-    local stops = plan:stop_by_level()
+    -- Phase barriers: every snapshot waits on one "all stopped" operation,
+    -- and each level's starts on one after the level below, instead of on
+    -- every operation before them (a plan linear in the fleet).
+    local stopped = plan:barrier("stopped", { after = plan:stop_by_level() })
     local snapshots = {}
-    for _, m in ipairs(selection) do
-      snapshots[m.canister_id] = plan:snapshot(m, { after = stops })
+    for i, m in ipairs(selection) do
+      snapshots[i] = plan:snapshot(m, { after = { stopped } })
     end
-    local all_snapshots = {}
-    for _, m in ipairs(selection) do all_snapshots[#all_snapshots + 1] = snapshots[m.canister_id] end
-    local previous = all_snapshots
+    local previous = { plan:barrier("snapshotted", { after = snapshots }) }
     for i = #levels, 1, -1 do
       local this = {}
       for _, m in ipairs(levels[i]) do
         this[#this + 1] = plan:start(m, { after = previous })
       end
-      previous = this
+      previous = (i > 1 and #this > 1) and { plan:barrier("started-depth-" .. levels[i][1].depth, { after = this }) }
+        or this
     end
-    for _, m in ipairs(selection) do
-      plan:download(m, { after = { snapshots[m.canister_id] } })
+    for i, m in ipairs(selection) do
+      plan:download(m, { after = { snapshots[i] } })
     end
   end,
 }

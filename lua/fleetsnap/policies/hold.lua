@@ -6,9 +6,10 @@ return {
   summary = "stop parents-first and snapshot, leaving the selection stopped",
   leaves_stopped = true,
   plan = function(selection, plan)
-    local stops = plan:stop_by_level()
+    -- One barrier after every stop, not every stop before every snapshot.
+    local stopped = plan:barrier("stopped", { after = plan:stop_by_level() })
     for _, m in ipairs(selection) do
-      local snap = plan:snapshot(m, { after = stops })
+      local snap = plan:snapshot(m, { after = { stopped } })
       plan:download(m, { after = { snap } })
     end
   end,

@@ -220,6 +220,8 @@ end
 
 --- The icp command lines an operation still runs, as text.
 function M.commands(x, op)
+  -- A barrier runs nothing.
+  if op.kind == "barrier" then return {} end
   local d, c = x.driver, op.canister
   local m = x.context.members[c]
   local uploaded = kinds.uploaded_id(x, c) or ("<snapshot id of " .. operations.id("upload", c) .. ">")
@@ -294,7 +296,7 @@ local function stopped_targets(st, ops)
   local out = {}
   for _, op in ipairs(ops) do
     local o = st.ops[op.id]
-    local started = st.ops[operations.id("start", op.canister)]
+    local started = op.kind == "stop" and st.ops[operations.id("start", op.canister)]
     if op.kind == "stop" and o and o.state and not (started and started.state == "completed") then
       out[#out + 1] = op.canister
     end
@@ -346,6 +348,34 @@ local function tidy(state)
   end
 end
 
+-- The barriers that wait on each operation, per executor: built once.
+local barriers_after = setmetatable({}, { __mode = "k" })
+
+--- Re-arms operation `id` and every phase barrier that passed behind it
+-- (through barriers too): a barrier that stayed completed would let what
+-- waits on it run before the re-armed operation, where waiting on each
+-- operation of the phase would not (a load before its re-armed stop).
+local function rearm(x, id)
+  local map = barriers_after[x]
+  if not map then
+    map = {}
+    for _, op in ipairs(x.operations) do
+      if op.kind == "barrier" then
+        for _, a in ipairs(op.after) do
+          map[a] = map[a] or {}
+          table.insert(map[a], op.id)
+        end
+      end
+    end
+    barriers_after[x] = map
+  end
+  x:rearm(id)
+  for _, b in ipairs(map[id] or {}) do
+    local o = x.state.ops[b]
+    if o and o.state then rearm(x, b) end
+  end
+end
+
 --- A load refused as not loadable, of an upload adopted from evidence
 -- (one new snapshot, icp's progress file gone) rather than from icp's own
 -- success: icp may have died between creating the snapshot and writing
@@ -360,7 +390,7 @@ local function rearm_adopted_upload(x, target)
   if err and err.code ~= "SNAPSHOT_GONE" then
     raise("EICP", "re-arming the upload to " .. target .. ": " .. err.message)
   end
-  x:rearm(id)
+  rearm(x, id)
 end
 
 --- A failed load re-armed: a load refused because its target runs means
@@ -368,7 +398,7 @@ end
 -- not loadable re-arms an upload adopted from evidence.
 local function load_rearmed(x, op, o)
   local stop = operations.id("stop", op.canister)
-  if o.error and o.error.code == "NOT_STOPPED" and x.state.ops[stop] then x:rearm(stop) end
+  if o.error and o.error.code == "NOT_STOPPED" and x.state.ops[stop] then rearm(x, stop) end
   if o.error and o.error.code == "NOT_LOADABLE" then rearm_adopted_upload(x, op.canister) end
 end
 
@@ -380,7 +410,7 @@ M.KINDS.load = setmetatable({ rearmed = load_rearmed }, { __index = kinds.KINDS.
 M.KINDS.verify_data = setmetatable({
   rearmed = function(x, op, o)
     local load = operations.id("load", op.canister)
-    if o.error and o.error.code == "EVERIFY" and x:completed(load) then x:rearm(load) end
+    if o.error and o.error.code == "EVERIFY" and x:completed(load) then rearm(x, load) end
   end,
 }, { __index = kinds.KINDS.verify_data })
 
@@ -475,9 +505,9 @@ local function restop(x, ops)
         local _, err = x.driver:run("snapshot_delete", { canister = op.canister, snapshot_id = o.receipt.snapshot_id })
         if err and err.code ~= "SNAPSHOT_GONE" then raise("EICP", "safety snapshot of " .. op.canister .. ": "
           .. err.message) end
-        x:rearm(op.id)
+        rearm(x, op.id)
       elseif op.kind == "stop" or op.kind == "start" or (op.kind == "load" and o.state == "pending") then
-        x:rearm(op.id)
+        rearm(x, op.id)
       end
     end
   end
@@ -487,7 +517,9 @@ end
 --- Drives an executor over its operations: reconcile, re-arm or refuse
 -- failures, schedule, and record the end. Returns the summary.
 local function drive(x, doc, state, ops, opts, what)
-  x:emit("restore", { what = what, operations = #ops })
+  local barriers = 0
+  for _, op in ipairs(ops) do if op.kind == "barrier" then barriers = barriers + 1 end end
+  x:emit("restore", { what = what, operations = #ops, barriers = barriers })
   x:reconcile()
   restop(x, ops)
   local refused = x:rearm_failed(opts.retry_failed)

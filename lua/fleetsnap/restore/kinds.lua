@@ -408,6 +408,6 @@ M.delete = {
 
 --- Every kind a restore (or its undo) runs.
 M.KINDS = { stop = lifecycle.stop, start = lifecycle.start, snapshot = lifecycle.snapshot, upload = M.upload,
-  load = M.load, verify = M.verify, verify_data = M.verify_data, delete = M.delete }
+  load = M.load, verify = M.verify, verify_data = M.verify_data, delete = M.delete, barrier = lifecycle.barrier }
 
 return M

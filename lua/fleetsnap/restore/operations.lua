@@ -65,30 +65,41 @@ function M.build(rows, serial)
     return ops
   end
 
-  local uploads = all("upload")
+  -- Each phase waits on one barrier after the phase before it, not on
+  -- each of its operations: the graph stays linear in the fleet. `rank`
+  -- places a barrier, for humans, right after the phase it closes.
+  local rank_of = {}
+  local function barrier(name, phase, after)
+    if #after == 0 then return {} end
+    local op = { id = "barrier-" .. name, kind = "barrier", after = json.array(after) }
+    ops[#ops + 1] = op
+    rank_of[op.id] = phase
+    return { op.id }
+  end
+
   for _, row in ipairs(rows) do if has(row, "upload") then add("upload", row, {}) end end
+  local uploaded = barrier("uploaded", "upload", all("upload"))
   local stopped = {}
   for _, row in ipairs(rows) do
     if has(row, "stop") then
       stopped[row.target] = true
-      local after = with(uploads)
+      local after = with(uploaded)
       -- Parents first: the top of the restored subtree stops taking
       -- ingress before anything below it.
       if row.parent and stopped[row.parent] then after[#after + 1] = M.id("stop", row.parent) end
       add("stop", row, after)
     end
   end
-  local stops = all("stop")
   for _, row in ipairs(rows) do
     if has(row, "snapshot") then add("snapshot", row, { M.id("stop", row.target) }) end
   end
   -- Nothing is replaced before every target is stopped and every safety
   -- snapshot taken: a failure until then leaves the fleet as it was, so
   -- the restore can still be aborted.
-  local safeties = all("snapshot")
+  local quiesced = barrier("stopped", "snapshot", with(all("stop"), table.unpack(all("snapshot"))))
   for _, row in ipairs(rows) do
     if has(row, "load") then
-      local after = with(stops, table.unpack(safeties))
+      local after = with(quiesced)
       -- Implied by the stops, but explicit: an upload re-armed after the
       -- stops must still come before its load.
       if has(row, "upload") then after[#after + 1] = M.id("upload", row.target) end
@@ -98,8 +109,10 @@ function M.build(rows, serial)
   for _, row in ipairs(rows) do
     if has(row, "verify_data") then add("verify_data", row, { M.id("load", row.target) }) end
   end
-  -- Children first, and only once every load (and data check) is in.
-  local before_starts = with(with(all("load"), table.unpack(all("verify_data"))), table.unpack(stops))
+  -- Children first, and only once every load (and data check) is in, and
+  -- every stop (a plan without loads still starts after its stops).
+  local loaded = barrier("loaded", "verify_data",
+    with(with(all("load"), table.unpack(all("verify_data"))), table.unpack(all("stop"))))
   local children = {}
   for _, row in ipairs(rows) do
     if row.parent and has(row, "start") then
@@ -109,22 +122,27 @@ function M.build(rows, serial)
   end
   for i = #rows, 1, -1 do
     local row = rows[i]
-    if has(row, "start") then add("start", row, with(before_starts, table.unpack(children[row.target] or {}))) end
+    if has(row, "start") then add("start", row, with(loaded, table.unpack(children[row.target] or {}))) end
   end
-  local starts = all("start")
+  local started = barrier("started", "start", all("start"))
   for _, row in ipairs(rows) do
-    if has(row, "verify") then add("verify", row, with(starts)) end
+    if has(row, "verify") then add("verify", row, with(started)) end
   end
-  local verifies = all("verify")
+  local verified = barrier("verified", "verify", all("verify"))
   for _, row in ipairs(rows) do
-    if has(row, "delete") then add("delete", row, with(verifies)) end
+    if has(row, "delete") then add("delete", row, with(verified)) end
   end
   -- Stable order for humans: by phase, then member order.
   local rank, pos = {}, {}
   for i, k in ipairs(PHASES) do rank[k] = i end
   for i, op in ipairs(ops) do pos[op.id] = i end
+  local function rank_op(op)
+    if op.kind == "barrier" then return rank[rank_of[op.id]] + 0.5 end
+    return rank[op.kind]
+  end
   table.sort(ops, function(a, b)
-    if rank[a.kind] ~= rank[b.kind] then return rank[a.kind] < rank[b.kind] end
+    local ra, rb = rank_op(a), rank_op(b)
+    if ra ~= rb then return ra < rb end
     return pos[a.id] < pos[b.id]
   end)
   return ops
