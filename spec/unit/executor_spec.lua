@@ -148,6 +148,41 @@ describe("executor:schedule", function()
     assert.same({ "c", "a", "b", "d" }, started(x))
   end)
 
+  it("keeps plan order within each bucket across many operations ready at once", function()
+    local ops, moves, works = {}, {}, {}
+    for i = 1, 40 do
+      local id = string.format("%02d-%02d", (i * 7) % 40, i) -- ids out of order: the plan's order counts
+      local kind = i % 3 == 0 and "move" or "work"
+      ops[i] = op(id, kind)
+      local list = kind == "move" and moves or works
+      list[#list + 1] = id
+    end
+    -- One lifecycle op at a time, every transfer op at once: the first
+    -- lifecycle op, then every transfer op, then the other lifecycle ops.
+    local want = { works[1] }
+    for _, id in ipairs(moves) do want[#want + 1] = id end
+    for i = 2, #works do want[#want + 1] = works[i] end
+    local x = new_x(ops, { limits = { lifecycle = 1, transfer = 40 } })
+    assert.is_true(x:schedule())
+    assert.same(want, started(x))
+  end)
+
+  it("starts operations that became ready out of plan order in plan order", function()
+    -- d1 waits on g20, ..., d20 on g1: the gates finish g1 first, so the
+    -- d's queue up from d20 down to d1 behind the one transfer slot.
+    local ops, want = {}, {}
+    for i = 1, 20 do ops[i] = op("d" .. i, "move", { "g" .. (21 - i) }) end
+    for i = 1, 20 do
+      ops[20 + i] = op("g" .. i, "work")
+      want[i] = "g" .. i
+    end
+    want[21] = "d20"
+    for i = 1, 19 do want[21 + i] = "d" .. i end
+    local x = new_x(ops, { limits = { lifecycle = 20, transfer = 1 } })
+    assert.is_true(x:schedule())
+    assert.same(want, started(x))
+  end)
+
   it("never runs more operations of a bucket at once than its limit, and reaches it", function()
     local ops = fan_in_plan(10)
     local x = new_x(ops, { limits = { lifecycle = 3, transfer = 2 } })

@@ -405,9 +405,8 @@ end
 -- is 0 and that may run (neither completed nor failed: a pending one runs
 -- again from its claim). Every op and edge is looked at once here.
 function M:ready_queues()
-  local sched = { waiting = {}, dependents = {}, queues = {}, index = {} }
-  for i, op in ipairs(self.operations) do
-    sched.index[op.id] = i
+  local sched = { waiting = {}, dependents = {}, queues = {} }
+  for _, op in ipairs(self.operations) do
     sched.queues[self.kinds[op.kind].bucket or "lifecycle"] = {}
   end
   for i, op in ipairs(self.operations) do
