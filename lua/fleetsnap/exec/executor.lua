@@ -16,6 +16,14 @@
 --     internal error, interrupt): what this run stopped and was running
 --     before is started again, unless the client says the fleet may no
 --     longer be restarted blindly (a restore after its first load).
+--
+-- The scheduler does work proportional to what changed, not to the plan
+-- per tick: schedule() counts each operation's unfinished dependencies
+-- once (O(N + E) for N operations and E `after` edges), then a completion
+-- decrements its dependents' counts and queues those reaching 0 in a
+-- per-bucket queue in plan order (O(E) in all, O(log N) a start). A tick
+-- costs O(what finished + what starts) plus the running handles it waits
+-- on; `examined` counts the operations looked at (about 2(N + E)).
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local exec_state = require "fleetsnap.exec.state"
@@ -73,6 +81,10 @@ function M.new(opts)
     failures = {},
     outputs = {},
     started = 0,
+    -- Operations the scheduler looked at to decide what to start (see
+    -- schedule: about twice the operations plus dependency edges).
+    examined = 0,
+    sched = nil,
     commands_dir = opts.dir .. "/.fleetsnap-commands",
     commands_dir_made = false,
     -- What this process did, beyond the journal: the operations it
@@ -261,6 +273,7 @@ function M:complete(op, receipt, err)
       message = rec.error.message })
   else
     self:emit("operation-completed", { op = op.id, kind = op.kind, canister = op.canister })
+    self:release(op.id)
   end
   if kind.recorded then kind.recorded(self, op, err) end
 end
@@ -354,35 +367,122 @@ end
 
 -- {=== scheduling ===}
 
-function M:ready(op)
-  local o = self.state.ops[op.id]
-  if o and (o.state == "completed" or o.state == "failed") then return false end
-  for _, a in ipairs(op.after) do
-    local d = self.state.ops[a]
-    if not d or d.state ~= "completed" then return false end
+-- A min-heap of plan indices: among the operations ready at once, the
+-- first in the plan starts first, as a scan in plan order would.
+local function heap_push(h, v)
+  local i = #h + 1
+  h[i] = v
+  while i > 1 do
+    local p = i // 2
+    if h[p] <= v then break end
+    h[i], h[p] = h[p], v
+    i = p
   end
-  return true
+end
+
+local function heap_pop(h)
+  local top, n = h[1], #h
+  local v = h[n]
+  h[n] = nil
+  n = n - 1
+  local i = 1
+  while true do
+    local c = 2 * i
+    if c > n then break end
+    if c < n and h[c + 1] < h[c] then c = c + 1 end
+    if v <= h[c] then break end
+    h[i] = h[c]
+    i = c
+  end
+  if n > 0 then h[i] = v end
+  return top
+end
+
+-- The scheduler's ready queues, built once per schedule() from the state:
+-- waiting[i] counts op i's dependencies not completed (a failed, pending
+-- or absent one counts), dependents[id] lists the plan indices that wait
+-- on id (once per edge), and queues[bucket] holds the indices whose count
+-- is 0 and that may run (neither completed nor failed: a pending one runs
+-- again from its claim). Every op and edge is looked at once here.
+function M:ready_queues()
+  local sched = { waiting = {}, dependents = {}, queues = {} }
+  for _, op in ipairs(self.operations) do
+    sched.queues[self.kinds[op.kind].bucket or "lifecycle"] = {}
+  end
+  for i, op in ipairs(self.operations) do
+    self.examined = self.examined + 1
+    local n = 0
+    for _, a in ipairs(op.after or {}) do
+      self.examined = self.examined + 1
+      local d = self.state.ops[a]
+      if not (d and d.state == "completed") then
+        n = n + 1
+        local list = sched.dependents[a]
+        if not list then
+          list = {}
+          sched.dependents[a] = list
+        end
+        list[#list + 1] = i
+      end
+    end
+    sched.waiting[i] = n
+    local o = self.state.ops[op.id]
+    if n == 0 and not (o and (o.state == "completed" or o.state == "failed")) then
+      heap_push(sched.queues[self.kinds[op.kind].bucket or "lifecycle"], i)
+    end
+  end
+  return sched
+end
+
+-- Called by complete() once id's completion is recorded: each dependent
+-- waits on one dependency fewer, and is queued when none is left. The list
+-- is consumed, so an edge is released at most once.
+function M:release(id)
+  local sched = self.sched
+  local list = sched and sched.dependents[id]
+  if not list then return end
+  sched.dependents[id] = nil
+  for _, i in ipairs(list) do
+    self.examined = self.examined + 1
+    local n = sched.waiting[i] - 1
+    sched.waiting[i] = n
+    if n == 0 then
+      local op = self.operations[i]
+      heap_push(sched.queues[self.kinds[op.kind].bucket or "lifecycle"], i)
+    end
+  end
 end
 
 --- Executes operations until all are done or one fails (the running ones
 -- are finished first). Returns true, or false after a failure; raises
 -- EINTERRUPTED on a signal (the running commands are killed first).
-function M:schedule(filter)
+--
+-- Cost: ready_queues() looks at every operation and dependency edge once
+-- (O(N + E)); then each completion looks at its dependents once (O(E) in
+-- all) and each start pops a ready queue (O(log N)); a tick never rescans
+-- the plan, only the handles running (at most the sum of the limits).
+-- self.examined counts the operations looked at, about 2(N + E).
+--
+-- Readiness is counted, not re-read: a dependency completed once stays so
+-- for this call. Only a download that finds its snapshot a phantom turns
+-- a completed operation failed, and it fails itself in the same step, so
+-- nothing starts after it.
+function M:schedule()
   local running = {} -- handle -> {co, op}
-  local active = {}  -- op id -> true
-  local counts = { lifecycle = 0, transfer = 0 }
+  local counts = {}
+  for b in pairs(self.limits) do counts[b] = 0 end
   local function bucket(op) return self.kinds[op.kind].bucket or "lifecycle" end
+  self.sched = self:ready_queues()
+  local queues = self.sched.queues
   local function resume(co, op, ...)
     local ok, handle = coroutine.resume(co, ...)
     if not ok then
-      active[op.id] = nil
       counts[bucket(op)] = counts[bucket(op)] - 1
       for h in pairs(running) do h:close() end
       if errors.is(handle) then error(handle, 0) end
       error(errors.wrap(handle, debug.traceback(co, tostring(handle))), 0)
     end
     if coroutine.status(co) == "dead" then
-      active[op.id] = nil
       counts[bucket(op)] = counts[bucket(op)] - 1
     else
       running[handle] = { co = co, op = op }
@@ -395,20 +495,34 @@ function M:schedule(filter)
     if not ok then error(e, 0) end
     error(interrupted(name), 0)
   end
+  -- The next op to start: the first in plan order at the head of a queue
+  -- whose bucket has room. Checked before every start, so that a failure
+  -- (or the last step) seen in this pass stops the next start at once.
+  local function next_ready()
+    if #self.failures > 0 or (self.max_steps and self.started >= self.max_steps) then return nil end
+    local best, bq
+    for b, q in pairs(queues) do
+      if q[1] and counts[b] < self.limits[b] and (not best or q[1] < best) then best, bq = q[1], q end
+    end
+    if not best then return nil end
+    heap_pop(bq)
+    return self.operations[best]
+  end
   while true do
     local sig = M.pending_signal()
     if sig then stop_all(sig) end
-    if #self.failures == 0 then
-      for _, op in ipairs(self.operations) do
-        local b = bucket(op)
-        if not active[op.id] and (not filter or filter(op)) and counts[b] < self.limits[b] and self:ready(op)
-            and not (self.max_steps and self.started >= self.max_steps) then
-          active[op.id] = true
-          self.started = self.started + 1
-          counts[b] = counts[b] + 1
-          self:emit("operation-started", { op = op.id, kind = op.kind, canister = op.canister })
-          resume(coroutine.create(function() return self:execute(op) end), op)
-        end
+    while true do
+      local op = next_ready()
+      if not op then break end
+      self.examined = self.examined + 1
+      -- Queued ops are neither completed nor failed when queued; a kind may
+      -- still have settled one since.
+      local o = self.state.ops[op.id]
+      if not (o and (o.state == "completed" or o.state == "failed")) then
+        self.started = self.started + 1
+        counts[bucket(op)] = counts[bucket(op)] + 1
+        self:emit("operation-started", { op = op.id, kind = op.kind, canister = op.canister })
+        resume(coroutine.create(function() return self:execute(op) end), op)
       end
     end
     local handles = {}
@@ -430,6 +544,7 @@ function M:schedule(filter)
     self:flush()
   end
   self:flush()
+  self.sched = nil
   return #self.failures == 0
 end
 
