@@ -174,8 +174,12 @@ end
 -- grouping a large selection is fleetsnap's. Each call is still charged
 -- the size of what it copies, so a loop of calls ends.
 do
-  local function after_size(_, _, opts) return type(opts) == "table" and type(opts.after) == "table" and #opts.after or 0 end
-  local function selection_size(self) return type(self) == "table" and type(self.selection) == "table" and #self.selection or 0 end
+  local function after_size(_, _, opts)
+    return type(opts) == "table" and type(opts.after) == "table" and #opts.after or 0
+  end
+  local function selection_size(self)
+    return type(self) == "table" and type(self.selection) == "table" and #self.selection or 0
+  end
   local COST = {
     add = function(_, _, _, opts) return after_size(nil, nil, opts) end,
     stop = after_size, snapshot = after_size, start = after_size, download = after_size,
@@ -220,7 +224,9 @@ local function check_plan(b, policy)
     if op.kind == "barrier" then
       if op.canister ~= nil then return "barrier " .. op.id .. " names a canister" end
     else
-      if bit[op.canister] == nil then return "operation " .. tostring(op.id) .. " is not on a member of the selection" end
+      if bit[op.canister] == nil then
+        return "operation " .. tostring(op.id) .. " is not on a member of the selection"
+      end
       per[op.canister] = per[op.canister] or {}
       if op.kind ~= "call" then
         if per[op.canister][op.kind] then return "two " .. op.kind .. " operations for " .. op.canister end

@@ -1,7 +1,6 @@
 -- Phase barriers (issue #10): the barrier kind the executor runs, the
 -- builder's barrier, plans linear in the fleet, check_plan's refusals over
 -- a graph with barriers, and the builder outside the instruction budget.
-local engine = require "fleetsnap.engine"
 local executor = require "fleetsnap.exec.executor"
 local exec_state = require "fleetsnap.exec.state"
 local lifecycle = require "fleetsnap.exec.lifecycle"
