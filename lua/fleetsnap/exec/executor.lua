@@ -228,12 +228,8 @@ function M:may_have_run(op, kind)
   return (self.spawned[op.id] or {})[kind] == true
 end
 
---- The state of op: nil, or {state = pending|completed|failed, claim,
--- receipt, error, previous}.
-function M:op_state(id)
-  return self.state.ops[id]
-end
-
+--- The state of op `id` when it completed ({state, claim, receipt, ...}),
+-- else nil.
 function M:completed(id)
   local o = self.state.ops[id]
   return o and o.state == "completed" and o or nil
