@@ -170,7 +170,10 @@ static int sync_tree(int dirfd, const char *shown, int depth, int private_modes,
       snprintf(sub, sizeof sub, "%s/%s", shown, de->d_name);
       rc = sync_tree(fd, sub, depth + 1, private_modes, err);
     }
-    if (rc == 0 && private_modes && fchmod(fd, S_ISDIR(st.st_mode) ? 0700 : 0600) != 0)
+    /* chmod only what needs it: a chmod moves ctime, and a hashed tree's
+     * fingerprint (hash.h) must survive its publication. */
+    mode_t want = S_ISDIR(st.st_mode) ? 0700 : 0600;
+    if (rc == 0 && private_modes && (st.st_mode & 07777) != want && fchmod(fd, want) != 0)
       rc = fsn_fail_errno(err, errno, "chmod '%s/%s'", shown, de->d_name);
     if (rc == 0 && fsync(fd) != 0)
       rc = fsn_fail_errno(err, errno, "fsync '%s/%s'", shown, de->d_name);
@@ -181,19 +184,34 @@ static int sync_tree(int dirfd, const char *shown, int depth, int private_modes,
   return rc;
 }
 
+static int sync_root(const char *src, int private_modes, const char *verb, fsn_err *err) {
+  int fd = open(src, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    struct stat lst;
+    /* O_NOFOLLOW|O_DIRECTORY on a symlink fails with ENOTDIR, not ELOOP. */
+    if ((e == ELOOP || e == ENOTDIR) && lstat(src, &lst) == 0 && S_ISLNK(lst.st_mode))
+      return fsn_fail(err, "EUNSAFE", "%s '%s': is a symbolic link", verb, src);
+    return fsn_fail_errno(err, e, "%s '%s'", verb, src);
+  }
+  int rc = sync_tree(fd, src, 0, private_modes, err);
+  struct stat st;
+  if (rc == 0 && private_modes && (fstat(fd, &st) != 0 || (st.st_mode & 07777) != 0700) &&
+      fchmod(fd, 0700) != 0)
+    rc = fsn_fail_errno(err, errno, "chmod '%s'", src);
+  if (rc == 0 && fsync(fd) != 0) rc = fsn_fail_errno(err, errno, "fsync '%s'", src);
+  close(fd);
+  return rc;
+}
+
+int fsn_sync_dir_tree(const char *src, int private_modes, fsn_err *err) {
+  return sync_root(src, private_modes, "sync", err);
+}
+
 int fsn_publish_dir(const char *src, const char *dst, int private_modes, fsn_failpoints *fp,
                     const char *key, fsn_err *err) {
   const char *k = key_or_base(key, dst);
-  int fd = open(src, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ELOOP) return fsn_fail(err, "EUNSAFE", "publish '%s': is a symbolic link", src);
-    return fsn_fail_errno(err, errno, "publish '%s'", src);
-  }
-  int rc = sync_tree(fd, src, 0, private_modes, err);
-  if (rc == 0 && private_modes && fchmod(fd, 0700) != 0) rc = fsn_fail_errno(err, errno, "chmod '%s'", src);
-  if (rc == 0 && fsync(fd) != 0) rc = fsn_fail_errno(err, errno, "fsync '%s'", src);
-  close(fd);
-  if (rc) return -1;
+  if (sync_root(src, private_modes, "publish", err) != 0) return -1;
   fsn_failpoint_hit(fp, "before-publish", k);
   if (renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) != 0) {
     int e = errno;

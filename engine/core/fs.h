@@ -25,6 +25,11 @@ int fsn_write_replace(const char *path, const void *data, size_t len, mode_t mod
 int fsn_write_create(const char *path, const void *data, size_t len, mode_t mode,
                      int *adopted, fsn_failpoints *fp, const char *key, fsn_err *err);
 
+/* fsync every file and directory of src bottom-up; with private_modes,
+ * every directory becomes 0700 and every file 0600 first (only those not
+ * so already: a chmod moves ctime, which a tree fingerprint records). */
+int fsn_sync_dir_tree(const char *src, int private_modes, fsn_err *err);
+
 /* fsync every file and directory of src bottom-up, rename it to dst with
  * RENAME_NOREPLACE, fsync both parents. EEXIST when dst exists. With
  * private_modes, every directory becomes 0700 and every file 0600 first. */

@@ -378,6 +378,11 @@ void fsn_proc_step(fsn_proc *p) {
   if (p->reaped && p->out_fd < 0 && p->err_fd < 0) p->finished = 1;
 }
 
+static int fd_ready(int fd) {
+  struct pollfd p = {fd, POLLIN, 0};
+  return poll(&p, 1, 0) > 0;
+}
+
 static long long next_event(const fsn_proc *p) {
   if (p->finished) return 0;
   if (p->term_sent) return p->kill_at_ms;
@@ -385,21 +390,36 @@ static long long next_event(const fsn_proc *p) {
 }
 
 int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms, int *sig) {
+  return fsn_wait_any(ps, n, NULL, 0, timeout_ms, sig);
+}
+
+int fsn_wait_any(fsn_proc *const *ps, size_t n, const int *tfds, size_t nt,
+                 long timeout_ms, int *sig) {
   long long end = timeout_ms >= 0 ? fsn_now_ms() + timeout_ms : 0;
   struct pollfd stackfds[96];
-  struct pollfd *fds = n * 3 <= 96 ? stackfds : malloc(n * 3 * sizeof *fds);
+  size_t want = n * 3 + nt;
+  struct pollfd *fds = want <= 96 ? stackfds : malloc(want * sizeof *fds);
   int found = -1;
   for (;;) {
     for (size_t i = 0; i < n && found < 0; i++) {
       fsn_proc_step(ps[i]);
       if (ps[i]->finished) found = (int)i;
     }
+    /* An eventfd stays readable once written: ask it directly. */
+    for (size_t j = 0; j < nt && found < 0; j++)
+      if (fd_ready(tfds[j])) found = (int)(n + j);
     if (found >= 0) break;
     long long now = fsn_now_ms();
     if (timeout_ms >= 0 && now >= end) break;
     long long wake = timeout_ms >= 0 ? end : 0;
     nfds_t k = 0;
     int need_tick = 0;
+    /* Without a pollfd array (malloc failed) the descriptors are looked at
+     * every tick instead. */
+    for (size_t j = 0; j < nt; j++) {
+      if (fds) fds[k++] = (struct pollfd){tfds[j], POLLIN, 0};
+      else need_tick = 1;
+    }
     for (size_t i = 0; i < n; i++) {
       const fsn_proc *p = ps[i];
       long long ev = next_event(p);

@@ -57,6 +57,11 @@ void fsn_proc_step(fsn_proc *p);
  * pending (until fsn_signals_clear) a finished process is still returned
  * first, then -2 comes at once, however many calls ask. */
 int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms, int *sig);
+/* The same over processes and descriptors that become readable when their
+ * work is done (a background task's eventfd): returns i < n for ps[i],
+ * n + j for fds[j]. A finished process wins over a ready descriptor. */
+int fsn_wait_any(fsn_proc *const *ps, size_t n, const int *fds, size_t nfds,
+                 long timeout_ms, int *sig);
 /* Signal the whole process group (no-op once reaped). */
 int fsn_proc_kill(fsn_proc *p, int sig, fsn_err *err);
 /* Kill the group if the child is still running, reap it, close pipes, free

@@ -55,6 +55,9 @@ void fsn_lua_json_encode(lua_State *L, int idx, fsn_buf *b, int pretty);
 
 /* The descriptor of a held fleetsnap.Lock at idx (raises otherwise). */
 int fsn_lua_lock_fd(lua_State *L, int idx);
+/* The completion descriptor of the fleetsnap.HashTask at idx, -2 when the
+ * value is not one (raises when it is closed). */
+int fsn_lua_hash_task_fd(lua_State *L, int idx);
 
 void fsn_open_json(lua_State *L, int state_idx);
 void fsn_open_hash(lua_State *L, int state_idx);

@@ -59,6 +59,19 @@ static int l_publish_dir(lua_State *L) {
   return 1;
 }
 
+/* fs.sync_tree(path [, {private}]): every file and directory of path on
+ * disk (and private), without publishing it. */
+static int l_sync_tree(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  static const char *const allowed[] = {"private", NULL};
+  fsn_lua_check_options(L, 2, allowed);
+  int private_modes = fsn_lua_opt_boolean(L, 2, "private", 0);
+  fsn_err err;
+  if (fsn_sync_dir_tree(path, private_modes, &err) != 0) return fsn_lua_fail(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_mkdir_private(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int created = 0;
@@ -200,6 +213,7 @@ static const luaL_Reg funcs[] = {
   {"write_replace", l_write_replace},
   {"write_create", l_write_create},
   {"publish_dir", l_publish_dir},
+  {"sync_tree", l_sync_tree},
   {"mkdir_private", l_mkdir_private},
   {"remove_tree", l_remove_tree},
   {"safe_relative", l_safe_relative},

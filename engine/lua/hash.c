@@ -4,6 +4,7 @@
 #include "aux.h"
 
 #define TREE_BOX "fleetsnap.TreeBox"
+#define TASK_TYPE "fleetsnap.HashTask"
 
 static int l_sha256(lua_State *L) {
   size_t len;
@@ -46,11 +47,17 @@ static fsn_tree *new_tree_box(lua_State *L) {
 }
 
 static void push_tree(lua_State *L, const fsn_tree *t) {
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, t->digest);
-  lua_setfield(L, -2, "digest");
+  lua_createtable(L, 0, 4);
+  if (t->digest[0]) {
+    lua_pushstring(L, t->digest);
+    lua_setfield(L, -2, "digest");
+  }
   lua_pushinteger(L, (lua_Integer)t->bytes);
   lua_setfield(L, -2, "bytes");
+  if (t->fingerprint[0]) {
+    lua_pushstring(L, t->fingerprint);
+    lua_setfield(L, -2, "fingerprint");
+  }
   lua_createtable(L, (int)t->count, 0);
   for (size_t i = 0; i < t->count; i++) {
     lua_createtable(L, 0, 3);
@@ -58,8 +65,10 @@ static void push_tree(lua_State *L, const fsn_tree *t) {
     lua_setfield(L, -2, "path");
     lua_pushinteger(L, (lua_Integer)t->files[i].size);
     lua_setfield(L, -2, "size");
-    lua_pushstring(L, t->files[i].hex);
-    lua_setfield(L, -2, "sha256");
+    if (t->files[i].hex[0]) {
+      lua_pushstring(L, t->files[i].hex);
+      lua_setfield(L, -2, "sha256");
+    }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, -2, "files");
@@ -84,6 +93,97 @@ static int l_tree(lua_State *L) {
   return 1;
 }
 
+/* The tree's stat fingerprint, no content read (see fsn_stat_tree). */
+static int l_fingerprint(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  fsn_tree *t = new_tree_box(L);
+  fsn_err err;
+  if (fsn_stat_tree(fsn_lua_state(L)->hasher, path, t, &err) != 0) return fsn_lua_fail(L, &err);
+  push_tree(L, t);
+  return 1;
+}
+
+/* {=== background tasks ===} */
+
+typedef struct task_ud {
+  fsn_hash_task *t;
+} task_ud;
+
+static task_ud *check_task(lua_State *L, int idx) {
+  task_ud *u = luaL_checkudata(L, idx, TASK_TYPE);
+  if (!u->t) luaL_error(L, "hash task is closed");
+  return u;
+}
+
+int fsn_lua_hash_task_fd(lua_State *L, int idx) {
+  task_ud *u = luaL_testudata(L, idx, TASK_TYPE);
+  if (!u) return -2;
+  if (!u->t) luaL_error(L, "hash task is closed");
+  return fsn_hash_task_fd(u->t);
+}
+
+/* hash.start_tree(path [, {threads}]): the task that hashes path's tree on
+ * its own thread. Wait for it with proc.wait_any (with processes or not),
+ * or task:result(). */
+static int l_start_tree(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  static const char *const allowed[] = {"threads", NULL};
+  fsn_lua_check_options(L, 2, allowed);
+  int threads = threads_option(L, 2);
+  task_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+  u->t = NULL;
+  luaL_setmetatable(L, TASK_TYPE);
+  fsn_err err;
+  u->t = fsn_hash_task_start(path, threads, &err);
+  if (!u->t) return fsn_lua_fail(L, &err);
+  return 1;
+}
+
+/* task:result(): waits, then the tree (as hash.tree returns it) or nil,
+ * message, code. The tree is handed over once. */
+static int m_task_result(lua_State *L) {
+  task_ud *u = check_task(L, 1);
+  fsn_tree *t = new_tree_box(L);
+  fsn_err err;
+  if (fsn_hash_task_result(u->t, t, &err) != 0) return fsn_lua_fail(L, &err);
+  push_tree(L, t);
+  return 1;
+}
+
+static int m_task_done(lua_State *L) {
+  lua_pushboolean(L, fsn_hash_task_finished(check_task(L, 1)->t));
+  return 1;
+}
+
+/* Cancels a running task and waits for its thread. Idempotent. */
+static int m_task_close(lua_State *L) {
+  task_ud *u = luaL_checkudata(L, 1, TASK_TYPE);
+  fsn_hash_task_free(u->t);
+  u->t = NULL;
+  return 0;
+}
+
+static int m_task_tostring(lua_State *L) {
+  task_ud *u = luaL_checkudata(L, 1, TASK_TYPE);
+  if (!u->t) lua_pushliteral(L, "fleetsnap.HashTask (closed)");
+  else lua_pushfstring(L, "fleetsnap.HashTask (%s)", fsn_hash_task_finished(u->t) ? "finished" : "running");
+  return 1;
+}
+
+static const luaL_Reg task_methods[] = {
+  {"result", m_task_result},
+  {"done", m_task_done},
+  {"close", m_task_close},
+  {NULL, NULL},
+};
+
+static const luaL_Reg task_meta[] = {
+  {"__gc", m_task_close},
+  {"__close", m_task_close},
+  {"__tostring", m_task_tostring},
+  {NULL, NULL},
+};
+
 static int l_copy_tree(lua_State *L) {
   const char *src = luaL_checkstring(L, 1);
   const char *dst = luaL_checkstring(L, 2);
@@ -99,12 +199,30 @@ static int l_copy_tree(lua_State *L) {
   return 1;
 }
 
+/* hash.stats(): {bytes, files} hashed by this process so far. */
+static int l_stats(lua_State *L) {
+  uint64_t bytes, files;
+  fsn_hash_stats(&bytes, &files);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, (lua_Integer)files);
+  lua_setfield(L, -2, "files");
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
+  {"stats", l_stats},
   {"sha256", l_sha256},
   {"file", l_file},
   {"tree", l_tree},
   {"copy_tree", l_copy_tree},
+  {"fingerprint", l_fingerprint},
+  {"start_tree", l_start_tree},
   {NULL, NULL},
 };
 
-void fsn_open_hash(lua_State *L, int state_idx) { fsn_lua_register(L, state_idx, "hash", funcs); }
+void fsn_open_hash(lua_State *L, int state_idx) {
+  fsn_lua_class(L, TASK_TYPE, task_methods, task_meta);
+  fsn_lua_register(L, state_idx, "hash", funcs);
+}

@@ -199,19 +199,36 @@ static int l_run(lua_State *L) {
   return 1;
 }
 
+/* wait_any(handles [, timeout_ms]): handles are processes and hash tasks
+ * (hash.start_tree); returns the first that finished. */
 static int l_wait_any(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_Integer timeout = luaL_optinteger(L, 2, -1);
   size_t n = lua_rawlen(L, 1);
   if (n == 0) luaL_argerror(L, 1, "no handles to wait for");
-  fsn_proc **ps = lua_newuserdatauv(L, n * sizeof *ps, 0);
+  /* Processes first, then task descriptors; at[k] is the handle's index. */
+  fsn_proc **ps = lua_newuserdatauv(L, n * (sizeof *ps + sizeof(size_t) + sizeof(int)), 0);
+  size_t *at = (size_t *)(ps + n);
+  int *fds = (int *)(at + n);
+  size_t np = 0, nt = 0;
   for (size_t i = 0; i < n; i++) {
     lua_rawgeti(L, 1, (lua_Integer)i + 1);
-    ps[i] = &check_proc(L, -1)->p;
+    int fd = fsn_lua_hash_task_fd(L, -1);
+    if (fd == -2) {
+      at[np] = i;
+      ps[np++] = &check_proc(L, -1)->p;
+    } else {
+      fds[nt++] = fd;
+    }
+    lua_pop(L, 1);
+  }
+  for (size_t i = 0, j = 0; i < n; i++) {
+    lua_rawgeti(L, 1, (lua_Integer)i + 1);
+    if (!luaL_testudata(L, -1, PROC_TYPE)) at[np + j++] = i;
     lua_pop(L, 1);
   }
   int sig = 0;
-  int found = fsn_proc_wait_any(ps, n, (long)timeout, &sig);
+  int found = fsn_wait_any(ps, np, fds, nt, (long)timeout, &sig);
   if (found == -2) {
     luaL_pushfail(L);
     if (fsn_signal_name(sig)) lua_pushfstring(L, "interrupted by %s", fsn_signal_name(sig));
@@ -223,7 +240,7 @@ static int l_wait_any(lua_State *L) {
     luaL_pushfail(L);
     return 1;
   }
-  lua_rawgeti(L, 1, (lua_Integer)found + 1);
+  lua_rawgeti(L, 1, (lua_Integer)at[found] + 1);
   return 1;
 }
 

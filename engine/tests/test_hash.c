@@ -1,6 +1,9 @@
 /* Unit tests of hashing: strings, files, trees (the manifest contract's
- * examples), refusal of unsafe entries, copy_tree. */
+ * examples), refusal of unsafe entries, copy_tree, fingerprints, background
+ * tasks. */
 #include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -133,6 +136,83 @@ static void test_copy(fsn_hasher *h, const char *tmp) {
   CHECK(stat(at(1, tmp, "hcopy/a/b"), &st) == 0 && S_ISDIR(st.st_mode));
 }
 
+/* The stat fingerprint: recorded by a hash, equal from a stat walk, moved
+ * by a write in place or a replaced inode, kept by a rename. */
+static void test_fingerprint(fsn_hasher *h, const char *tmp) {
+  fsn_tree a, b;
+  fsn_err err;
+  mkdir(at(0, tmp, "fp"), 0700);
+  put(at(0, tmp, "fp/x"), "xxxx");
+  CHECK(fsn_hash_tree(h, at(0, tmp, "fp"), 1, &a, &err) == 0);
+  CHECK(strlen(a.fingerprint) == 64);
+  uint64_t bytes0, files0, bytes1, files1;
+  fsn_hash_stats(&bytes0, &files0);
+  CHECK(fsn_stat_tree(h, at(0, tmp, "fp"), &b, &err) == 0);
+  fsn_hash_stats(&bytes1, &files1);
+  CHECK(bytes1 == bytes0 && files1 == files0); /* no content read */
+  CHECK_STR(a.fingerprint, b.fingerprint);
+  CHECK(b.digest[0] == 0 && b.bytes == 4 && b.count == 1);
+  fsn_tree_free(&b);
+  CHECK(rename(at(0, tmp, "fp"), at(1, tmp, "fp2")) == 0);
+  CHECK(fsn_stat_tree(h, at(1, tmp, "fp2"), &b, &err) == 0);
+  CHECK_STR(a.fingerprint, b.fingerprint);
+  fsn_tree_free(&b);
+  int fd = open(at(0, tmp, "fp2/x"), O_WRONLY);
+  CHECK(fd >= 0 && pwrite(fd, "y", 1, 0) == 1);
+  close(fd);
+  CHECK(fsn_stat_tree(h, at(1, tmp, "fp2"), &b, &err) == 0);
+  CHECK(strcmp(a.fingerprint, b.fingerprint) != 0);
+  fsn_tree_free(&b);
+  fsn_tree_free(&a);
+  CHECK(fsn_stat_tree(h, at(0, tmp, "none"), &b, &err) == -1);
+  CHECK_STR(err.code, "ENOENT");
+}
+
+/* A background task: the same tree as fsn_hash_tree, its descriptor
+ * readable when done, the result handed over once, cancel on free. */
+static void test_task(fsn_hasher *h, const char *tmp) {
+  fsn_err err;
+  fsn_tree want, got;
+  mkdir(at(0, tmp, "bg"), 0700);
+  FILE *f = fopen(at(0, tmp, "bg/big"), "wb");
+  for (int i = 0; i < 3 << 10; i++) fputs("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n"
+                                         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n"
+                                         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n"
+                                         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n", f);
+  fclose(f);
+  put(at(0, tmp, "bg/small"), "s");
+  CHECK(fsn_hash_tree(h, at(0, tmp, "bg"), 1, &want, &err) == 0);
+  fsn_hash_task *t = fsn_hash_task_start(at(0, tmp, "bg"), 1, &err);
+  CHECK(t != NULL);
+  if (t) {
+    struct pollfd p = {fsn_hash_task_fd(t), POLLIN, 0};
+    CHECK(poll(&p, 1, 10000) == 1);
+    CHECK(fsn_hash_task_finished(t));
+    CHECK(fsn_hash_task_result(t, &got, &err) == 0);
+    CHECK_STR(got.digest, want.digest);
+    CHECK_STR(got.fingerprint, want.fingerprint);
+    CHECK(got.count == 2 && got.bytes == want.bytes);
+    fsn_tree_free(&got);
+    CHECK(fsn_hash_task_result(t, &got, &err) == -1);
+    CHECK_STR(err.code, "EINVAL");
+    fsn_hash_task_free(t);
+  }
+  fsn_tree_free(&want);
+  t = fsn_hash_task_start(at(0, tmp, "missing"), 0, &err);
+  CHECK(t != NULL);
+  if (t) {
+    CHECK(fsn_hash_task_result(t, &got, &err) == -1);
+    CHECK_STR(err.code, "ENOENT");
+    fsn_hash_task_free(t);
+  }
+  /* Freed while it may still run: cancelled and joined, nothing leaks
+   * (the sanitizer build checks). */
+  t = fsn_hash_task_start(at(0, tmp, "bg"), 2, &err);
+  CHECK(t != NULL);
+  fsn_hash_task_free(t);
+  fsn_hash_task_free(NULL);
+}
+
 int main(void) {
   const char *tmp = check_tmpdir();
   fsn_err err;
@@ -142,6 +222,8 @@ int main(void) {
   test_tree(h, tmp);
   test_order();
   test_copy(h, tmp);
+  test_fingerprint(h, tmp);
+  test_task(h, tmp);
   fsn_hasher_free(h);
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

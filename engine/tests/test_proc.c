@@ -2,6 +2,8 @@
  * kill, tail capture, stdin, env, exec failure, wait_any over several, a
  * child of a large parent holding an inherited lock. */
 #include <signal.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -177,6 +179,18 @@ int main(void) {
   fsn_proc *both[] = {&a, &b};
   CHECK(fsn_proc_wait_any(both, 2, -1, NULL) == 1);
   CHECK(fsn_proc_wait_any(both, 1, 10, NULL) == -1); /* still sleeping */
+  /* A descriptor that turns readable (a hash task's eventfd) ends the wait
+   * as index n + j, even with a zero timeout; a finished process wins. */
+  int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  CHECK(efd >= 0);
+  CHECK(fsn_wait_any(both, 1, &efd, 1, 0, NULL) == -1);
+  uint64_t one = 1;
+  CHECK(write(efd, &one, sizeof one) == sizeof one);
+  CHECK(fsn_wait_any(both, 1, &efd, 1, 0, NULL) == 1);
+  CHECK(fsn_wait_any(both, 1, &efd, 1, -1, NULL) == 1); /* stays readable */
+  CHECK(fsn_wait_any(both, 2, &efd, 1, -1, NULL) == 1);  /* b is finished */
+  CHECK(fsn_wait_any(NULL, 0, &efd, 1, -1, NULL) == 0);
+  close(efd);
   /* A signal interrupts an interruptible wait (the runner's Ctrl-C). */
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);

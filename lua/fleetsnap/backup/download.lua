@@ -1,11 +1,18 @@
 --- The backup's own operation kind: download. It proves the snapshot is
 -- ours and present (the id icp printed must be new in the inventory since
 -- the snapshot's claim), downloads it into a private staging directory,
--- checks it (sizes, chunk digests, module hash), and publishes it without
--- replacing anything. The artifact state machine: Downloaded (bytes in
--- staging, checked) -> ChecksumVerified (tree digest recorded) -> Durable
--- (published; the operation's done record). Each state is a journal
--- record, so a resumed run continues from the last one.
+-- checks it, and publishes it without replacing anything. The artifact
+-- state machine, each state a journal record so that a resumed run
+-- continues from the last one:
+--   Downloaded        the bytes are in staging, their shape matches
+--                     metadata.json, and they are on disk (fsynced, private)
+--   ChecksumVerified  one hash pass (on a background thread, while other
+--                     transfers go on) gave the tree digest, the chunk
+--                     digests and the module hash; recorded with the tree's
+--                     stat fingerprint
+--   Durable           published (the operation's done record)
+-- Every byte is read once. Later checks (before publication, finalize)
+-- compare the stat fingerprint, and re-read the bytes only when it moved.
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local driver_mod = require "fleetsnap.drivers.icp"
@@ -41,46 +48,61 @@ local function expected_module_hash(x, op)
   return expected
 end
 
---- Checks the staged bytes (sizes, chunk digests, module hash) and
--- records Downloaded. Returns nil or an error.
-local function check_staged(x, op, staging)
-  local bad, meta = driver_mod.check_download(staging, op.canister)
-  if bad then return bad end
-  local expected = expected_module_hash(x, op)
-  if expected and meta.wasm_module_size > 0 then
-    local mh = engine.hash.file(staging .. "/wasm_module.bin")
-    if mh ~= expected then
-      return { code = "EVERIFY", message = string.format("download of %s: wasm_module.bin hashes to %s, the "
-        .. "canister's module hash is %s", op.canister, tostring(mh), expected) }
-    end
+--- Whether the tree at dir still holds the bytes `rec` (a digest and, from
+-- this version on, a fingerprint) describes: an equal stat fingerprint
+-- proves it without reading; otherwise the bytes are hashed again. Returns
+-- true, or nil and why.
+function M.same_bytes(dir, rec)
+  local fp = engine.hash.fingerprint(dir)
+  if fp and rec.fingerprint and fp.fingerprint == rec.fingerprint then return true end
+  local tree, terr = engine.hash.tree(dir)
+  if not tree then return nil, terr end
+  if tree.digest ~= rec.digest then
+    return nil, string.format("digest %s, recorded %s", tree.digest, tostring(rec.digest))
   end
+  return true
+end
+
+--- Shape checks, then the bytes made durable and private in staging, then
+-- Downloaded. Returns nil or an error.
+local function settle_staged(x, op, staging)
+  local bad = driver_mod.check_download(staging, op.canister)
+  if bad then return bad end
+  local ok, err, code = fs.sync_tree(staging, { private = true })
+  if not ok then return { code = code, message = "staging of " .. op.canister .. ": " .. err } end
   x:record({ t = "artifact", op = op.id, attempt = x.state.attempt, state = "Downloaded" }, op.id)
 end
 
---- From Downloaded on: digest, record ChecksumVerified (unless recorded),
--- re-verify right before publication, publish without replacing.
+--- The one hash pass: tree digest, chunk digests, module hash; then
+-- ChecksumVerified. Returns the record, or nil and an error.
+local function verify_staged(x, op, staging)
+  local tree, terr, tcode = x:hash_tree(staging)
+  if not tree then return fail(tcode, "artifact of " .. op.canister .. ": " .. terr) end
+  local bad, meta, chunks = driver_mod.check_download(staging, op.canister)
+  if not bad then
+    bad = driver_mod.check_digests(tree, meta, chunks, op.canister, expected_module_hash(x, op))
+  end
+  if bad then return nil, bad end
+  local rec = { t = "artifact", op = op.id, attempt = x.state.attempt, state = "ChecksumVerified",
+    digest = tree.digest, bytes = tree.bytes, files = tree.files, fingerprint = tree.fingerprint }
+  x:record(rec, op.id)
+  return rec
+end
+
+--- From ChecksumVerified: publish without replacing, once the staged tree
+-- is proved unchanged since its hash.
 local function publish_staged(x, op, snap, recorded)
   local staging, final, seg = M.paths(x.dir, op.canister)
-  errors.check("staging of " .. op.canister, fs.mkdir_private(staging))
-  local tree, terr, tcode = engine.hash.tree(staging)
-  if not tree then return fail(tcode, terr) end
-  if recorded then
-    if tree.digest ~= recorded.digest then
-      return fail("EVERIFY", string.format("artifact of %s: the staged bytes changed after verification (digest %s, "
-        .. "recorded %s); nothing was published", op.canister, tree.digest, recorded.digest))
-    end
-  else
-    x:record({ t = "artifact", op = op.id, attempt = x.state.attempt, state = "ChecksumVerified",
-      digest = tree.digest, bytes = tree.bytes, files = tree.files }, op.id)
-    local again = engine.hash.tree(staging)
-    if not again or again.digest ~= tree.digest then
-      return fail("EVERIFY", "artifact of " .. op.canister .. ": the staged bytes changed before publication")
-    end
+  local same, why = M.same_bytes(staging, recorded)
+  if not same then
+    return fail("EVERIFY", string.format("artifact of %s: the staged bytes changed after verification (%s); "
+      .. "nothing was published", op.canister, why))
   end
   local pok, perr, pcode = fs.publish_dir(staging, final, { key = "artifact-" .. op.canister, private = true })
   if not pok then return fail(pcode, perr) end
-  return { snapshot_id = snap.snapshot_id, artifact_path = seg, digest = tree.digest, bytes = tree.bytes,
-    files = tree.files, taken_at = snap.taken_at, total_size = snap.total_size }
+  return { snapshot_id = snap.snapshot_id, artifact_path = seg, digest = recorded.digest, bytes = recorded.bytes,
+    files = recorded.files, fingerprint = recorded.fingerprint, taken_at = snap.taken_at,
+    total_size = snap.total_size }
 end
 
 M.kind = {
@@ -121,9 +143,11 @@ M.kind = {
     end
     if derr then return nil, derr end
     driver_mod.clean_download(staging)
-    local bad = check_staged(x, op, staging)
+    local bad = settle_staged(x, op, staging)
     if bad then return nil, bad end
-    return publish_staged(x, op, snap)
+    local rec, verr = verify_staged(x, op, staging)
+    if not rec then return nil, verr end
+    return publish_staged(x, op, snap, rec)
   end,
   reconcile = function(x, op, o)
     local staging, final, seg = M.paths(x.dir, op.canister)
@@ -134,19 +158,18 @@ M.kind = {
       -- the recorded state, with no second download.
       local recorded = art.state == "ChecksumVerified" and art or nil
       if not recorded then
-        local bad = check_staged(x, op, staging)
-        if bad then return x:complete(op, nil, bad) end
+        -- Downloaded: the staged bytes are on disk already.
+        local verr
+        recorded, verr = verify_staged(x, op, staging)
+        if not recorded then return x:complete(op, nil, verr) end
       end
       local receipt, err = publish_staged(x, op, snap, recorded)
       return x:complete(op, receipt, err)
     end
-    if snap and fs.lstat(final) and art and art.state == "ChecksumVerified" then
-      local tree = engine.hash.tree(final)
-      if tree and tree.digest == art.digest then
-        return x:complete(op, { snapshot_id = snap.snapshot_id, artifact_path = seg, digest = tree.digest,
-          bytes = tree.bytes, files = tree.files, taken_at = snap.taken_at, total_size = snap.total_size,
-          reconciled = true })
-      end
+    if snap and fs.lstat(final) and art and art.state == "ChecksumVerified" and M.same_bytes(final, art) then
+      return x:complete(op, { snapshot_id = snap.snapshot_id, artifact_path = seg, digest = art.digest,
+        bytes = art.bytes, files = art.files, fingerprint = art.fingerprint, taken_at = snap.taken_at,
+        total_size = snap.total_size, reconciled = true })
     end
     if fs.lstat(final) then
       -- Published bytes we cannot vouch for: move them out of the way.

@@ -278,8 +278,10 @@ function M.clean_download(dir)
   for f in pairs(M.ICP_FILES) do os.remove(dir .. "/" .. f) end
 end
 
---- Checks a downloaded directory against its metadata.json: blob sizes,
--- chunk files named by their digest. Returns nil, metadata; or an error.
+--- Checks a downloaded directory's shape against its metadata.json, from
+-- stat alone: blob sizes, and a chunk file for each chunk listed. Returns
+-- nil, metadata, chunk names; or an error. The bytes are judged by
+-- check_digests, from the one hash pass over the tree.
 function M.check_download(dir, canister)
   local fs = engine.fs
   local text = fs.read(dir .. "/metadata.json")
@@ -302,15 +304,35 @@ function M.check_download(dir, canister)
     return { code = "EVERIFY", message = "download of " .. canister
       .. ": metadata.json: wasm_chunk_store is not a list" }
   end
+  local names = {}
   for _, c in ipairs(chunks) do
     local ok, name = pcall(hex_codec.encode_list, type(c) == "table" and c.hash or nil)
-    local got = ok and engine.hash.file(dir .. "/wasm_chunk_store/" .. name .. ".bin")
-    if not ok or got ~= name then
+    local st = ok and fs.lstat(dir .. "/wasm_chunk_store/" .. name .. ".bin")
+    if not (st and st.type == "file") then
       return { code = "EVERIFY", message = string.format("download of %s: chunk %s is missing or corrupt", canister,
         ok and name or "?") }
     end
+    names[#names + 1] = name
   end
-  return nil, meta
+  return nil, meta, names
+end
+
+--- Checks the digests of a downloaded tree (engine.hash.tree's result):
+-- every chunk file hashes to its name, and wasm_module.bin to the
+-- canister's module hash when one is known. Returns nil or an error.
+function M.check_digests(tree, meta, chunk_names, canister, module_hash)
+  local by = {}
+  for _, f in ipairs(tree.files) do by[f.path] = f.sha256 end
+  for _, name in ipairs(chunk_names) do
+    if by["wasm_chunk_store/" .. name .. ".bin"] ~= name then
+      return { code = "EVERIFY", message = string.format("download of %s: chunk %s is missing or corrupt", canister,
+        name) }
+    end
+  end
+  if module_hash and (meta.wasm_module_size or 0) > 0 and by["wasm_module.bin"] ~= module_hash then
+    return { code = "EVERIFY", message = string.format("download of %s: wasm_module.bin hashes to %s, the "
+      .. "canister's module hash is %s", canister, tostring(by["wasm_module.bin"]), module_hash) }
+  end
 end
 
 local function bad_output(kind, p, why, stdout)

@@ -194,6 +194,24 @@ function M:command(op, kind, p)
   return value, ferr
 end
 
+--- Hashes a directory tree on a background thread (engine.hash.start_tree)
+-- inside an operation coroutine: the coroutine yields the task like a
+-- command's process, so the scheduler keeps collecting finished commands
+-- and starting new ones while the bytes are read. Returns the tree, or nil,
+-- message, code.
+function M.hash_tree(_, path)
+  local task, err, code = engine.hash.start_tree(path)
+  if not task then return nil, err, code end
+  local tree, terr, tcode
+  if coroutine.isyieldable() then
+    tree, terr, tcode = coroutine.yield(task)
+  else
+    tree, terr, tcode = task:result()
+  end
+  task:close()
+  return tree, terr, tcode
+end
+
 --- The bounded tail of a command's output, for receipts: the last 4 KiB
 -- of stdout and of stderr, and how many bytes there were.
 function M.output_tail(r)

@@ -110,6 +110,43 @@ describe("engine.fs.publish_dir", function()
   end)
 end)
 
+describe("engine.fs.sync_tree", function()
+  local dir
+  before_each(function()
+    dir = helpers.tmpdir()
+    helpers.sh("mkdir -p " .. dir .. "/s/d && chmod 755 " .. dir .. "/s " .. dir .. "/s/d")
+    helpers.write(dir .. "/s/d/f", "x")
+    helpers.sh("chmod 644 " .. dir .. "/s/d/f")
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  it("makes a tree private in place when asked (dirs 0700, files 0600)", function()
+    assert.is_true(fs.sync_tree(dir .. "/s", { private = true }))
+    assert.equal(448, fs.lstat(dir .. "/s").mode)
+    assert.equal(448, fs.lstat(dir .. "/s/d").mode)
+    assert.equal(384, fs.lstat(dir .. "/s/d/f").mode)
+  end)
+
+  it("leaves modes alone without private, and a private tree's fingerprint alone", function()
+    assert.is_true(fs.sync_tree(dir .. "/s"))
+    assert.equal(420, fs.lstat(dir .. "/s/d/f").mode) -- 0644
+    assert.is_true(fs.sync_tree(dir .. "/s", { private = true }))
+    local fp = engine.hash.fingerprint(dir .. "/s").fingerprint
+    -- Nothing left to chmod: ctime does not move, so neither does the
+    -- fingerprint (what a download's publication relies on).
+    assert.is_true(fs.sync_tree(dir .. "/s", { private = true }))
+    assert.is_true(fs.publish_dir(dir .. "/s", dir .. "/p", { private = true }))
+    assert.equal(fp, engine.hash.fingerprint(dir .. "/p").fingerprint)
+  end)
+
+  it("refuses a symlink as the root, and a symlink inside", function()
+    helpers.sh("ln -s " .. dir .. "/s " .. dir .. "/l")
+    assert.equal("EUNSAFE", select(3, fs.sync_tree(dir .. "/l")))
+    helpers.sh("ln -s /etc " .. dir .. "/s/x")
+    assert.equal("EUNSAFE", select(3, fs.sync_tree(dir .. "/s")))
+  end)
+end)
+
 describe("engine.fs.mkdir_private", function()
   local dir
   before_each(function() dir = helpers.tmpdir() end)
