@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -337,13 +338,28 @@ static void drain(int *fd, fsn_ring *r) {
   }
 }
 
+static int64_t tv_ns(struct timeval tv) { return (int64_t)tv.tv_sec * 1000000000 + (int64_t)tv.tv_usec * 1000; }
+
+void fsn_cpu_ns(int64_t *self, int64_t *children) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  *self = tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime);
+  getrusage(RUSAGE_CHILDREN, &ru);
+  *children = tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime);
+}
+
 static void reap(fsn_proc *p) {
   if (p->reaped || p->pid <= 0) return;
   int st;
-  pid_t r = waitpid(p->pid, &st, WNOHANG);
+  struct rusage ru;
+  pid_t r = wait4(p->pid, &st, WNOHANG, &ru);
   if (r == 0) return;
   p->reaped = 1;
   p->end_ms = fsn_now_ms();
+  if (r > 0) {
+    p->cpu_ns = tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime);
+    p->maxrss_kib = ru.ru_maxrss;
+  }
   if (r < 0) { p->status = -1; return; }
   if (WIFEXITED(st)) { p->status = WEXITSTATUS(st); p->signal = 0; }
   else if (WIFSIGNALED(st)) { p->status = -1; p->signal = WTERMSIG(st); }

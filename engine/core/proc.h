@@ -43,6 +43,8 @@ typedef struct fsn_proc {
   int term_sent, kill_sent, timed_out;
   int reaped, status, signal; /* status -1 when killed by a signal */
   int finished;
+  int64_t cpu_ns;  /* user + system of the child and its reaped descendants */
+  long maxrss_kib; /* the largest resident set among them */
 } fsn_proc;
 
 void fsn_proc_init(fsn_proc *p);
@@ -74,6 +76,8 @@ void fsn_ring_add(fsn_ring *r, const char *p, size_t n);
 /* Linear copy of a ring's kept tail into out (room for len bytes). */
 size_t fsn_ring_copy(const fsn_ring *r, char *out);
 long long fsn_now_ms(void);
+/* CPU time (user + system) of this process, and of its reaped children. */
+void fsn_cpu_ns(int64_t *self, int64_t *children);
 
 /* Builds a child environment: base minus every name in unset, then every
  * "NAME=value" of set (replacing or adding; set wins over unset). */

@@ -178,6 +178,10 @@ static void push_result(lua_State *L, fsn_proc *p) {
   lua_setfield(L, -2, "timed_out");
   lua_pushinteger(L, (lua_Integer)p->pid);
   lua_setfield(L, -2, "pid");
+  lua_pushinteger(L, (lua_Integer)p->cpu_ns);
+  lua_setfield(L, -2, "cpu_ns");
+  lua_pushinteger(L, (lua_Integer)p->maxrss_kib);
+  lua_setfield(L, -2, "maxrss_kib");
 }
 
 static int l_spawn(lua_State *L) {
@@ -316,7 +320,21 @@ static int l_signal(lua_State *L) {
   return 1;
 }
 
+/* proc.cpu(): {self_ns, children_ns}, user + system CPU time of this
+ * process and of its reaped children (what a benchmark subtracts). */
+static int l_cpu(lua_State *L) {
+  int64_t self, children;
+  fsn_cpu_ns(&self, &children);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)self);
+  lua_setfield(L, -2, "self_ns");
+  lua_pushinteger(L, (lua_Integer)children);
+  lua_setfield(L, -2, "children_ns");
+  return 1;
+}
+
 static const luaL_Reg funcs[] = {
+  {"cpu", l_cpu},
   {"pid", l_pid},
   {"signal", l_signal},
   {"spawn", l_spawn},

@@ -32,6 +32,17 @@ describe("engine.proc.run", function()
     assert.is_true(r.elapsed_ms >= 0)
   end)
 
+  it("reports the CPU time and peak memory of the child and its descendants", function()
+    -- A grandchild that burns CPU: counted once the child has reaped it.
+    local r = proc.run({ argv = { "sh", "-c", "sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'" } })
+    assert.equal(0, r.status)
+    assert.is_true(r.cpu_ns > 0)
+    assert.is_true(r.maxrss_kib > 0)
+    local cpu = proc.cpu()
+    assert.is_true(cpu.self_ns > 0)
+    assert.is_true(cpu.children_ns >= r.cpu_ns)
+  end)
+
   it("runs argv without a shell", function()
     local r = proc.run({ argv = { "printf", "%s", "$HOME; echo no" } })
     assert.equal("$HOME; echo no", r.stdout)
