@@ -305,3 +305,55 @@ describe("executor.examined", function()
       end)
   end
 end)
+
+describe("executor:hash_tree", function()
+  local helpers = require "helpers"
+  local dir
+  before_each(function()
+    engine.proc.wait_any = real_wait_any
+    dir = helpers.tmpdir()
+    helpers.sh("mkdir -p " .. dir .. "/t && head -c 100000 /dev/urandom > " .. dir .. "/t/f")
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  it("hashes while the scheduler keeps running other operations' commands", function()
+    local flag = dir .. "/hashed"
+    local kinds = {
+      -- Its command can only end once the hash op has completed and made
+      -- the flag: both ran at once, and the scheduler collected the hash
+      -- while the process was still running. (Gives up after ~10 s.)
+      wait = { bucket = "lifecycle", run = function(x, o)
+        x:claim(o)
+        local h = assert(engine.proc.spawn({ argv = { "sh", "-c",
+          "i=0; while [ ! -e '" .. flag .. "' ]; do i=$((i+1)); [ $i -gt 1000 ] && exit 1; sleep 0.01; done" } }))
+        local r = coroutine.yield(h)
+        h:close()
+        if r.status ~= 0 then return nil, { code = "EFAILED", message = "the flag never came" } end
+        return {}
+      end },
+      hash = { bucket = "lifecycle", run = function(x, o)
+        x:claim(o)
+        local tree, err, code = x:hash_tree(dir .. "/t")
+        if not tree then return nil, { code = code, message = err } end
+        helpers.write(flag, "")
+        return { digest = tree.digest }
+      end },
+    }
+    local x = executor.new({
+      dir = "/nonexistent", journal = fake_journal(), state = exec_state.empty(),
+      operations = { op("w", "wait"), op("h", "hash") }, kinds = kinds, driver = {},
+      limits = { lifecycle = 2 }, events = function() end,
+    })
+    assert.is_true(x:schedule())
+    assert.equal("completed", x.state.ops.w.state)
+    assert.equal(engine.hash.tree(dir .. "/t").digest, x.state.ops.h.receipt.digest)
+  end)
+
+  it("hashes synchronously outside a coroutine, and returns a failure as nil, message, code", function()
+    local x = new_x({})
+    assert.equal(engine.hash.tree(dir .. "/t").digest, x:hash_tree(dir .. "/t").digest)
+    local tree, msg, code = x:hash_tree(dir .. "/none")
+    assert.is_nil(tree)
+    assert.equal("ENOENT", code, msg)
+  end)
+end)
