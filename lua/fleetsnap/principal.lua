@@ -32,6 +32,15 @@ for i = 1, #ALPHABET do
   DECODE[ALPHABET:byte(i)] = i - 1
 end
 
+-- Lookup tables rather than a string.sub or string.char per symbol.
+local ENCODE, CHAR = {}, {}
+for i = 1, #ALPHABET do
+  ENCODE[i - 1] = ALPHABET:sub(i, i)
+end
+for b = 0, 255 do
+  CHAR[b] = string.char(b)
+end
+
 local function base32_encode(bytes)
   local out, bits, nbits = {}, 0, 0
   for i = 1, #bytes do
@@ -40,12 +49,11 @@ local function base32_encode(bytes)
     while nbits >= 5 do
       nbits = nbits - 5
       local v = (bits >> nbits) & 31
-      out[#out + 1] = ALPHABET:sub(v + 1, v + 1)
+      out[#out + 1] = ENCODE[v]
     end
   end
   if nbits > 0 then
-    local v = (bits << (5 - nbits)) & 31
-    out[#out + 1] = ALPHABET:sub(v + 1, v + 1)
+    out[#out + 1] = ENCODE[(bits << (5 - nbits)) & 31]
   end
   return table.concat(out)
 end
@@ -65,7 +73,7 @@ local function base32_decode(text)
     nbits = nbits + 5
     if nbits >= 8 then
       nbits = nbits - 8
-      out[#out + 1] = string.char((bits >> nbits) & 0xFF)
+      out[#out + 1] = CHAR[(bits >> nbits) & 0xFF]
     end
   end
   return table.concat(out)
@@ -82,9 +90,18 @@ function M.to_text(bytes)
   return table.concat(groups, "-")
 end
 
+-- Texts already parsed, and their bytes: a fleet's ids are parsed again and
+-- again (listing, encoding a registry names each one several times), at
+-- tens of microseconds a parse. Bounded: emptied when it grows past the
+-- size of any fleet.
+local parsed, n_parsed = {}, 0
+local PARSED_MAX = 1 << 16
+
 --- Raw bytes of a textual principal, or nil and the reason in the words of
 -- the Internet Computer's own parser.
 function M.from_text(text)
+  local known = parsed[text]
+  if known then return known end
   if type(text) ~= "string" then
     return nil, "Text must be in valid Base32 encoding."
   end
@@ -107,6 +124,8 @@ function M.from_text(text)
   if canonical ~= lower then
     return nil, string.format('Text should be separated by - (dash) every 5 characters: expected "%s"', canonical)
   end
+  if n_parsed >= PARSED_MAX then parsed, n_parsed = {}, 0 end
+  parsed[text], n_parsed = bytes, n_parsed + 1
   return bytes
 end
 

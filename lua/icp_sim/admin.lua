@@ -44,21 +44,39 @@ local function rng(seed)
   end
 end
 
+-- The 64 KiB pseudo-random block of one rng seed. Every canister of a
+-- fleet uses one of a handful of seeds (seed + length of its label), so
+-- the block is generated once per seed, not once per blob.
+local blocks = {}
+local function random_block(block_seed)
+  local block = blocks[block_seed]
+  if not block then
+    local next_ = rng(block_seed)
+    local words = {}
+    for i = 1, 8192 do words[i] = string.pack("<I8", next_()) end
+    block = table.concat(words)
+    blocks[block_seed] = block
+  end
+  return block
+end
+
 --- Deterministic bytes: a 64 KiB pseudo-random block, each copy of it
 -- stamped with a digest of (label, offset) so no two regions are equal.
 local function write_blob(path, size, label, seed)
   local f = assert(io.open(path, "wb"))
   if size > 0 then
-    local next_ = rng(seed + #label)
-    local words = {}
-    for i = 1, 8192 do words[i] = string.pack("<I8", next_()) end
-    local block = table.concat(words)
+    local block = random_block(seed + #label)
     local off = 0
     while off < size do
       local stamp = engine.hash.sha256(label .. ":" .. off)
-      local piece = stamp .. block:sub(#stamp + 1)
-      f:write(piece:sub(1, math.min(#piece, size - off)))
-      off = off + #piece
+      -- This copy's bytes: the stamp, then the block after the stamp's length.
+      local n = math.min(#block, size - off)
+      if n <= #stamp then
+        f:write(stamp:sub(1, n))
+      else
+        f:write(stamp, block:sub(#stamp + 1, n))
+      end
+      off = off + #block
     end
   end
   f:close()
@@ -94,6 +112,35 @@ local function level_sizes(members, depth)
     left = left - extra
   end
   return sizes
+end
+
+-- Creates every canister's directories (private, as mkdir_private makes
+-- them) with one mkdir per batch of canisters: mkdir_private fsyncs each
+-- parent, and a fresh fleet need not be durable, only complete.
+local MKDIR_BATCH = 500
+local function make_dirs(home, nodes)
+  local argv = {}
+  local function flush()
+    if #argv > 0 then
+      local r = engine.proc.run({ argv = table.move(argv, 1, #argv, 4, { "mkdir", "-m", "700" }) })
+      if r.status ~= 0 then
+        -- Left over from an interrupted init: -p accepts what exists (and
+        -- costs a walk of every path, so only when needed).
+        r = engine.proc.run({ argv = table.move(argv, 1, #argv, 5, { "mkdir", "-p", "-m", "700" }) })
+      end
+      assert(r.status == 0, r.stderr)
+      argv = {}
+    end
+  end
+  for i, node in ipairs(nodes) do
+    local dir = home:canister_dir(node.id)
+    -- Parents before children: -m applies to each directory named.
+    for _, d in ipairs({ dir, dir .. "/live", dir .. "/live/wasm_chunk_store", dir .. "/snapshots" }) do
+      argv[#argv + 1] = d
+    end
+    if i % MKDIR_BATCH == 0 then flush() end
+  end
+  flush()
 end
 
 local function init(home_dir, a)
@@ -139,12 +186,9 @@ local function init(home_dir, a)
     end
     prev = cur
   end
+  make_dirs(home, nodes)
   for order, node in ipairs(nodes) do
     local dir = home:canister_dir(node.id)
-    assert(fs.mkdir_private(dir))
-    assert(fs.mkdir_private(dir .. "/live"))
-    assert(fs.mkdir_private(dir .. "/live/wasm_chunk_store"))
-    assert(fs.mkdir_private(dir .. "/snapshots"))
     local f = assert(io.open(dir .. "/live/wasm_module.bin", "wb"))
     f:write(module_bytes(node.role, seed))
     f:close()

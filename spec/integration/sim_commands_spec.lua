@@ -308,3 +308,36 @@ describe("icp-sim canister call", function()
     assert.matches("interactive canister call", r.stderr)
   end)
 end)
+
+describe("icp-sim commands on one canister", function()
+  after_each(function() helpers.cleanup() end)
+
+  -- Structural, not timed: a command's cost must not grow with the fleet,
+  -- so it may not read (or rewrite) any other canister's state.
+  it("touch no other canister's state", function()
+    local home = helpers.sim_home({ members = 8, heap = 4096, stable = 4096 })
+    local fleet = helpers.fleet(home)
+    local c = member(fleet, 1)
+    for _, m in ipairs(fleet.members) do
+      if m.canister_id ~= c then
+        local dir = home .. "/canisters/" .. m.canister_id
+        -- Valid JSON but no canister: whoever reads it fails or misses.
+        helpers.sh("printf '{\"poisoned\":true}' > " .. dir .. "/canister.json && rm -r " .. dir .. "/live " .. dir
+          .. "/snapshots")
+      end
+    end
+    local function ok(argv)
+      local r = helpers.icp(home, argv)
+      assert.equal(0, r.status, table.concat(argv, " ") .. ": " .. r.stderr)
+      return r
+    end
+    ok({ "canister", "status", c, "-e", "local", "--json" })
+    ok({ "canister", "stop", c, "-e", "local" })
+    local id = json.decode(ok({ "canister", "snapshot", "create", c, "-e", "local", "--json" }).stdout).snapshot_id
+    ok({ "canister", "snapshot", "list", c, "-e", "local", "--json" })
+    ok({ "canister", "snapshot", "download", c, id, "--output", helpers.tmpdir() .. "/d", "-e", "local" })
+    ok({ "canister", "snapshot", "restore", c, id, "-e", "local" })
+    ok({ "canister", "snapshot", "delete", c, id, "-e", "local" })
+    ok({ "canister", "start", c, "-e", "local" })
+  end)
+end)
