@@ -2,8 +2,9 @@
 -- process, one right after the other: this machine is shared and noisy, so
 -- absolute times mean little. Each timing is the best of a few runs.
 local engine = require "fleetsnap.engine"
+local common = dofile(os.getenv("FLEETSNAP_ROOT") .. "/scripts/bench/common.lua")
 
-local quick = arg[1] == "--quick"
+local quick = common.quick
 local MiB = 1024 * 1024
 local FILE_BYTES = quick and 64 * MiB or 1024 * MiB
 local TREE_FILES, TREE_FILE_BYTES = 8, quick and 16 * MiB or 256 * MiB
@@ -19,11 +20,7 @@ local function sh(cmd)
   return r.stdout
 end
 
-local function seconds(f)
-  local t0 = engine.monotonic_ns()
-  f()
-  return (engine.monotonic_ns() - t0) / 1e9
-end
+local seconds = common.seconds
 
 local function best(f)
   local b = math.huge
@@ -33,10 +30,8 @@ local function best(f)
   return b
 end
 
-local rows = {}
-local function row(name, value, goal, ok, detail)
-  rows[#rows + 1] = { name, value, goal, ok == nil and "" or (ok and "yes" or "NO"), detail or "" }
-end
+local rows = common.rows()
+local function row(...) rows:add(...) end
 
 -- Room for the data files (the sparse file needs none).
 local dir = sh("mktemp -d /tmp/fsn-bench-XXXXXX"):gsub("%s+$", "")
@@ -205,18 +200,4 @@ if not ok then
   os.exit(1)
 end
 
-local widths = { 0, 0, 0, 0 }
-local header = { "measure", "result", "goal", "met", "detail" }
-for _, r in ipairs({ header, table.unpack(rows) }) do
-  for i = 1, 4 do
-    widths[i] = math.max(widths[i], #r[i])
-  end
-end
-for _, r in ipairs({ header, table.unpack(rows) }) do
-  print(string.format("| %-" .. widths[1] .. "s | %" .. widths[2] .. "s | %-" .. widths[3] .. "s | %-"
-    .. widths[4] .. "s | %s |", r[1], r[2], r[3], r[4], r[5]))
-  if r == header then
-    print(string.format("|%s|%s|%s|%s|---|", string.rep("-", widths[1] + 2), string.rep("-", widths[2] + 2),
-      string.rep("-", widths[3] + 2), string.rep("-", widths[4] + 2)))
-  end
-end
+rows:print()
