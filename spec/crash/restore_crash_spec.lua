@@ -1,8 +1,13 @@
--- Crash safety of restore: SIGKILL at every failpoint a full restore of a
+-- Crash safety of restore: SIGKILL at the failpoints a full restore of a
 -- 6-member fleet reaches (KiB-size snapshots, concurrency 1), then run
 -- again to completion, and check: every member holds the backup's state,
 -- exactly one upload completed per member, every load ran while its
 -- target was stopped, every target runs, nothing is left over.
+--
+-- Most failpoints are the same journal record or effect once per member,
+-- so the loops kill at every site (`helpers.choose_failpoints`) plus a
+-- seeded sample of the repeats; FLEETSNAP_CRASH_ALL=1 kills at every
+-- failpoint, FLEETSNAP_CRASH_SEED=<n> repeats a printed sample.
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
 
@@ -46,10 +51,10 @@ local function run_argv(home, b, args)
   return argv
 end
 
-local function trace_points(args)
+local function trace_points(label, args, sampling)
   local work = helpers.tmpdir()
   helpers.sh(string.format("cp -a %s %s/home && cp -a %s %s/b", base.home, work, base.backup, work))
-  return helpers.failpoints(run_argv(work .. "/home", work .. "/b", args))
+  return helpers.crash_points(label, run_argv(work .. "/home", work .. "/b", args), sampling)
 end
 
 -- Runs the restore to completion after a crash, as an operator would.
@@ -89,11 +94,13 @@ end
 
 -- After an undo: every member holds its pre-restore state again.
 local function check_undone(home, b, label)
-  local now = helpers.digests(home)
+  local fleet = helpers.fleet(home)
+  local now = {}
+  for _, m in ipairs(fleet.members) do now[m.canister_id] = m.state_sha256 end
   for cid, want in pairs(base.mutated) do
     assert.equal(want, now[cid], label .. ": state of " .. cid)
   end
-  for _, m in ipairs(helpers.fleet(home).members) do assert.equal("running", m.status, label) end
+  for _, m in ipairs(fleet.members) do assert.equal("running", m.status, label) end
   loads_only_while_stopped(home, label)
   local st = json.decode(helpers.fleetsnap(home, { "--json", "restore", "status", b }).stdout)
   assert.equal("undone", st.phase, label)
@@ -101,7 +108,10 @@ end
 
 local function check(home, b, label, opts)
   if opts and opts.undo then return check_undone(home, b, label) end
-  local now = helpers.digests(home)
+  -- One `sim show` gives both the states and the statuses.
+  local fleet = helpers.fleet(home)
+  local now = {}
+  for _, m in ipairs(fleet.members) do now[m.canister_id] = m.state_sha256 end
   local effects = helpers.effects(home)
   for cid, want in pairs(base.backed_up) do
     if cid ~= base.root then
@@ -111,7 +121,7 @@ local function check(home, b, label, opts)
       assert.is_true(e.snapshot_load - e0.snapshot_load >= 1, label .. ": loads of " .. cid)
     end
   end
-  for _, m in ipairs(helpers.fleet(home).members) do assert.equal("running", m.status, label) end
+  for _, m in ipairs(fleet.members) do assert.equal("running", m.status, label) end
   loads_only_while_stopped(home, label)
   if not (opts and opts.keep) then
     -- Every uploaded snapshot (and any data-check snapshot) is gone again.
@@ -126,13 +136,13 @@ local function check(home, b, label, opts)
   assert.same({ "fleetsnap-restore-plan.json", "fleetsnap-restore.wal", "fleetsnap-restore.wal.lock" }, left, label)
 end
 
-local function loop(args, pick, opts)
-  local points = trace_points(args)
-  assert.is_true(#points > 20, "only " .. #points .. " failpoints")
-  local chosen = {}
-  for i, p in ipairs(points) do
-    if pick(i, p) then chosen[#chosen + 1] = p end
-  end
+-- Kills the restore command of `args` at the chosen failpoints (`sampling`:
+-- options of `helpers.choose_failpoints`) and checks each recovery (`opts`
+-- of `check`); returns how many cases ran and how many sites it has.
+local function loop(label, args, sampling, opts)
+  local chosen, sites, total = trace_points(label, args, sampling)
+  assert.is_true(total > 20, "only " .. total .. " failpoints")
+  assert.is_true(sites > 20, "only " .. sites .. " sites")
   helpers.crash_loop(chosen, function()
     local work = helpers.sh("mktemp -d /tmp/fsn-rcrash-XXXXXX"):gsub("%s+$", "")
     local home, b = work .. "/home", work .. "/b"
@@ -143,7 +153,7 @@ local function loop(args, pick, opts)
     assert.equal(0, done.status, case.point .. ": " .. done.stderr)
     check(case.home, case.b, case.point, opts)
   end)
-  return #chosen
+  return #chosen, sites
 end
 
 describe("restore crash safety", function()
@@ -153,8 +163,9 @@ describe("restore crash safety", function()
     setup(function() base = prepare() end)
     teardown(function() helpers.sh("rm -rf " .. base.dir) end)
 
-    it("survives a SIGKILL at every failpoint at concurrency 1", function()
-      assert.is_true(loop({}, function() return true end) > 50)
+    it("survives a SIGKILL at every failpoint site at concurrency 1", function()
+      local n = loop("restore", {}, { per_site = "ends", extra = 16 })
+      assert.is_true(n > 50, "only " .. n .. " cases")
     end)
   end)
 
@@ -162,8 +173,9 @@ describe("restore crash safety", function()
     setup(function() base = prepare({ "--safety-snapshot" }) end)
     teardown(function() helpers.sh("rm -rf " .. base.dir) end)
 
-    it("survives a sample of failpoints", function()
-      loop({ "undo" }, function(i) return i % 3 == 1 end, { undo = true })
+    it("survives a SIGKILL at every failpoint site", function()
+      local n, sites = loop("restore undo", { "undo" }, { per_site = "ends" }, { undo = true })
+      assert.is_true(n > sites, "only " .. n .. " cases")
     end)
   end)
 
@@ -171,9 +183,10 @@ describe("restore crash safety", function()
     setup(function() base = prepare() end)
     teardown(function() helpers.sh("rm -rf " .. base.dir) end)
 
-    it("survives a sample of failpoints", function()
-      loop({ "--safety-snapshot", "--verify-data", "--keep-uploaded" }, function(i) return i % 7 == 0 end,
-        { keep = true })
+    it("survives a SIGKILL at every failpoint site", function()
+      local n, sites = loop("restore --safety-snapshot --verify-data",
+        { "--safety-snapshot", "--verify-data", "--keep-uploaded" }, { per_site = "one" }, { keep = true })
+      assert.is_true(n >= sites)
     end)
   end)
 end)
