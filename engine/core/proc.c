@@ -222,15 +222,25 @@ fail:
   return 127;
 }
 
+/* The child's stack, made once per spawning thread and reused: once a
+ * CLONE_VFORK clone returns, the child has exec'd (or exited) and no longer
+ * runs on it. Mapping and unmapping one per spawn cost page faults and a
+ * TLB flush each, the largest part of a spawn's CPU in the parent. */
+static __thread char *spawn_stack;
+
 /* Returns the child's pid, or -1 with errno set (the exec's or the clone's). */
 static pid_t spawn_child(struct child_args *a) {
   /* Enough for child() and the libc calls it makes, sanitized or not; pages
    * never touched cost nothing. One guard page below catches an overflow. */
   size_t page = (size_t)sysconf(_SC_PAGESIZE), size = 256 * 1024;
-  char *stack = mmap(NULL, size + page, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return -1;
-  mprotect(stack, page, PROT_NONE);
+  if (!spawn_stack) {
+    char *m = mmap(NULL, size + page, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (m == MAP_FAILED) return -1;
+    mprotect(m, page, PROT_NONE);
+    spawn_stack = m;
+  }
+  char *stack = spawn_stack;
   /* The vfork wake-up comes when exec replaces the memory, before the
    * kernel closes the CLOEXEC descriptors: a lock the parent closes right
    * after spawn returns could still be held by the child's copy. This pipe's
@@ -238,19 +248,13 @@ static pid_t spawn_child(struct child_args *a) {
    * exactly the descriptors it keeps (the old fork code's report pipe gave
    * the same guarantee). */
   int barrier[2];
-  if (pipe2(barrier, O_CLOEXEC) != 0) {
-    int e = errno;
-    munmap(stack, size + page);
-    errno = e;
-    return -1;
-  }
+  if (pipe2(barrier, O_CLOEXEC) != 0) return -1;
   unsigned long all[2] = {~0UL, ~0UL}, old[2] = {0, 0};
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, all, old, KSIGSET_BYTES);
   a->err = 0;
   pid_t pid = clone(child, stack + page + size, CLONE_VM | CLONE_VFORK | SIGCHLD, a);
   int e = errno;
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, old, NULL, KSIGSET_BYTES);
-  munmap(stack, size + page);
   close(barrier[1]);
   if (pid > 0) {
     char c;
@@ -409,58 +413,108 @@ int fsn_proc_wait_any(fsn_proc *const *ps, size_t n, long timeout_ms, int *sig) 
   return fsn_wait_any(ps, n, NULL, 0, timeout_ms, sig);
 }
 
+/* Steps every process and returns the index of a finished one, or -1. */
+static int step_all(fsn_proc *const *ps, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    fsn_proc_step(ps[i]);
+    if (ps[i]->finished) return (int)i;
+  }
+  return -1;
+}
+
+/* One poll over every process's pipes and pidfd (and the task
+ * descriptors), then progress only for the processes something happened
+ * to: a descriptor fired, a deadline passed, or no pidfd to tell. Stepping
+ * all of them on every wakeup made each wakeup cost a read and a waitpid
+ * per running command: O(running) system calls per event, which at a few
+ * dozen commands in flight was most of the scheduler's CPU. The first poll
+ * of a call does not sleep, so a call sees what already happened at once. */
 int fsn_wait_any(fsn_proc *const *ps, size_t n, const int *tfds, size_t nt,
                  long timeout_ms, int *sig) {
   long long end = timeout_ms >= 0 ? fsn_now_ms() + timeout_ms : 0;
   struct pollfd stackfds[96];
+  int stackowner[96];
+  unsigned char stackhot[32];
   size_t want = n * 3 + nt;
   struct pollfd *fds = want <= 96 ? stackfds : malloc(want * sizeof *fds);
+  int *owner = want <= 96 ? stackowner : malloc(want * sizeof *owner);
+  unsigned char *hot = n <= sizeof stackhot ? stackhot : malloc(n);
   int found = -1;
-  for (;;) {
-    for (size_t i = 0; i < n && found < 0; i++) {
-      fsn_proc_step(ps[i]);
-      if (ps[i]->finished) found = (int)i;
+  if (!fds || !owner || !hot) {
+    /* Out of memory: the old way, every process stepped every 10 ms. */
+    for (;;) {
+      if ((found = step_all(ps, n)) >= 0) break;
+      for (size_t j = 0; j < nt && found < 0; j++)
+        if (fd_ready(tfds[j])) found = (int)(n + j);
+      if (found >= 0 || (timeout_ms >= 0 && fsn_now_ms() >= end)) break;
+      struct pollfd none;
+      if (!sig) poll(&none, 0, 10);
+      else if (fsn_signals_ppoll(&none, 0, 10, sig) < 0 && errno == EINTR) {
+        found = step_all(ps, n);
+        if (found < 0) found = -2;
+        break;
+      }
     }
-    /* An eventfd stays readable once written: ask it directly. */
-    for (size_t j = 0; j < nt && found < 0; j++)
-      if (fd_ready(tfds[j])) found = (int)(n + j);
+    goto done;
+  }
+  for (int first = 1;; first = 0) {
+    for (size_t i = 0; i < n && found < 0; i++)
+      if (ps[i]->finished) found = (int)i;
     if (found >= 0) break;
     long long now = fsn_now_ms();
-    if (timeout_ms >= 0 && now >= end) break;
     long long wake = timeout_ms >= 0 ? end : 0;
     nfds_t k = 0;
     int need_tick = 0;
-    /* Without a pollfd array (malloc failed) the descriptors are looked at
-     * every tick instead. */
     for (size_t j = 0; j < nt; j++) {
-      if (fds) fds[k++] = (struct pollfd){tfds[j], POLLIN, 0};
-      else need_tick = 1;
+      owner[k] = -1;
+      fds[k++] = (struct pollfd){tfds[j], POLLIN, 0};
     }
     for (size_t i = 0; i < n; i++) {
       const fsn_proc *p = ps[i];
+      hot[i] = 0;
       long long ev = next_event(p);
       if (ev && (!wake || ev < wake)) wake = ev;
-      if (!fds) { need_tick = 1; continue; }
-      if (p->out_fd >= 0) fds[k++] = (struct pollfd){p->out_fd, POLLIN, 0};
-      if (p->err_fd >= 0) fds[k++] = (struct pollfd){p->err_fd, POLLIN, 0};
+      if (p->out_fd >= 0) { owner[k] = (int)i; fds[k++] = (struct pollfd){p->out_fd, POLLIN, 0}; }
+      if (p->err_fd >= 0) { owner[k] = (int)i; fds[k++] = (struct pollfd){p->err_fd, POLLIN, 0}; }
       if (!p->reaped) {
-        if (p->pidfd >= 0) fds[k++] = (struct pollfd){p->pidfd, POLLIN, 0};
-        else need_tick = 1;
+        if (p->pidfd >= 0) { owner[k] = (int)i; fds[k++] = (struct pollfd){p->pidfd, POLLIN, 0}; }
+        else { hot[i] = 1; need_tick = 1; }
       }
     }
-    long long wait = wake ? wake - now : -1;
+    long long wait = first ? 0 : (wake ? wake - now : -1);
     if (wait < 0 && wake) wait = 0;
     if (need_tick && (wait < 0 || wait > 10)) wait = 10;
     if (wait > INT_MAX) wait = INT_MAX;
+    int r;
     if (!sig) {
-      poll(fds ? fds : stackfds, fds ? k : 0, (int)wait); /* EINTR: look again */
-    } else if (fsn_signals_ppoll(fds ? fds : stackfds, fds ? k : 0, (int)wait, sig) < 0 &&
-               errno == EINTR) {
-      found = -2; /* a signal: the caller decides (contain, then exit) */
+      r = poll(fds, k, (int)wait); /* EINTR: look again */
+    } else if ((r = fsn_signals_ppoll(fds, k, (int)wait, sig)) < 0 && errno == EINTR) {
+      /* A signal: the caller decides (contain, then exit); a process that
+       * has finished is still handed over first. */
+      found = step_all(ps, n);
+      if (found < 0) found = -2;
       break;
     }
+    now = fsn_now_ms();
+    for (nfds_t q = 0; r > 0 && q < k; q++)
+      if (fds[q].revents && owner[q] >= 0) hot[owner[q]] = 1;
+    for (size_t i = 0; i < n && found < 0; i++) {
+      long long ev = next_event(ps[i]);
+      if (hot[i] || (ev && now >= ev)) {
+        fsn_proc_step(ps[i]);
+        if (ps[i]->finished) found = (int)i;
+      }
+    }
+    for (size_t j = 0; j < nt && found < 0; j++)
+      if (r > 0 && fds[j].revents) found = (int)(n + j);
+    if (found >= 0) break;
+    if (!first && timeout_ms >= 0 && now >= end) break;
+    if (first && timeout_ms == 0) break;
   }
+done:
   if (fds != stackfds) free(fds);
+  if (owner != stackowner) free(owner);
+  if (hot != stackhot) free(hot);
   return found;
 }
 

@@ -31,18 +31,24 @@ function M.seconds(f)
   return (engine.monotonic_ns() - t0) / 1e9
 end
 
---- Runs argv once, measured: the engine's result (status, stdout's tail,
--- stderr, cpu_ns and maxrss_kib of the whole reaped tree) plus wall_s, and
--- sim_ns / sim_calls, what the icp-sim processes of the tree reported in
--- cpu_log (emptied first), and own_ns, the rest: what the command itself
--- spent. Simulated latency and bandwidth are off unless env sets them.
--- Does not raise on a failed command (see status); M.check does.
+--- Runs argv with a fresh icp-sim CPU log; returns the proc.run result
+-- plus wall_s, sim_ns and sim_calls (what the icp-sim processes reported),
+-- and own_ns: for scripts/fleetsnap, the CPU of fleetsnap's own process
+-- (every thread), measured inside it by scripts/bench/fleetsnap-cpu.lua;
+-- its other children (a realpath) are not counted. No simulated latency or
+-- bandwidth cap.
 function M.measure(argv, env, cpu_log)
   os.remove(cpu_log)
+  local own_log = cpu_log .. ".own"
+  os.remove(own_log)
+  local full = argv
+  if argv[1] == M.ROOT .. "/scripts/fleetsnap" then
+    full = { "lua5.4", M.ROOT .. "/scripts/bench/fleetsnap-cpu.lua", own_log, table.unpack(argv, 2) }
+  end
   local e = { ICP_SIM_CPU_LOG = cpu_log }
   for k, v in pairs(env or {}) do e[k] = v end
   local t0 = engine.monotonic_ns()
-  local r = assert(engine.proc.run({ argv = argv, env = e, capture_limit = 1 << 20,
+  local r = assert(engine.proc.run({ argv = full, env = e, capture_limit = 1 << 20,
     unset_env = { "ICP_SIM_LATENCY_MS", "ICP_SIM_SHARED_BPS" } }))
   r.wall_s = (engine.monotonic_ns() - t0) / 1e9
   r.sim_ns, r.sim_calls = 0, 0
@@ -53,7 +59,8 @@ function M.measure(argv, env, cpu_log)
     end
     f:close()
   end
-  r.own_ns = r.cpu_ns - r.sim_ns
+  local own = engine.fs.read(own_log)
+  r.own_ns = own and math.tointeger(tonumber(own)) or (r.cpu_ns - r.sim_ns)
   r.argv = argv
   return r
 end
