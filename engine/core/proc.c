@@ -88,6 +88,16 @@ static int resolve(const char *prog, char *const *envp, char *out, size_t cap, f
   }
   const char *path = env_get(envp, "PATH");
   if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+  /* The last name found, per thread: a run spawns the same program
+   * hundreds of times, and the search was an access() per PATH entry each
+   * time. Checked again with one access(); a miss searches anew. */
+  static __thread char last_prog[256], last_path[2048], last_out[4096];
+  if (strlen(prog) < sizeof last_prog && strlen(path) < sizeof last_path && !strcmp(prog, last_prog) &&
+      !strcmp(path, last_path) && strlen(last_out) < cap && access(last_out, X_OK) == 0) {
+    strcpy(out, last_out);
+    return 0;
+  }
+  const char *search = path;
   int saw_eacces = 0;
   while (*path) {
     const char *colon = strchr(path, ':');
@@ -96,7 +106,15 @@ static int resolve(const char *prog, char *const *envp, char *out, size_t cap, f
       if (dl == 0) { out[0] = '.'; dl = 1; } else memcpy(out, path, dl);
       out[dl] = '/';
       strcpy(out + dl + 1, prog);
-      if (access(out, X_OK) == 0) return 0;
+      if (access(out, X_OK) == 0) {
+        if (strlen(prog) < sizeof last_prog && strlen(search) < sizeof last_path &&
+            strlen(out) < sizeof last_out) {
+          strcpy(last_prog, prog);
+          strcpy(last_path, search);
+          strcpy(last_out, out);
+        }
+        return 0;
+      }
       if (errno == EACCES) saw_eacces = 1;
     }
     if (!colon) break;
