@@ -208,10 +208,20 @@ int fsn_sync_dir_tree(const char *src, int private_modes, fsn_err *err) {
   return sync_root(src, private_modes, "sync", err);
 }
 
-int fsn_publish_dir(const char *src, const char *dst, int private_modes, fsn_failpoints *fp,
+int fsn_publish_dir(const char *src, const char *dst, int flags, fsn_failpoints *fp,
                     const char *key, fsn_err *err) {
   const char *k = key_or_base(key, dst);
-  if (sync_root(src, private_modes, "publish", err) != 0) return -1;
+  if (flags & FSN_PUBLISH_SYNCED) {
+    /* The caller made the tree durable (fsn_sync_dir_tree) and proved it
+     * unchanged since: fsyncing every file again would only cost a device
+     * flush each. The root must still be a directory, not a symlink. */
+    struct stat st;
+    if (lstat(src, &st) != 0) return fsn_fail_errno(err, errno, "publish '%s'", src);
+    if (S_ISLNK(st.st_mode)) return fsn_fail(err, "EUNSAFE", "publish '%s': is a symbolic link", src);
+    if (!S_ISDIR(st.st_mode)) return fsn_fail(err, "ENOTDIR", "publish '%s': not a directory", src);
+  } else if (sync_root(src, flags & FSN_PUBLISH_PRIVATE, "publish", err) != 0) {
+    return -1;
+  }
   fsn_failpoint_hit(fp, "before-publish", k);
   if (renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) != 0) {
     int e = errno;

@@ -30,10 +30,16 @@ int fsn_write_create(const char *path, const void *data, size_t len, mode_t mode
  * so already: a chmod moves ctime, which a tree fingerprint records). */
 int fsn_sync_dir_tree(const char *src, int private_modes, fsn_err *err);
 
+/* fsn_publish_dir's flags. SYNCED: the caller ran fsn_sync_dir_tree on src
+ * (with PRIVATE if wanted) and nothing was written since; only the rename
+ * and its directories' fsyncs remain. */
+#define FSN_PUBLISH_PRIVATE 1
+#define FSN_PUBLISH_SYNCED 2
+
 /* fsync every file and directory of src bottom-up, rename it to dst with
  * RENAME_NOREPLACE, fsync both parents. EEXIST when dst exists. With
  * private_modes, every directory becomes 0700 and every file 0600 first. */
-int fsn_publish_dir(const char *src, const char *dst, int private_modes, fsn_failpoints *fp,
+int fsn_publish_dir(const char *src, const char *dst, int flags, fsn_failpoints *fp,
                     const char *key, fsn_err *err);
 
 /* Create a 0700 directory or accept an existing one of ours (tightened to

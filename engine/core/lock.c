@@ -131,19 +131,24 @@ void fsn_lock_default_owner(fsn_buf *out) {
   gmtime_r(&t, &tm);
   strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
   fsn_buf_addf(out, "pid=%ld\nhost=%s\nstarted=%s\nargv=", (long)getpid(), host, when);
-  int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    char cmd[1024];
-    ssize_t n = read(fd, cmd, sizeof cmd - 1);
-    close(fd);
-    for (ssize_t i = 0; i < n; i++) {
-      if (cmd[i] == '\n') cmd[i] = ' ';
-      if (cmd[i] == 0) cmd[i] = (i == n - 1) ? 0 : ' ';
+  /* A process's argv does not change: read once per thread (a run takes a
+   * command lock per operation) and again only after a fork (another pid). */
+  static __thread char cmd[1024];
+  static __thread pid_t cmd_pid;
+  if (cmd_pid != getpid()) {
+    cmd[0] = 0;
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ssize_t n = read(fd, cmd, sizeof cmd - 1);
+      close(fd);
+      for (ssize_t i = 0; i < n; i++) {
+        if (cmd[i] == '\n') cmd[i] = ' ';
+        if (cmd[i] == 0) cmd[i] = (i == n - 1) ? 0 : ' ';
+      }
+      cmd[n > 0 ? n : 0] = 0;
     }
-    if (n > 0) {
-      cmd[n] = 0;
-      fsn_buf_adds(out, cmd);
-    }
+    cmd_pid = getpid();
   }
+  fsn_buf_adds(out, cmd);
   fsn_buf_addc(out, '\n');
 }

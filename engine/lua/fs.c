@@ -49,12 +49,13 @@ static int l_write_create(lua_State *L) {
 static int l_publish_dir(lua_State *L) {
   const char *src = luaL_checkstring(L, 1);
   const char *dst = luaL_checkstring(L, 2);
-  static const char *const allowed[] = {"key", "private", NULL};
+  static const char *const allowed[] = {"key", "private", "synced", NULL};
   fsn_lua_check_options(L, 3, allowed);
   const char *key = fsn_lua_opt_string(L, 3, "key", NULL);
-  int private_modes = fsn_lua_opt_boolean(L, 3, "private", 0);
+  int flags = (fsn_lua_opt_boolean(L, 3, "private", 0) ? FSN_PUBLISH_PRIVATE : 0) |
+              (fsn_lua_opt_boolean(L, 3, "synced", 0) ? FSN_PUBLISH_SYNCED : 0);
   fsn_err err;
-  if (fsn_publish_dir(src, dst, private_modes, &fsn_lua_state(L)->fp, key, &err) != 0) return fsn_lua_fail(L, &err);
+  if (fsn_publish_dir(src, dst, flags, &fsn_lua_state(L)->fp, key, &err) != 0) return fsn_lua_fail(L, &err);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -98,7 +98,10 @@ local function publish_staged(x, op, snap, recorded)
     return fail("EVERIFY", string.format("artifact of %s: the staged bytes changed after verification (%s); "
       .. "nothing was published", op.canister, why))
   end
-  local pok, perr, pcode = fs.publish_dir(staging, final, { key = "artifact-" .. op.canister, private = true })
+  -- Made durable and private when Downloaded, and proved unchanged just
+  -- now: only the rename and its directories' fsyncs remain.
+  local pok, perr, pcode = fs.publish_dir(staging, final, { key = "artifact-" .. op.canister, private = true,
+    synced = true })
   if not pok then return fail(pcode, perr) end
   return { snapshot_id = snap.snapshot_id, artifact_path = seg, digest = recorded.digest, bytes = recorded.bytes,
     files = recorded.files, fingerprint = recorded.fingerprint, taken_at = snap.taken_at,
