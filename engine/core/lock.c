@@ -84,7 +84,11 @@ int fsn_lock_acquire(fsn_lock *l, const char *path, long wait_ms,
     long sleep_ms = step < left ? step : (long)left;
     struct timespec ts = {sleep_ms / 1000, (sleep_ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-    if (step < 500) step *= 2;
+    /* Short steps: a lock held for milliseconds by each of many processes
+     * in turn (icp-sim's home under 64 concurrent calls) made waiters that
+     * had backed off to half a second miss one free moment after another,
+     * and a round of calls took seconds. */
+    if (step < 16) step *= 2;
   }
   /* Only the holder touches the content, so a refused attempt never erases
    * the real owner's description. */

@@ -16,7 +16,9 @@ local base = dir .. "/base"
 common.init_fleet(base)
 
 -- Calls each operation makes on its chain.
-local CALLS = { stop = 1, snapshot = 1, start = 1, download = 1 }
+-- A start is proved by a status call; a download first proves the snapshot
+-- ours by the inventory (a snapshot list); a barrier calls nothing.
+local CALLS = { stop = 1, snapshot = 1, start = 2, download = 2, barrier = 0 }
 -- Rounds of calls every backup makes besides its operations: identity,
 -- registry, preflight (status and list of all targets at once), the drift
 -- re-read, the check that started members run, the retention listing.
