@@ -64,21 +64,25 @@ function M.same_bytes(dir, rec)
 end
 
 --- Shape checks, then the bytes made durable and private in staging, then
--- Downloaded. Returns nil or an error.
+-- Downloaded. Returns nil, metadata, chunk names; or an error.
 local function settle_staged(x, op, staging)
-  local bad = driver_mod.check_download(staging, op.canister)
+  local bad, meta, chunks = driver_mod.check_download(staging, op.canister)
   if bad then return bad end
   local ok, err, code = fs.sync_tree(staging, { private = true })
   if not ok then return { code = code, message = "staging of " .. op.canister .. ": " .. err } end
   x:record({ t = "artifact", op = op.id, attempt = x.state.attempt, state = "Downloaded" }, op.id)
+  return nil, meta, chunks
 end
 
 --- The one hash pass: tree digest, chunk digests, module hash; then
--- ChecksumVerified. Returns the record, or nil and an error.
-local function verify_staged(x, op, staging)
+-- ChecksumVerified. meta and chunks come from settle_staged in the same
+-- run; a run resumed from Downloaded reads them again. Returns the record,
+-- or nil and an error.
+local function verify_staged(x, op, staging, meta, chunks)
   local tree, terr, tcode = x:hash_tree(staging)
   if not tree then return fail(tcode, "artifact of " .. op.canister .. ": " .. terr) end
-  local bad, meta, chunks = driver_mod.check_download(staging, op.canister)
+  local bad
+  if not meta then bad, meta, chunks = driver_mod.check_download(staging, op.canister) end
   if not bad then
     bad = driver_mod.check_digests(tree, meta, chunks, op.canister, expected_module_hash(x, op))
   end
@@ -146,9 +150,9 @@ M.kind = {
     end
     if derr then return nil, derr end
     driver_mod.clean_download(staging)
-    local bad = settle_staged(x, op, staging)
+    local bad, meta, chunks = settle_staged(x, op, staging)
     if bad then return nil, bad end
-    local rec, verr = verify_staged(x, op, staging)
+    local rec, verr = verify_staged(x, op, staging, meta, chunks)
     if not rec then return nil, verr end
     return publish_staged(x, op, snap, rec)
   end,
