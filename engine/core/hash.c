@@ -1,4 +1,4 @@
-/* SHA-256 over OpenSSL EVP: the digest is fetched once per hasher, each
+/* SHA-256 over OpenSSL EVP, loaded on a hasher's first use (crypto.h): each
  * worker thread owns one EVP_MD_CTX and one 1 MiB read buffer; hash_file
  * reuses one buffer owned by the hasher. */
 #define _GNU_SOURCE
@@ -7,8 +7,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,13 +19,14 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "crypto.h"
 #include "json.h"
 #include "pathwalk.h"
 
 #define READ_CHUNK (1u << 20)
 
 struct fsn_hasher {
-  EVP_MD *md;
+  const fsn_crypto *c; /* set by use(), before any thread of a pool starts */
   unsigned char *file_buf; /* fsn_hash_file's, made on its first call, kept */
 };
 
@@ -59,31 +58,30 @@ static void read_buf_free(unsigned char *b) {
   if (b) munmap(b, HUGE_PAGE);
 }
 
-static int crypto_fail(fsn_err *err, const char *what) {
-  unsigned long e = ERR_get_error();
+static int crypto_fail(const fsn_crypto *c, fsn_err *err, const char *what) {
+  unsigned long e = c->err_get();
   char text[256] = "unknown OpenSSL error";
-  if (e) ERR_error_string_n(e, text, sizeof text);
-  ERR_clear_error();
+  if (e) c->err_string(e, text, sizeof text);
+  c->err_clear();
   return fsn_fail(err, "ECRYPTO", "%s: %s", what, text);
 }
 
 fsn_hasher *fsn_hasher_new(fsn_err *err) {
   fsn_hasher *h = calloc(1, sizeof *h);
-  if (!h) { fsn_fail(err, "ENOMEM", "out of memory"); return NULL; }
-  h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
-  if (!h->md) {
-    crypto_fail(err, "fetch SHA256");
-    free(h);
-    return NULL;
-  }
+  if (!h) fsn_fail(err, "ENOMEM", "out of memory");
   return h;
 }
 
 void fsn_hasher_free(fsn_hasher *h) {
   if (!h) return;
   read_buf_free(h->file_buf);
-  EVP_MD_free(h->md);
   free(h);
+}
+
+/* The library, loaded on the hasher's first use. */
+static const fsn_crypto *use(fsn_hasher *h, fsn_err *err) {
+  if (!h->c) h->c = fsn_crypto_load(err);
+  return h->c;
 }
 
 static void to_hex(const unsigned char *d, char hex[FSN_HEX_LEN + 1]) {
@@ -99,12 +97,13 @@ int fsn_sha256_hex(fsn_hasher *h, const void *data, size_t len,
                    char hex[FSN_HEX_LEN + 1], fsn_err *err) {
   unsigned char d[32];
   unsigned int n = 0;
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  const fsn_crypto *c = use(h, err);
+  if (!c) return -1;
+  EVP_MD_CTX *ctx = c->ctx_new();
   if (!ctx) return fsn_fail(err, "ENOMEM", "out of memory");
-  int ok = EVP_DigestInit_ex2(ctx, h->md, NULL) &&
-           EVP_DigestUpdate(ctx, data, len) && EVP_DigestFinal_ex(ctx, d, &n);
-  EVP_MD_CTX_free(ctx);
-  if (!ok) return crypto_fail(err, "sha256");
+  int ok = c->init(ctx, c->sha256, NULL) && c->update(ctx, data, len) && c->final(ctx, d, &n);
+  c->ctx_free(ctx);
+  if (!ok) return crypto_fail(c, err, "sha256");
   to_hex(d, hex);
   return 0;
 }
@@ -122,13 +121,13 @@ void fsn_hash_stats(uint64_t *bytes, uint64_t *files) {
 
 /* Hash fd to its end; with out >= 0, write every byte read there as well.
  * A set *cancel (read between chunks) ends it with ECANCELED. */
-static int hash_stream(EVP_MD_CTX *ctx, const EVP_MD *md, int fd, int out,
+static int hash_stream(const fsn_crypto *c, EVP_MD_CTX *ctx, int fd, int out,
                        unsigned char *buf, const char *what, const int *cancel,
                        uint64_t *size, char hex[FSN_HEX_LEN + 1], fsn_err *err) {
   unsigned char d[32];
   unsigned int n = 0;
   uint64_t total = 0;
-  if (!EVP_DigestInit_ex2(ctx, md, NULL)) return crypto_fail(err, what);
+  if (!c->init(ctx, c->sha256, NULL)) return crypto_fail(c, err, what);
   posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   for (;;) {
     if (cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED))
@@ -139,12 +138,12 @@ static int hash_stream(EVP_MD_CTX *ctx, const EVP_MD *md, int fd, int out,
       return fsn_fail_errno(err, errno, "read '%s'", what);
     }
     if (r == 0) break;
-    if (!EVP_DigestUpdate(ctx, buf, (size_t)r)) return crypto_fail(err, what);
+    if (!c->update(ctx, buf, (size_t)r)) return crypto_fail(c, err, what);
     if (out >= 0 && fsn_write_all(out, buf, (size_t)r) != 0)
       return fsn_fail_errno(err, errno, "write copy of '%s'", what);
     total += (uint64_t)r;
   }
-  if (!EVP_DigestFinal_ex(ctx, d, &n)) return crypto_fail(err, what);
+  if (!c->final(ctx, d, &n)) return crypto_fail(c, err, what);
   to_hex(d, hex);
   *size = total;
   __atomic_fetch_add(&stat_bytes, total, __ATOMIC_RELAXED);
@@ -154,14 +153,16 @@ static int hash_stream(EVP_MD_CTX *ctx, const EVP_MD *md, int fd, int out,
 
 int fsn_hash_file(fsn_hasher *h, const char *path, char hex[FSN_HEX_LEN + 1],
                   uint64_t *size, fsn_err *err) {
+  const fsn_crypto *c = use(h, err);
+  if (!c) return -1;
   int fd = fsn_open_regular(AT_FDCWD, path, path, err);
   if (fd < 0) return -1;
   if (!h->file_buf) h->file_buf = read_buf_new();
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  EVP_MD_CTX *ctx = c->ctx_new();
   int rc;
   if (!ctx || !h->file_buf) rc = fsn_fail(err, "ENOMEM", "out of memory");
-  else rc = hash_stream(ctx, h->md, fd, -1, h->file_buf, path, NULL, size, hex, err);
-  EVP_MD_CTX_free(ctx);
+  else rc = hash_stream(c, ctx, fd, -1, h->file_buf, path, NULL, size, hex, err);
+  c->ctx_free(ctx);
   close(fd);
   return rc;
 }
@@ -333,7 +334,7 @@ static int do_file(job *j, EVP_MD_CTX *ctx, unsigned char *buf, fsn_tree_file *f
     out = fsn_create_beneath(j->dst_root, f->path, 0600, e);
     if (out < 0) { close(fd); return -1; }
   }
-  int rc = hash_stream(ctx, j->h->md, fd, out, buf, what, j->cancel, &f->size, f->hex, e);
+  int rc = hash_stream(j->h->c, ctx, fd, out, buf, what, j->cancel, &f->size, f->hex, e);
   /* The fingerprint records the file as it was read: a write during the
    * read (it moves mtime and ctime) or a size other than the bytes hashed
    * fails here rather than vouching for bytes nobody read. */
@@ -356,7 +357,7 @@ static int do_file(job *j, EVP_MD_CTX *ctx, unsigned char *buf, fsn_tree_file *f
 static void *worker(void *arg) {
   job *j = arg;
   fsn_err e;
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  EVP_MD_CTX *ctx = j->h->c->ctx_new();
   unsigned char *buf = read_buf_new();
   if (!ctx || !buf) {
     fsn_fail(&e, "ENOMEM", "out of memory");
@@ -369,7 +370,7 @@ static void *worker(void *arg) {
     if (do_file(j, ctx, buf, &j->t->files[i], &e) != 0) record_error(j, i, &e);
   }
   read_buf_free(buf);
-  EVP_MD_CTX_free(ctx);
+  j->h->c->ctx_free(ctx);
   return NULL;
 }
 
@@ -403,10 +404,11 @@ static int run_pool(job *j, int threads, fsn_err *err) {
 }
 
 static int finish_digest(const fsn_hasher *h, fsn_tree *t, fsn_err *err) {
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  const fsn_crypto *c = h->c;
+  EVP_MD_CTX *ctx = c->ctx_new();
   fsn_buf lossy;
   fsn_buf_init(&lossy);
-  int ok = ctx && EVP_DigestInit_ex2(ctx, h->md, NULL);
+  int ok = ctx && c->init(ctx, c->sha256, NULL);
   t->bytes = 0;
   for (size_t i = 0; ok && i < t->count; i++) {
     fsn_tree_file *f = &t->files[i];
@@ -416,17 +418,17 @@ static int finish_digest(const fsn_hasher *h, fsn_tree *t, fsn_err *err) {
     fsn_buf_add(&lossy, f->hex, FSN_HEX_LEN);
     fsn_buf_addc(&lossy, '\n');
     if (lossy.oom) { ok = 0; break; }
-    ok = EVP_DigestUpdate(ctx, lossy.data, lossy.len);
+    ok = c->update(ctx, lossy.data, lossy.len);
     t->bytes += f->size;
   }
   unsigned char d[32];
   unsigned int n = 0;
-  if (ok) ok = EVP_DigestFinal_ex(ctx, d, &n);
+  if (ok) ok = c->final(ctx, d, &n);
   int oom = lossy.oom || !ctx;
   fsn_buf_free(&lossy);
-  EVP_MD_CTX_free(ctx);
+  c->ctx_free(ctx);
   if (oom) return fsn_fail(err, "ENOMEM", "out of memory");
-  if (!ok) return crypto_fail(err, "tree digest");
+  if (!ok) return crypto_fail(c, err, "tree digest");
   to_hex(d, t->digest);
   return 0;
 }
@@ -466,6 +468,7 @@ static int open_root(const char *root, fsn_err *err) {
 static int hash_tree(fsn_hasher *h, const char *root, int threads, const int *cancel,
                      fsn_tree *out, fsn_err *err) {
   fsn_tree_init(out);
+  if (!use(h, err)) return -1;
   int rfd = open_root(root, err);
   if (rfd < 0) return -1;
   int rc = walk(rfd, "", root, out, 0, err);
@@ -592,6 +595,7 @@ void fsn_hash_task_free(fsn_hash_task *t) {
 int fsn_copy_tree(fsn_hasher *h, const char *src, const char *dst, int threads,
                   int sync, fsn_tree *out, fsn_err *err) {
   fsn_tree_init(out);
+  if (!use(h, err)) return -1;
   int sfd = open_root(src, err);
   if (sfd < 0) return -1;
   int dfd = -1, rc = walk(sfd, "", src, out, 0, err);

@@ -189,8 +189,9 @@ local function init(home_dir, a)
   make_dirs(home, nodes)
   for order, node in ipairs(nodes) do
     local dir = home:canister_dir(node.id)
+    local module = module_bytes(node.role, seed)
     local f = assert(io.open(dir .. "/live/wasm_module.bin", "wb"))
-    f:write(module_bytes(node.role, seed))
+    f:write(module)
     f:close()
     write_blob(dir .. "/live/wasm_memory.bin", a.heap, node.id .. "/heap", seed)
     write_blob(dir .. "/live/stable_memory.bin", a.stable, node.id .. "/stable", seed)
@@ -213,6 +214,7 @@ local function init(home_dir, a)
       globals = json.array({ json.object({ i32 = 42 }), json.object({ i64 = order }) }),
       certified_data_hex = engine.hash.sha256(node.id):sub(1, 64), global_timer = "inactive",
       hook = "condition_not_satisfied", effects = json.object({}),
+      module_hash = engine.hash.sha256(module),
     })
   end
   home:write_json(home:path("sim.json"), { root = root, seed = seed, snapshot_limit = a.snapshot_limit,
@@ -268,6 +270,7 @@ local function mutate(home, a)
       for _, blob in ipairs({ "wasm_memory.bin", "stable_memory.bin" }) do
         local st = fs.lstat(live .. blob)
         if st and st.size > 0 then
+          Home.unshare(live .. blob)
           local f = assert(io.open(live .. blob, "r+b"))
           local stamp = engine.hash.sha256("mutation " .. sim.mutations .. " " .. cid)
           f:seek("set", (sim.mutations * 4099) % st.size)

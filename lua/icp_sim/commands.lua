@@ -200,7 +200,7 @@ function M.status(ctx)
     return ctx.fail("Error: Canister " .. ctx.canister .. " was not found.\n")
   end
   local l = Home.layout(home:canister_dir(ctx.canister) .. "/live")
-  local module_hash = l.wasm_module > 0 and engine.hash.file(home:canister_dir(ctx.canister) .. "/live/wasm_module.bin")
+  local module_hash = l.wasm_module > 0 and home:module_hash(c)
   local doc = status_doc(ctx, c, module_hash, Home.total_size(l))
   local controls = false
   for _, p in ipairs(c.controllers) do
@@ -264,7 +264,7 @@ function M.create(ctx)
       local tmp = dir .. ".tmp"
       engine.fs.remove_tree(tmp)
       assert(engine.fs.mkdir_private(tmp))
-      assert(engine.hash.copy_tree(live, tmp .. "/data"))
+      Home.link_tree(live, tmp .. "/data")
       home:write_json(tmp .. "/metadata.json", Home.metadata(c, l, now, "taken_from_canister"), true)
       home:write_json(tmp .. "/snapshot.json", snap, true)
       assert(os.rename(tmp, dir))
@@ -358,7 +358,11 @@ function M.restore(ctx)
       local snapdir = home:snapshot_dir(ctx.canister, id)
       engine.fs.remove_tree(dir .. "/live.new")
       engine.fs.remove_tree(dir .. "/live.old")
-      assert(engine.hash.copy_tree(snapdir .. "/data", dir .. "/live.new"))
+      if snap.source == "taken_from_canister" then
+        Home.link_tree(snapdir .. "/data", dir .. "/live.new")
+      else
+        assert(engine.hash.copy_tree(snapdir .. "/data", dir .. "/live.new"))
+      end
       assert(os.rename(dir .. "/live", dir .. "/live.old"))
       assert(os.rename(dir .. "/live.new", dir .. "/live"))
       engine.fs.remove_tree(dir .. "/live.old")
@@ -369,6 +373,7 @@ function M.restore(ctx)
         c.global_timer = meta.global_timer ~= json.null and meta.global_timer or nil
         c.hook = meta.on_low_wasm_memory_hook_status ~= json.null and meta.on_low_wasm_memory_hook_status or nil
       end
+      c.module_hash = home:live_module_hash(ctx.canister)
       c.version = c.version + 1
       Home.count_effect(c, "snapshot_load")
       home:save_canister(c)
@@ -385,8 +390,7 @@ local function registry_reply(home)
   local ids = home:canister_ids()
   for _, cid in ipairs(ids) do
     local c = home:canister(cid)
-    local live = home:canister_dir(cid) .. "/live/wasm_module.bin"
-    local mh = engine.fs.lstat(live) and engine.hash.file(live)
+    local mh = home:module_hash(c)
     members[#members + 1] = { canister_id = cid, role = c.role, parent = c.parent ~= json.null and c.parent or nil,
       module_hash = mh and hex.decode(mh) or nil,
       created_at = c.created_at or 0, order = c.order or 0 }

@@ -164,6 +164,42 @@ function M.total_size(l)
   return t
 end
 
+--- A copy of a memory tree that shares the files' bytes: hard links, which
+-- is what a snapshot costs on a real replica (no host I/O), so that the
+-- benchmarks measure fleetsnap and not the simulator copying memories.
+-- Safe because nothing writes into a linked file: live memory is changed
+-- only by `sim mutate`, which breaks the link first (M.unshare), and by a
+-- load, which replaces the whole live directory.
+function M.link_tree(src, dst)
+  local r = engine.proc.run({ argv = { "cp", "-al", "--", src, dst } })
+  assert(r.status == 0, "cp -al: " .. r.stderr)
+end
+
+--- Gives `path` its own copy of its bytes before it is written in place.
+function M.unshare(path)
+  local tmp = path .. ".unshare"
+  local r = engine.proc.run({ argv = { "cp", "--", path, tmp } })
+  assert(r.status == 0, "cp: " .. r.stderr)
+  assert(os.rename(tmp, path))
+end
+
+--- SHA-256 of the live module as it is on disk, nil when there is none.
+function M:live_module_hash(cid)
+  local path = self:canister_dir(cid) .. "/live/wasm_module.bin"
+  local st = fs.lstat(path)
+  if not st or st.size == 0 then return nil end
+  return (assert(engine.hash.file(path)))
+end
+
+--- The live module's SHA-256, nil when there is none. Kept in the
+-- canister's record by init and by every load (the only writers of the
+-- live module), so that a status does not hash: a process that hashes
+-- nothing never loads libcrypto.
+function M:module_hash(c)
+  if c.module_hash ~= nil then return c.module_hash end
+  return self:live_module_hash(c.id)
+end
+
 --- Digest of exactly the live module, heap, stable memory and chunk store.
 function M:state_sha256(cid)
   local t = assert(engine.hash.tree(self:path("canisters", cid, "live")))

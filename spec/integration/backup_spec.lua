@@ -419,6 +419,27 @@ describe("fleetsnap backup on-canister retention", function()
     assert.same(want, left)
     assert.equal(1, helpers.effects(home)[c].snapshot_delete)
   end)
+
+  it("lists each inventory twice, preflight and the download's proof, which retention reuses", function()
+    local function lists()
+      local n = 0
+      for line in io.lines(home .. "/log.jsonl") do
+        local a = json.decode(line).argv
+        if a[1] == "canister" and a[2] == "snapshot" and a[3] == "list" then n = n + 1 end
+      end
+      return n
+    end
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/r0" }).status)
+    local before = lists()
+    local r = helpers.fleetsnap(home, { "--json", "backup", "create", "--keep-on-canister", "1", "--out", dir .. "/r1" })
+    assert.equal(0, r.status, r.stderr)
+    local members = manifest(dir .. "/r1").fleet.members
+    assert.equal(2 * #members, lists() - before)
+    -- Retention still saw the first backup's snapshots and deleted them.
+    for _, m in ipairs(members) do
+      assert.same({ m.source_snapshot.snapshot_id }, snapshots(m.canister_id))
+    end
+  end)
 end)
 
 describe("fleetsnap backup inspect and prune", function()

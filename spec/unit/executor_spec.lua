@@ -271,24 +271,75 @@ describe("executor:schedule", function()
     assert.is_nil(x.state.ops.c)
   end)
 
-  it("makes each tick's terminal records durable before the next tick starts anything", function()
-    local x = new_x({ op("a", "work"), op("b", "work", { "a" }) })
-    local unsynced = 0
+  -- A journal that counts the records written since its last sync (an
+  -- append syncs, as the engine's does), and each effect's count when it
+  -- starts.
+  local function counting(x)
+    local c = { unsynced = 0, at_effect = {} }
     x.j.write = function(j, rec)
-      unsynced = unsynced + 1
+      c.unsynced = c.unsynced + 1
       j.records[#j.records + 1] = rec
       return true
     end
-    x.j.sync = function(j)
-      unsynced = 0
+    x.j.append = function(j, rec)
+      j.records[#j.records + 1] = rec
+      c.unsynced = 0
       j.syncs = j.syncs + 1
       return true
     end
-    x.events = function(e)
-      if e.type == "operation-started" then assert.equal(0, unsynced, e.op) end
+    x.j.sync = function(j)
+      c.unsynced = 0
+      j.syncs = j.syncs + 1
+      return true
     end
+    x.kinds = setmetatable({ work = { bucket = "lifecycle", run = function(ex, o, pending)
+      if not pending then ex:claim(o) end
+      c.at_effect[o.id] = c.unsynced
+      coroutine.yield(fake_handle(o))
+      return {}
+    end } }, { __index = KINDS })
+    return c
+  end
+
+  it("starts every effect with all earlier records durable (its claim syncs them)", function()
+    local x = new_x({ op("a", "work"), op("b", "work", { "a" }), op("c", "work", { "b" }) })
+    local c = counting(x)
     assert.is_true(x:schedule())
-    assert.equal(0, unsynced)
+    assert.same({ a = 0, b = 0, c = 0 }, c.at_effect)
+  end)
+
+  it("gives a terminal record no sync of its own: the next claim covers it", function()
+    local x = new_x({ op("a", "work"), op("b", "work", { "a" }), op("c", "work", { "b" }) })
+    counting(x)
+    assert.is_true(x:schedule())
+    -- Three claims and the flush at the end; not one more per done record.
+    assert.equal(4, x.j.syncs)
+    local dones = 0
+    for _, r in ipairs(x.j.records) do
+      if r.t == "done" then dones = dones + 1 end
+    end
+    assert.equal(3, dones)
+  end)
+
+  it("leaves no record unsynced when the run ends", function()
+    local x = new_x({ op("a", "work"), op("b", "work") })
+    local c = counting(x)
+    assert.is_true(x:schedule())
+    assert.equal(0, c.unsynced)
+  end)
+
+  it("leaves no record unsynced when a signal ends the run", function()
+    local ticks = 0
+    executor.pending_signal = function()
+      ticks = ticks + 1
+      return ticks >= 2 and "SIGTERM" or nil
+    end
+    local x = new_x({ op("a", "work"), op("b", "work"), op("c", "work") })
+    local c = counting(x)
+    local ok, e = pcall(x.schedule, x)
+    assert.is_false(ok)
+    assert.equal("EINTERRUPTED", e.code)
+    assert.equal(0, c.unsynced)
   end)
 end)
 

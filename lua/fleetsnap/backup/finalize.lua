@@ -104,13 +104,28 @@ function M.retain(x, plan, parent)
   local keep = plan.options.keep_on_canister
   if not keep or keep < 1 then return {} end
   local known = ownership.known(parent)
-  local jobs = {}
-  for _, t in ipairs(plan.targets) do jobs[#jobs + 1] = { "snapshot_list", { canister = t.canister_id } } end
-  local deletes = {}
+  -- The inventory each download's proof listed in this run serves here:
+  -- under the fleet lock no other run of ours makes a snapshot since, and
+  -- one of ours deleted since is gone already (SNAPSHOT_GONE counts as
+  -- deleted). A member without one (its download settled by an earlier
+  -- run) is listed now.
+  local seen = x.context.inventories or {}
+  local jobs, listed = {}, {}
+  for _, t in ipairs(plan.targets) do
+    if not seen[t.canister_id] then
+      jobs[#jobs + 1] = { "snapshot_list", { canister = t.canister_id } }
+      listed[#listed + 1] = t.canister_id
+    end
+  end
+  local lists = {}
   for i, res in ipairs(x.driver:run_many(jobs, survey.read_bound(plan.options.concurrency))) do
-    local cid = plan.targets[i].canister_id
+    lists[listed[i]] = res[1] or {}
+  end
+  local deletes = {}
+  for _, t in ipairs(plan.targets) do
+    local cid = t.canister_id
     local ours = {}
-    for _, s in ipairs(res[1] or {}) do
+    for _, s in ipairs(seen[cid] or lists[cid]) do
       if known[s.snapshot_id] and known[s.snapshot_id].canister == cid then ours[#ours + 1] = s.snapshot_id end
     end
     -- The first 8 bytes of an id are the canister's snapshot counter.

@@ -158,7 +158,7 @@ function M.run(dir, opts)
 end
 
 function M.execute(dir, plan, j, st, opts)
-  local ctx = { stopped_before = set_of(st.attempt_record and st.attempt_record.stopped_before) }
+  local ctx = { stopped_before = set_of(st.attempt_record and st.attempt_record.stopped_before), inventories = {} }
   local x = executor.new({
     dir = dir, journal = j, state = st, operations = plan.operations, kinds = M.KINDS, driver = opts.driver,
     limits = { lifecycle = plan.options.concurrency, transfer = plan.options.downloads },

@@ -544,8 +544,12 @@ function M:schedule()
     if #handles == 0 then break end
     local done = engine.proc.wait_any(handles)
     if not done then stop_all(M.pending_signal()) end
-    -- Everything that finished in this tick, then one fdatasync for all
-    -- their terminal records.
+    -- Everything that finished in this tick. Their terminal records are
+    -- made durable by the next claim (an append syncs the journal, and
+    -- with it every record before it) or by the flush when the run ends:
+    -- a record lost to a crash before then leaves its claim pending, which
+    -- the next run reconciles from evidence, as after a crash between an
+    -- effect and its record.
     repeat
       local entry = running[done]
       running[done] = nil
@@ -555,7 +559,6 @@ function M:schedule()
       resume(entry.co, entry.op, done:result())
       done = #handles > 0 and engine.proc.wait_any(handles, 0) or nil
     until not done
-    self:flush()
   end
   self:flush()
   self.sched = nil

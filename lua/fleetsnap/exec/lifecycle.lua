@@ -11,7 +11,8 @@
 -- preflight), replace (canister -> a snapshot id proven ours to replace),
 -- stopped_before (canister -> true: left stopped, as it was found), and
 -- prove_snapshots (prove each new snapshot by the inventory at once,
--- instead of by the client later).
+-- instead of by the client later), and inventories (canister -> the last
+-- inventory a proof listed in this run, for the client to reuse).
 local engine = require "fleetsnap.engine"
 local hex = require "fleetsnap.hex"
 local ownership = require "fleetsnap.exec.ownership"
@@ -124,6 +125,7 @@ end
 function M.prove_snapshot(x, op, id, baseline, what)
   local list, lerr = x:command(op, "snapshot_list", { canister = op.canister })
   if not list then return nil, lerr end
+  if x.context.inventories then x.context.inventories[op.canister] = list end
   local entry, why = ownership.prove(id, baseline, list)
   if not entry then
     return fail("EVERIFY", string.format("%s %s of %s: icp reported it created, but %s; it is not used",

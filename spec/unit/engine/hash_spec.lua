@@ -4,6 +4,35 @@ local hash = engine.hash
 
 local EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
+describe("engine.hash (libcrypto)", function()
+  -- In a fresh process: whether libcrypto is mapped before and after the
+  -- first hash.
+  local function maps_after(code)
+    local r = engine.proc.run({ argv = { "lua5.4", "-e", [[
+      local engine = require "fleetsnap.engine"
+      local function mapped()
+        for line in io.lines("/proc/self/maps") do
+          if line:find("libcrypto", 1, true) then return "yes" end
+        end
+        return "no"
+      end
+      io.write(mapped())
+      ]] .. code .. [[
+      io.write(" ", mapped())
+    ]] } })
+    assert.equal(0, r.status, r.stderr)
+    return r.stdout
+  end
+
+  it("is not loaded by loading the engine, only by the first hash", function()
+    assert.equal("no yes", maps_after("assert(engine.hash.sha256('x'))"))
+  end)
+
+  it("stays unloaded in a process that only reads, writes and spawns", function()
+    assert.equal("no no", maps_after("assert(engine.json.decode('[1]')); assert(engine.proc.run({argv = {'true'}}))"))
+  end)
+end)
+
 describe("engine.hash.sha256", function()
   it("gives lowercase hex digests", function()
     assert.equal(EMPTY, hash.sha256(""))
