@@ -187,7 +187,7 @@ __attribute__((visibility("default"))) int luaopen_fleetsnap_engine(lua_State *L
   luaL_setfuncs(L, engine_funcs, 1);
   lua_pushboolean(L, fsn_failpoints_enabled());
   lua_setfield(L, -2, "failpoints_enabled");
-  lua_pushliteral(L, "0.1.0");
+  lua_pushliteral(L, FLEETSNAP_VERSION);
   lua_setfield(L, -2, "version");
   fsn_open_json(L, state_idx);
   fsn_open_hash(L, state_idx);

@@ -6,6 +6,7 @@ FLEETSNAP_DEBIAN_PACKAGES=(
   build-essential cmake pkg-config
   lua5.4 liblua5.4-dev libssl-dev
   lua-busted lua-argparse lua-check
+  groff-base
 )
 
 fleetsnap_install_deps() {

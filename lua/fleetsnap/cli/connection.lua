@@ -37,6 +37,19 @@ function M.root(args)
   return M.sim_root(args.sim)
 end
 
+--- The simulator's Lua entry (icp_sim/run.lua), found by the module path
+-- like the simulator's modules, so that --sim works from the source tree
+-- and from an installed prefix alike. It is run directly: a shell wrapper
+-- per call would double the cost of every icp call.
+function M.sim_entry()
+  local path, err = package.searchpath("icp_sim.run", package.path)
+  if not path then
+    errors.raise("EINTERNAL", "--sim: the simulator is not installed with this fleetsnap ("
+      .. err:gsub("\n%s*", "; ") .. ")")
+  end
+  return path
+end
+
 --- The icp driver for the global flags.
 function M.driver(args)
   local opts = { environment = args.environment, network = args.network, root_key = args.root_key,
@@ -50,12 +63,11 @@ function M.driver(args)
     opts.timeouts.transfer_per_mib = 0
   end
   if args.sim then
-    -- The simulator's Lua entry directly (the module paths are inherited):
-    -- a shell wrapper per call would double the cost of every icp call.
-    local root = os.getenv("FLEETSNAP_ROOT") or "."
-    opts.command = { "lua5.4", root .. "/scripts/lib/icp-sim.lua" }
-    opts.display = { root .. "/scripts/icp-sim" }
-    opts.env = { ICP_SIM_HOME = args.sim }
+    opts.command = { "lua5.4", M.sim_entry() }
+    opts.display = { "icp-sim" }
+    -- The simulator finds its modules and the engine where this process
+    -- found them: the source tree, or the installed prefix.
+    opts.env = { ICP_SIM_HOME = args.sim, LUA_PATH = package.path, LUA_CPATH = package.cpath }
     -- Each simulated fleet is a network of its own (the fleet lock's key),
     -- named by the home's absolute path however --sim spelled it.
     local rp = engine.proc.run({ argv = { "realpath", "-m", "--", args.sim } })

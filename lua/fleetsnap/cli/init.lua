@@ -7,11 +7,15 @@
 -- fleetsnap.errors, printed once by cli/output.lua; the exit status is the
 -- registry's (README's exit table is checked against it by a spec).
 local argparse = require "argparse"
+local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local connection = require "fleetsnap.cli.connection"
 local output = require "fleetsnap.cli.output"
 
 local M = {}
+
+-- The version of this fleetsnap (the engine's: CMake's project version).
+M.VERSION = engine.version
 
 -- The command groups, in help order; `fleetsnap.cli.<name>` each.
 M.GROUPS = { "backup", "restore", "policy" }
@@ -67,7 +71,9 @@ end
 function M.parser()
   local p = argparse("fleetsnap", "Back up and restore fleets of Internet Computer canisters.")
   p:help_max_width(100)
-  p:mutex(p:option("--icp", "Path of the icp binary."), p:option("--sim", "Use scripts/icp-sim with this home."))
+  p:flag("--version", "Print the version and exit.")
+  p:mutex(p:option("--icp", "Path of the icp binary."),
+    p:option("--sim", "Drive icp-sim (the bundled simulator) with this fleet home, not icp."))
   p:mutex(p:option("-e --environment", "icp environment."), p:option("-n --network", "icp network (name or URL)."))
   p:option("-k --root-key", "Root key when --network is a URL.")
   p:option("--identity", "icp identity.")
@@ -104,6 +110,16 @@ end
 -- exit status.
 function M.main(argv)
   argv = argv or {}
+  -- Before parsing: --version needs no command, wherever it is given.
+  if given(argv, "--version") then
+    if given(argv, "--json") then
+      io.stdout:write(engine.json.encode(engine.json.ordered({ type = "version", fleetsnap = M.VERSION,
+        lua = _VERSION }, { "type", "fleetsnap", "lua" })), "\n")
+    else
+      io.stdout:write(string.format("fleetsnap %s (%s)\n", M.VERSION, _VERSION))
+    end
+    return 0
+  end
   local ok, args = M.parser():pparse(negative_values(argv))
   if not ok then
     local ui = output.new({ json = given(argv, "--json"), debug = given(argv, "--debug"), tty = false })

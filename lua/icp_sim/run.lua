@@ -1,4 +1,8 @@
--- The Lua entry of scripts/icp-sim (a file, so that every argument reaches arg).
+-- icp-sim's entry when run as a script: `lua5.4 <this file> <args>` (what
+-- scripts/icp-sim, the installed bin/icp-sim and fleetsnap's --sim run).
+-- It lives with the simulator's modules so that fleetsnap finds it by the
+-- module path wherever the tree is (package.searchpath("icp_sim.run")),
+-- and is not a module: requiring it would exit.
 local rc = require("icp_sim.main").main(arg)
 -- A benchmark's account of the simulator's own CPU time (its process and
 -- its children), so that what fleetsnap spent is the rest of the tree's.
