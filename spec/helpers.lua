@@ -4,7 +4,7 @@ local engine = require "fleetsnap.engine"
 
 local M = {}
 
-M.root = os.getenv("FLEETSNAP_ROOT") or "."
+M.root = os.getenv("FLEETSNAP_SOURCE") or "."
 M.build = os.getenv("FLEETSNAP_BUILD") or (M.root .. "/build")
 
 local tmp_dirs = {}

@@ -62,10 +62,13 @@ function M.env()
 end
 
 --- Compiles `text` (a text chunk; a binary one is refused) named `name`
--- over a fresh sandbox environment. Returns the chunk or nil, message.
-function M.load(text, name)
+-- over a fresh sandbox environment, plus `globals` (name -> value) when
+-- given. Returns the chunk or nil, message.
+function M.load(text, name, globals)
   if text:sub(1, 1) == "\27" then return nil, name .. ": binary chunks are refused" end
-  return load(text, "=" .. name, "t", M.env())
+  local env = M.env()
+  for k, v in pairs(globals or {}) do env[k] = v end
+  return load(text, "=" .. name, "t", env)
 end
 
 -- The hook counts the budget in ticks of this many instructions: a hook

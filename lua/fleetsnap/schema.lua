@@ -73,6 +73,18 @@ function M.nullable(spec)
   return copy(spec, { nullable = true })
 end
 
+--- The connection a backup or restore plan records (docs/formats.md): how
+-- the run reached its network, each a non-empty string when present; the
+-- runs that continue it take it up (strict: a misspelt key is refused).
+function M.connection()
+  local fields = {}
+  for i, k in ipairs({ "sim", "icp", "environment", "network", "root_key", "identity", "identity_password_file",
+    "project_root_override" }) do
+    fields[i] = { k, M.optional(M.string({ nonempty = true })) }
+  end
+  return M.object(fields, { strict = true })
+end
+
 local function is_hex64(v)
   return #v == 64 and v:match("^%x+$") ~= nil
 end

@@ -6,7 +6,7 @@
 local engine = require "fleetsnap.engine"
 
 local json = engine.json
-local common = dofile(os.getenv("FLEETSNAP_ROOT") .. "/scripts/bench/common.lua")
+local common = dofile(os.getenv("FLEETSNAP_SOURCE") .. "/scripts/bench/common.lua")
 local run, ROOT = common.run, common.ROOT
 local MEMBERS, LATENCY_MS = common.MEMBERS, common.LATENCY_MS
 local BYTES_PER_MEMBER, SHARED_BPS = common.BYTES_PER_MEMBER, common.SHARED_BPS

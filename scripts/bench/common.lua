@@ -6,7 +6,7 @@ local engine = require "fleetsnap.engine"
 
 local M = {}
 
-M.ROOT = os.getenv("FLEETSNAP_ROOT")
+M.ROOT = os.getenv("FLEETSNAP_SOURCE")
 M.quick = arg[1] == "--quick"
 M.MEMBERS, M.LATENCY_MS = M.quick and 16 or 64, M.quick and 50 or 200
 M.BYTES_PER_MEMBER = 1024 * 1024

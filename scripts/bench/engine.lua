@@ -2,7 +2,7 @@
 -- process, one right after the other: this machine is shared and noisy, so
 -- absolute times mean little. Each timing is the best of a few runs.
 local engine = require "fleetsnap.engine"
-local common = dofile(os.getenv("FLEETSNAP_ROOT") .. "/scripts/bench/common.lua")
+local common = dofile(os.getenv("FLEETSNAP_SOURCE") .. "/scripts/bench/common.lua")
 
 local quick = common.quick
 local MiB = 1024 * 1024

@@ -4,7 +4,7 @@ local engine = require "fleetsnap.engine"
 
 local MiB = 1024 * 1024
 local HEAP = (arg[1] == "--quick" and 32 or 256) * MiB
-local SIM = os.getenv("FLEETSNAP_ROOT") .. "/scripts/icp-sim"
+local SIM = os.getenv("FLEETSNAP_SOURCE") .. "/scripts/icp-sim"
 
 local function run(argv, env)
   local r = assert(engine.proc.run({ argv = argv, env = env, capture_limit = 1 << 20 }))

@@ -7,7 +7,7 @@
 local engine = require "fleetsnap.engine"
 
 local json = engine.json
-local common = dofile(os.getenv("FLEETSNAP_ROOT") .. "/scripts/bench/common.lua")
+local common = dofile(os.getenv("FLEETSNAP_SOURCE") .. "/scripts/bench/common.lua")
 local run, ROOT = common.run, common.ROOT
 local MEMBERS, LATENCY_MS = common.MEMBERS, common.LATENCY_MS
 local SHARED_BPS = common.SHARED_BPS

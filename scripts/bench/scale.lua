@@ -8,7 +8,7 @@
 local engine = require "fleetsnap.engine"
 
 local json = engine.json
-local common = dofile(os.getenv("FLEETSNAP_ROOT") .. "/scripts/bench/common.lua")
+local common = dofile(os.getenv("FLEETSNAP_SOURCE") .. "/scripts/bench/common.lua")
 local run, measure, check, ROOT = common.run, common.measure, common.check, common.ROOT
 
 local quick, dry_members, only = false, nil, nil

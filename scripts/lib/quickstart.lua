@@ -6,7 +6,7 @@ local engine = require "fleetsnap.engine"
 local driver = require "fleetsnap.drivers.icp"
 
 local json = engine.json
-local ROOT = os.getenv("FLEETSNAP_ROOT")
+local ROOT = os.getenv("FLEETSNAP_SOURCE")
 
 local p = argparse("quickstart", "Back up a simulated fleet, change it, restore it, compare.")
 p:option("--members", "Members besides the root.", "12"):convert(math.tointeger)

@@ -244,12 +244,21 @@ function M.commands(driver, plan, dir)
   return out
 end
 
---- Creates a backup: plan, persist, run. opts: driver, out, root,
--- inventory, subtree, member, include_root, policy, concurrency,
--- downloads, keep_on_canister, snapshot_limit, dry_run, events.
+--- The connection the backup in dir was created with (its plan's), or
+-- nil (no readable plan, or one from before plans recorded it).
+function M.recorded_connection(dir)
+  local plan = backup_plan.read(dir)
+  return plan and plan.connection or nil
+end
+
+--- Creates a backup: plan, persist, run. opts: driver, out (else
+-- <backups>/<id>), backups (the backups directory), connection (recorded
+-- in the plan), root, inventory, subtree, member, include_root, policy,
+-- concurrency, downloads, keep_on_canister, snapshot_limit, dry_run,
+-- events.
 function M.create(opts)
   local plan = backup_plan.build(opts.driver, opts)
-  local dir = opts.out or ("backups/" .. plan.backup_id)
+  local dir = opts.out or ((opts.backups or "backups") .. "/" .. plan.backup_id)
   if opts.out then
     plan.backup_id = dir:match("([^/]+)/*$")
   end

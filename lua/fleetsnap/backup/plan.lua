@@ -93,6 +93,9 @@ function M.build(driver, opts)
     discovery = type(policy.discover) == "function" and { policy = policy.name, root = opts.root,
       inventory = opts.inventory } or opts.inventory and { inventory = opts.inventory } or { registry = fleet.root },
     target = { environment = driver.environment, network = driver.network },
+    -- How the run reached the network (the CLI's settings), for the runs
+    -- that continue it: resume takes it when no flag says otherwise.
+    connection = opts.connection,
     scope = {
       kind = opts.subtree and "subtree" or opts.member and "member" or "fleet",
       selector = opts.subtree or opts.member,
@@ -144,6 +147,7 @@ local SCHEMA = S.object({
   { "discovery", S.object({ { "registry", OPTIONAL_STRING }, { "inventory", OPTIONAL_STRING },
     { "policy", OPTIONAL_STRING }, { "root", OPTIONAL_STRING } }) },
   { "target", S.object({ { "environment", OPTIONAL_STRING }, { "network", OPTIONAL_STRING } }) },
+  { "connection", S.optional(S.connection()) },
   { "scope", S.object({
     { "kind", S.string({ one_of = { "fleet", "subtree", "member" } }) },
     { "selector", OPTIONAL_STRING },

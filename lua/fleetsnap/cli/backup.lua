@@ -5,6 +5,7 @@ local engine = require "fleetsnap.engine"
 local catalog = require "fleetsnap.catalog"
 local errors = require "fleetsnap.errors"
 local connection = require "fleetsnap.cli.connection"
+local settings = require "fleetsnap.cli.settings"
 
 local json = engine.json
 
@@ -23,7 +24,8 @@ function M.add(p, cli)
   create:flag("--include-root", "Capture the root too (maintenance).")
   create:option("--inventory", "Static inventory file instead of the root's registry.")
   create:option("--policy", "Bundled policy name or policy file.", "consistent")
-  create:option("--out", "Backup directory (default ./backups/<root>-<UTC time>-<hex>).")
+  create:option("--out", "Backup directory (default <backups directory>/<root>-<UTC time>-<hex>; the backups "
+    .. "directory is FLEETSNAP_DIR, the config's dir, else ./backups).")
   int(create, "--concurrency", "Lifecycle operations at once.", 1)
   int(create, "--downloads", "Downloads at once.", 1)
   int(create, "--keep-on-canister", "fleetsnap snapshots kept per canister.", 0, "2")
@@ -37,18 +39,18 @@ function M.add(p, cli)
   local verify = backup:command("verify", "Re-hash every artifact against the manifest (offline).")
   verify:argument("ref", "Backup directory, id or list number.")
   local list = backup:command("list", "Backups in a directory.")
-  list:option("--dir", "Backups directory.", "backups")
+  list:option("--dir", "Backups directory (default FLEETSNAP_DIR, the config's dir, else ./backups).")
   local inspect = backup:command("inspect", "Plan, members and artifacts of a backup.")
   inspect:argument("ref", "Backup directory, id or list number.")
   local prune = backup:command("prune", "Delete old complete backups (never incomplete, corrupt, locked or in-use "
     .. "ones).")
-  prune:option("--dir", "Backups directory.", "backups")
+  prune:option("--dir", "Backups directory (default FLEETSNAP_DIR, the config's dir, else ./backups).")
   int(prune, "--keep-last", "Newest backups to keep.", 0)
   int(prune, "--keep-daily", "Days for which to keep the newest backup.", 0)
   int(prune, "--keep-weekly", "Weeks for which to keep the newest backup.", 0)
   prune:flag("--dry-run", "Say what would be deleted.")
   for _, c in ipairs({ resume, status, verify, inspect }) do
-    c:option("--dir", "Backups directory for ids and numbers.", "backups")
+    c:option("--dir", "Backups directory for ids and numbers (default as for list).")
   end
 end
 
@@ -78,6 +80,7 @@ end
 
 function M.handlers.create(args, ui)
   local res = require("fleetsnap.backup").create({ driver = connection.driver(args), root = connection.root(args),
+    connection = connection.recorded(args), backups = args.dir,
     inventory = args.inventory, subtree = args.subtree, member = args.member, include_root = args.include_root,
     policy = args.policy, out = args.out, concurrency = args.concurrency, downloads = args.downloads,
     keep_on_canister = args.keep_on_canister, snapshot_limit = args.snapshot_limit, dry_run = args.dry_run,
@@ -89,7 +92,11 @@ end
 
 function M.handlers.resume(args, ui)
   local dir = catalog.find(args.ref, args.dir)
-  local res = require("fleetsnap.backup").run(dir, { driver = connection.driver(args), events = ui:events(),
+  local backup = require "fleetsnap.backup"
+  -- The connection the backup was created with, unless a flag says
+  -- otherwise (never another network).
+  settings.continuing(args, backup.recorded_connection(dir), "backup " .. dir)
+  local res = backup.run(dir, { driver = connection.driver(args), events = ui:events(),
     retry_failed = args.retry_failed })
   ui:doc({ type = "result", status = "complete", dir = dir }, summary_text(dir, res))
 end

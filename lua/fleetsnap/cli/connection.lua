@@ -6,6 +6,7 @@
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local driver_mod = require "fleetsnap.drivers.icp"
+local settings = require "fleetsnap.cli.settings"
 
 local json, fs = engine.json, engine.fs
 
@@ -28,6 +29,21 @@ function M.sim_root(home)
     errors.raise("ECORRUPT", jerr or (path .. ": root: missing"))
   end
   return doc.root
+end
+
+--- Makes --sim an absolute path (once: a plan records it, and a run that
+-- continues from another directory must find the same fleet).
+function M.normalize(args)
+  if not args.sim then return end
+  local rp = engine.proc.run({ argv = { "realpath", "-m", "--", args.sim } })
+  if rp.status == 0 then args.sim = rp.stdout:gsub("\n$", "") end
+end
+
+--- The connection to record in a plan (settings.lua's keys that are set).
+function M.recorded(args)
+  local out = {}
+  for _, k in ipairs(settings.CONNECTION) do out[k] = args[k] end
+  return out
 end
 
 --- The root to back up: --root, or with --sim (and no --inventory) the
@@ -69,9 +85,8 @@ function M.driver(args)
     -- found them: the source tree, or the installed prefix.
     opts.env = { ICP_SIM_HOME = args.sim, LUA_PATH = package.path, LUA_CPATH = package.cpath }
     -- Each simulated fleet is a network of its own (the fleet lock's key),
-    -- named by the home's absolute path however --sim spelled it.
-    local rp = engine.proc.run({ argv = { "realpath", "-m", "--", args.sim } })
-    opts.network_scope = "icp-sim " .. (rp.status == 0 and rp.stdout:gsub("\n$", "") or args.sim)
+    -- named by the home's absolute path (normalize made it one).
+    opts.network_scope = "icp-sim " .. args.sim
     opts.environment = opts.environment or (not opts.network and "local" or nil)
   else
     opts.icp = args.icp or "icp"

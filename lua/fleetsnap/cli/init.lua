@@ -11,6 +11,7 @@ local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local connection = require "fleetsnap.cli.connection"
 local output = require "fleetsnap.cli.output"
+local settings = require "fleetsnap.cli.settings"
 
 local M = {}
 
@@ -79,6 +80,7 @@ function M.parser()
   p:option("--identity", "icp identity.")
   p:option("--identity-password-file", "Password file of the identity.")
   p:option("--project-root-override", "icp project root.")
+  p:option("--config", "Config file (default $XDG_CONFIG_HOME/fleetsnap/config.lua; FLEETSNAP_CONFIG).")
   M.integer_option(p, "--timeout", "Seconds each icp command may take (default per kind: 300, stop 600, "
     .. "transfers 120 + 1/MiB).", 1)
   p:flag("--json", "Print JSON (events as NDJSON while a long command runs).")
@@ -125,7 +127,14 @@ function M.main(argv)
     local ui = output.new({ json = given(argv, "--json"), debug = given(argv, "--debug"), tty = false })
     return ui:fail(errors.new("EUSAGE", args), nil, { usage = true })
   end
-  local ui = output.new({ json = args.json, debug = args.debug, flags = connection.flags(args) })
+  -- Flags, then FLEETSNAP_* variables, then the config file: the next steps
+  -- a failure suggests spell the connection out whatever gave it.
+  local sok, serr = pcall(function()
+    settings.resolve(args)
+    connection.normalize(args)
+  end)
+  local ui = output.new({ json = args.json, debug = args.debug, flags = sok and connection.flags(args) or {} })
+  if not sok then return ui:fail(output.to_error(serr)) end
   local caught
   local rok, code = xpcall(function()
     if args.sim then connection.sim_root(args.sim) end

@@ -4,6 +4,7 @@ local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local catalog = require "fleetsnap.catalog"
 local connection = require "fleetsnap.cli.connection"
+local settings = require "fleetsnap.cli.settings"
 
 local json = engine.json
 
@@ -42,7 +43,8 @@ function M.add(p, cli)
   rundo:flag("--retry-failed", "Re-arm failed operations of the undo, then execute.")
   for _, c in ipairs({ rplan, rrun, rstatus, rundo }) do
     c:option("--state", "Restore state directory (default <backup>/restore; for read-only backups).")
-    c:option("--dir", "Backups directory for ids and numbers.", "backups")
+    c:option("--dir", "Backups directory for ids and numbers (default FLEETSNAP_DIR, the config's dir, else "
+      .. "./backups).")
   end
 end
 
@@ -61,7 +63,7 @@ function M.handlers.plan(args, ui)
   local res = restore_mod().plan(catalog.find(args.ref, args.dir), { state = args.state, mapping = args.mapping,
     members = args.members, subtree = args.subtree, policy = args.policy, concurrency = args.concurrency,
     uploads = args.uploads, snapshot_limit = args.snapshot_limit, environment = driver.environment,
-    network = driver.network })
+    network = driver.network, connection = connection.recorded(args) })
   local doc = res.plan
   local lines = { string.format("restore %s of backup %s (%s): %d member(s), policy %s%s", doc.restore_id,
     doc.backup.backup_id, res.status, #doc.members, doc.policy.name, res.archived and (", previous restore kept in "
@@ -110,6 +112,7 @@ function M.handlers.run(args, ui)
     errors.raise("EUSAGE", "--abort takes no other option")
   end
   local dir = catalog.find(args.ref, args.dir)
+  settings.continuing(args, restore_mod().recorded_connection(dir, args.state), "the restore of " .. dir)
   local res = restore_mod().run(dir, { driver = connection.driver(args), events = ui:events(), state = args.state,
     max_steps = args.max_steps, retry_failed = args.retry_failed, abort = args.abort,
     safety_snapshot = args.safety_snapshot, verify_data = args.verify_data, keep_uploaded = args.keep_uploaded,
@@ -142,7 +145,9 @@ function M.handlers.status(args, ui)
 end
 
 function M.handlers.undo(args, ui)
-  local res = restore_mod().undo(catalog.find(args.ref, args.dir), { driver = connection.driver(args),
+  local dir = catalog.find(args.ref, args.dir)
+  settings.continuing(args, restore_mod().recorded_connection(dir, args.state), "the restore of " .. dir)
+  local res = restore_mod().undo(dir, { driver = connection.driver(args),
     events = ui:events(), state = args.state, retry_failed = args.retry_failed })
   ui:doc({ type = "result", status = "undone", restore_id = res.plan.restore_id },
     string.format("restore %s undone: the safety snapshots are loaded back%s\n", res.plan.restore_id,

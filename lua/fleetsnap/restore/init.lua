@@ -139,6 +139,13 @@ function M.plan(dir, opts)
   return { plan = plan_mod.read(state), state = state, status = status, archived = archived }
 end
 
+--- The connection the restore planned in dir (state_arg as for open)
+-- recorded, or nil (no plan yet, or one from before plans recorded it).
+function M.recorded_connection(dir, state_arg)
+  local doc = plan_mod.read(M.state_dir(dir, state_arg))
+  return doc and doc.connection or nil
+end
+
 --- The plan of a state directory, with the backup checked unchanged.
 function M.open(dir, state_arg)
   local state = M.state_dir(dir, state_arg)

@@ -258,6 +258,9 @@ function M.build(b, opts)
       manifest_line = man.line, manifest_sha256 = b.manifest_sha256 },
     source = { environment = man.doc.source.environment, root_canister = man.doc.source.root_canister },
     target = { environment = opts.environment or json.null, network = opts.network or json.null },
+    -- How this restore reached the network, for run and undo (see the
+    -- backup plan's).
+    connection = opts.connection,
     mapping_supplied = mapping ~= nil,
     policy = { name = policy.name, sha256 = policy.sha256, serial = shape.serial },
     options = {
@@ -274,7 +277,9 @@ end
 function M.fingerprint(doc)
   local copy = {}
   for k, v in pairs(doc) do
-    if k ~= "restore_id" and k ~= "created_ns" then copy[k] = v end
+    -- How it reaches the network is not what it does: a plan made again
+    -- with other connection flags is the same restore.
+    if k ~= "restore_id" and k ~= "created_ns" and k ~= "connection" then copy[k] = v end
   end
   return engine.hash.sha256(json.encode(copy))
 end
@@ -306,6 +311,7 @@ local PLAN = S.object({
   }) },
   { "source", S.object({ { "environment", NONEMPTY }, { "root_canister", S.principal() } }) },
   { "target", S.object({ { "environment", S.nullable(S.string()) }, { "network", S.nullable(S.string()) } }) },
+  { "connection", S.optional(S.connection()) },
   { "mapping_supplied", S.boolean() },
   { "policy", S.object({ { "name", NONEMPTY }, { "sha256", S.hex64() }, { "serial", S.boolean() } }) },
   { "options", S.object({
