@@ -12,14 +12,17 @@
 -- string) is an internal error: exit 70.
 local M = {}
 
---- code -> {exit, meaning}. One row per code; the exit table is built
--- from these rows.
+--- code -> {exit, meaning, again}. One row per code; the exit table is
+-- built from these rows. `again`: when the error names no step of its own,
+-- the way on is the same command once the cause is gone (the holder ended,
+-- the network or the disk is back); otherwise it is the command's help.
 M.REGISTRY = {
-  EICP = { exit = 1, meaning = "an icp command failed or could not reach the network" },
+  EICP = { exit = 1, again = true, meaning = "an icp command failed or could not reach the network" },
   EUSAGE = { exit = 2, meaning = "usage: an unknown command or option, or a bad option value" },
   ENOTFOUND = { exit = 3, meaning = "not found: backup, member, subtree, policy, file" },
-  ELOCKED = { exit = 4, meaning = "locked: another run holds the fleet or the directory (the holder is named)" },
-  EINFLIGHT = { exit = 4, meaning = "a command of a dead run is still running" },
+  ELOCKED = { exit = 4, again = true,
+    meaning = "locked: another run holds the fleet or the directory (the holder is named)" },
+  EINFLIGHT = { exit = 4, again = true, meaning = "a command of a dead run is still running" },
   EPRECONDITION = { exit = 5, meaning = "precondition refused: preflight, topology drift, snapshot limit, a "
     .. "load into a running canister, an abort after the first load, an unfinished restore" },
   ECONFLICT = { exit = 5, meaning = "the directory holds something else (another backup, another restore)" },
@@ -28,10 +31,11 @@ M.REGISTRY = {
     .. "success had no effect, a restored member differs" },
   ECORRUPT = { exit = 7, meaning = "corrupt or invalid document (plan, journal, manifest, mapping, policy) or "
     .. "unsafe path (a symlink where a file or directory of ours belongs)" },
-  EIO = { exit = 8, meaning = "the local file system failed: disk full, permission, not a directory, I/O" },
+  EIO = { exit = 8, again = true,
+    meaning = "the local file system failed: disk full, permission, not a directory, I/O" },
   EINTERNAL = { exit = 70, meaning = "internal error (a bug; the debug option prints its traceback)" },
-  EINTERRUPTED = { exit = 130, meaning = "interrupted (SIGINT, SIGTERM, SIGHUP): running commands are killed, "
-    .. "canisters this run stopped are started again" },
+  EINTERRUPTED = { exit = 130, again = true, meaning = "interrupted (SIGINT, SIGTERM, SIGHUP): running commands "
+    .. "are killed, canisters this run stopped are started again" },
 }
 
 -- Engine codes (fleetsnap.engine's third return value).

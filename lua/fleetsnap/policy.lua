@@ -43,18 +43,22 @@ local function resolve(ref)
   if path then return path end
   local names = M.bundled()
   return nil, string.format("policy %s: no bundled policy of that name (bundled: %s; a policy file needs a path "
-    .. "with a / or a .lua suffix)", ref, #names > 0 and table.concat(names, ", ") or "none installed"), "EPOLICY"
+    .. "with a / or a .lua suffix)", ref, #names > 0 and table.concat(names, ", ") or "none installed"), "ENOTFOUND"
 end
 
 --- Loads a policy by bundled name or file path. Returns the policy table
--- (with .source, .sha256, .path) or nil, message, "EPOLICY".
+-- (with .source, .sha256, .path) or nil, message, code: "ENOTFOUND" when
+-- there is no such policy (no bundled one of that name, no such file: the
+-- operator misspelt it), "EPOLICY" when there is one and it is bad.
 function M.load(ref)
   if type(ref) ~= "string" or ref == "" then return nil, "policy: a name or a file is needed", "EPOLICY" end
   local engine = require "fleetsnap.engine"
   local path, rerr, rcode = resolve(ref)
   if not path then return nil, rerr, rcode end
-  local text, err = engine.fs.read(path, 1 << 20)
-  if not text then return nil, "policy " .. ref .. ": " .. err, "EPOLICY" end
+  local text, err, code = engine.fs.read(path, 1 << 20)
+  if not text then
+    return nil, "policy " .. ref .. ": " .. err, (code == "ENOENT" or code == "ENOTDIR") and "ENOTFOUND" or "EPOLICY"
+  end
   local chunk, lerr = sandbox.load(text, path)
   if not chunk then return nil, "policy " .. lerr, "EPOLICY" end
   local ok, p, why = budgeted(chunk)
@@ -67,6 +71,13 @@ function M.load(ref)
   end
   p.path, p.source, p.sha256 = path, text, engine.hash.sha256(text)
   return p
+end
+
+--- The error fields for load's failure `code`: a policy that is not there
+-- is continued by listing the ones that are.
+function M.missing_step(code)
+  if code == "ENOTFOUND" then return { next = { command = "policy list" } } end
+  return nil
 end
 
 -- {=== the plan builder handed to policy.plan ===}

@@ -9,13 +9,20 @@ FLEETSNAP_DEBIAN_PACKAGES=(
   groff-base
 )
 
-fleetsnap_install_deps() {
+# The packages of the list that are not installed, on one line.
+fleetsnap_missing_deps() {
   local missing=() pkg
   for pkg in "${FLEETSNAP_DEBIAN_PACKAGES[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
       missing+=("$pkg")
     fi
   done
+  echo "${missing[*]}"
+}
+
+fleetsnap_install_deps() {
+  local missing
+  read -r -a missing <<<"$(fleetsnap_missing_deps)"
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "== installing: ${missing[*]}"
   local sudo=()

@@ -96,7 +96,7 @@ describe("fleetsnap usage errors", function()
     local doc = json.decode(r.stdout)
     assert.equal("error", doc.type)
     assert.equal(2, doc.exit)
-    assert.equal("--concurrency must be an integer >= 1, got 'abc'", doc.message)
+    assert.equal("backup create: --concurrency must be an integer >= 1, got 'abc'", doc.message)
   end)
 
   it("refuses --concurrency 0 before anything runs, without a traceback", function()
@@ -104,7 +104,8 @@ describe("fleetsnap usage errors", function()
     local out = helpers.tmpdir() .. "/b"
     local r = helpers.fleetsnap(home, { "backup", "create", "--concurrency", "0", "--out", out })
     assert.equal(2, r.status)
-    assert.equal("fleetsnap: --concurrency must be an integer >= 1, got 0\nTry 'fleetsnap --help'.\n", r.stderr)
+    assert.equal("fleetsnap: backup create: --concurrency must be an integer >= 1, got 0\n"
+      .. "next: fleetsnap backup create --help\n", r.stderr)
     assert.is_nil(fs.lstat(out))
     helpers.cleanup()
   end)

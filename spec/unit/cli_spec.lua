@@ -78,11 +78,10 @@ describe("cli.integer", function()
 end)
 
 describe("cli.main usage errors", function()
-  it("exits 2 on an unknown option and points at --help", function()
+  it("exits 2 on an unknown option, naming it and the command, and points at the command's --help", function()
     local r = run({ "backup", "list", "--bogus" })
     assert.equal(2, r.status)
-    assert.matches("^fleetsnap: unknown option '%-%-bogus'\n", r.stderr)
-    assert.matches("Try 'fleetsnap %-%-help'", r.stderr)
+    assert.equal("fleetsnap: backup list: unknown option '--bogus'\nnext: fleetsnap backup list --help\n", r.stderr)
     assert.equal("", r.stdout)
   end)
 
@@ -90,9 +89,13 @@ describe("cli.main usage errors", function()
     local r = run({ "--json", "backup", "list", "--bogus" })
     assert.equal(2, r.status)
     local doc = json.decode(r.stdout)
-    assert.same({ type = "error", code = "EUSAGE", exit = 2, message = "unknown option '--bogus'" },
+    assert.same({ type = "error", code = "EUSAGE", exit = 2, message = "backup list: unknown option '--bogus'" },
       { type = doc.type, code = doc.code, exit = doc.exit, message = doc.message })
-    assert.same({}, doc.next)
+  end)
+
+  it("gives the next step of a --json usage error as the string field next", function()
+    local doc = json.decode(run({ "--json", "backup", "list", "--bogus" }).stdout)
+    assert.equal("fleetsnap backup list --help", doc.next)
   end)
 
   local bad = {
@@ -115,7 +118,7 @@ describe("cli.main usage errors", function()
     it("refuses " .. table.concat(case[1], " ") .. " naming the option, without a traceback", function()
       local r = run(case[1])
       assert.equal(2, r.status)
-      assert.matches("fleetsnap: " .. case[2] .. "\n", r.stderr, 1, true)
+      assert.matches(": " .. case[2] .. "\nnext: fleetsnap ", r.stderr, 1, true)
       assert.is_nil(r.stderr:find("traceback", 1, true))
     end)
   end
@@ -131,6 +134,112 @@ describe("cli.main usage errors", function()
     assert.equal(2, r.status)
     assert.matches("prune needs %-%-keep%-last", r.stderr)
     helpers.cleanup()
+  end)
+end)
+
+describe("cli.main messages", function()
+  after_each(function() helpers.cleanup() end)
+
+  -- The last line of a text.
+  local function last_line(text)
+    return text:match("([^\n]*)\n$")
+  end
+
+  it("names --concurrency in the error of --concurrency abc", function()
+    local r = run({ "backup", "create", "--concurrency", "abc" })
+    assert.equal(2, r.status)
+    assert.matches("%-%-concurrency must be an integer >= 1, got 'abc'", r.stderr)
+  end)
+
+  it("ends a usage error with the next line pointing to the command's --help", function()
+    local r = run({ "backup", "create", "--concurrency", "abc" })
+    assert.equal("next: fleetsnap backup create --help", last_line(r.stderr))
+  end)
+
+  it("names --timeout in the error of --timeout x", function()
+    local r = run({ "--timeout", "x", "backup", "list" })
+    assert.equal(2, r.status)
+    assert.matches("%-%-timeout must be an integer >= 1, got 'x'", r.stderr)
+  end)
+
+  it("names the command whose argument is missing", function()
+    local r = run({ "backup", "resume" })
+    assert.equal(2, r.status)
+    assert.equal("fleetsnap: backup resume: missing argument 'ref'\nnext: fleetsnap backup resume --help\n", r.stderr)
+  end)
+
+  it("names the group of an unknown command and points to the group's --help", function()
+    local r = run({ "restore", "bogus" })
+    assert.equal(2, r.status)
+    assert.equal("fleetsnap: restore: unknown command 'bogus'\nnext: fleetsnap restore --help\n", r.stderr)
+  end)
+
+  it("refuses `fleetsnap backup` alone (exit 2), naming its commands and pointing to `fleetsnap backup --help`",
+    function()
+      local r = run({ "backup" })
+      assert.equal(2, r.status)
+      assert.equal("fleetsnap: backup needs a command: create, inspect, list, prune, resume, status, verify\n"
+        .. "next: fleetsnap backup --help\n", r.stderr)
+    end)
+
+  it("refuses `fleetsnap restore` and `fleetsnap policy` alone the same way", function()
+    local r = run({ "restore" })
+    assert.equal(2, r.status)
+    assert.equal("fleetsnap: restore needs a command: plan, run, status, undo\nnext: fleetsnap restore --help\n",
+      r.stderr)
+    r = run({ "policy" })
+    assert.equal(2, r.status)
+    assert.equal("fleetsnap: policy needs a command: check, list, show\nnext: fleetsnap policy --help\n", r.stderr)
+  end)
+
+  it("points a missing command to `fleetsnap --help`", function()
+    local r = run({})
+    assert.equal(2, r.status)
+    assert.equal("next: fleetsnap --help", last_line(r.stderr))
+  end)
+
+  it("points an internal error to the same command with --debug", function()
+    with_handler(function() error("boom") end, function()
+      local r = run({ "policy", "list" })
+      assert.equal("next: fleetsnap --debug policy list", last_line(r.stderr))
+    end)
+  end)
+
+  it("points a locked run to the same command, connection flags included", function()
+    local home = sim_home()
+    with_handler(function() errors.raise("ELOCKED", "held by pid 1") end, function()
+      local r = run({ "--sim", home, "policy", "list" })
+      assert.equal("next: fleetsnap --sim " .. home .. " policy list", last_line(r.stderr))
+    end)
+  end)
+
+  it("points an error with no step of its own that the same command cannot get past to the command's --help",
+    function()
+      with_handler(function() errors.raise("ECORRUPT", "bad document") end, function()
+        local r = run({ "policy", "list" })
+        assert.equal(7, r.status)
+        assert.equal("fleetsnap: bad document\nnext: fleetsnap policy list --help\n", r.stderr)
+      end)
+    end)
+
+  it("refuses a missing bundled policy with exit 3 (ENOTFOUND), pointing to `policy list`", function()
+    local r = run({ "--json", "policy", "show", "nosuch" })
+    assert.equal(3, r.status)
+    local doc = json.decode(r.stdout)
+    assert.equal("ENOTFOUND", doc.code)
+    assert.equal("fleetsnap policy list", doc.next)
+  end)
+
+  it("refuses a missing policy file with exit 3", function()
+    local r = run({ "policy", "check", helpers.tmpdir() .. "/missing.lua" })
+    assert.equal(3, r.status)
+    assert.matches("missing%.lua", r.stderr)
+  end)
+
+  it("still refuses a policy file that is there but broken with exit 7", function()
+    local path = helpers.tmpdir() .. "/broken.lua"
+    helpers.write(path, "return 1")
+    assert.equal(7, run({ "policy", "check", path }).status)
   end)
 end)
 
@@ -179,7 +288,7 @@ describe("cli.main failures", function()
     with_handler(function() errors.raise("ELOCKED", "held by pid 1") end, function()
       local r = run({ "policy", "list" })
       assert.equal(4, r.status)
-      assert.equal("fleetsnap: held by pid 1\n", r.stderr)
+      assert.equal("fleetsnap: held by pid 1\nnext: fleetsnap policy list\n", r.stderr)
     end)
   end)
 
@@ -231,18 +340,29 @@ describe("cli.main next steps", function()
         "--identity-password-file", "/p/pw", "--json", "policy", "list" })
       assert.matches("next: fleetsnap --icp /opt/icp -n http://127.0.0.1:4943 -k ab12 --identity ops "
         .. "--identity-password-file /p/pw restore run /b/x --execute --retry-failed", r.stderr, 1, true)
-      assert.same({ "fleetsnap --icp /opt/icp -n http://127.0.0.1:4943 -k ab12 --identity ops "
-        .. "--identity-password-file /p/pw restore run /b/x --execute --retry-failed" }, json.decode(r.stdout).next)
+      assert.equal("fleetsnap --icp /opt/icp -n http://127.0.0.1:4943 -k ab12 --identity ops "
+        .. "--identity-password-file /p/pw restore run /b/x --execute --retry-failed", json.decode(r.stdout).next)
     end)
   end)
 
-  it("renders -e and every step of next_steps", function()
+  it("renders -e and every step of next_steps: the first as the final next line, the others as alternatives",
+    function()
+      with_handler(function()
+        errors.raise("EFAILED", "x", { next_steps = { step, { command = { "restore", "undo" }, ref = "/b/x" } } })
+      end, function()
+        local r = run({ "-e", "staging", "policy", "list" })
+        assert.equal("fleetsnap: x\nalternative: fleetsnap -e staging restore undo /b/x\n"
+          .. "next: fleetsnap -e staging restore run /b/x --execute --retry-failed\n", r.stderr)
+      end)
+    end)
+
+  it("gives the alternatives of a --json error as the array alternatives", function()
     with_handler(function()
       errors.raise("EFAILED", "x", { next_steps = { step, { command = { "restore", "undo" }, ref = "/b/x" } } })
     end, function()
-      local r = run({ "-e", "staging", "policy", "list" })
-      assert.matches("next: fleetsnap %-e staging restore run /b/x %-%-execute %-%-retry%-failed\n"
-        .. "next: fleetsnap %-e staging restore undo /b/x\n", r.stderr)
+      local doc = json.decode(run({ "--json", "policy", "list" }).stdout)
+      assert.equal("fleetsnap restore run /b/x --execute --retry-failed", doc.next)
+      assert.same({ "fleetsnap restore undo /b/x" }, doc.alternatives)
     end)
   end)
 end)

@@ -42,8 +42,8 @@ end
 
 --- Builds the plan document (not yet written).
 function M.build(driver, opts)
-  local policy, perr = policy_mod.load(opts.policy or "consistent")
-  if not policy then raise("EPOLICY", perr) end
+  local policy, perr, pcode = policy_mod.load(opts.policy or "consistent")
+  if not policy then raise(pcode or "EPOLICY", perr, policy_mod.missing_step(pcode)) end
   local fleet, ferr, fcode
   if type(policy.discover) == "function" then
     -- The policy's own discovery, given what the registry says (if anything).

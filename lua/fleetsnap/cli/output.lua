@@ -24,11 +24,14 @@ local function stderr(s)
 end
 
 --- A printer for one run. opts: json, debug (print tracebacks), flags (the
--- connection flags of the run, for next steps), tty (progress line; by
+-- connection flags of the run, for next steps), argv (the command line as
+-- given, without the program name: a failure that the same command may
+-- get past names it again), command (its command words, {"backup",
+-- "create"}: whose --help a usage error points to), tty (progress line; by
 -- default when stderr is a terminal and not --json).
 function M.new(opts)
   local self = setmetatable({ json = opts.json or false, debug = opts.debug or false, flags = opts.flags or {},
-    progress_shown = false }, M)
+    argv = opts.argv, command = opts.command or {}, progress_shown = false }, M)
   if opts.tty == nil then
     self.tty = not self.json and engine.isatty(2)
   else
@@ -163,17 +166,40 @@ function M.to_error(v, traceback)
   return errors.wrap(v, traceback)
 end
 
+--- The one way on from a failure, as a command line, and the other
+-- possible steps (alternatives the error names beside its first). The rule,
+-- in this order: the error's own step (e.next, then e.next_steps), with the
+-- connection flags of the run; an internal error: the same command with
+-- --debug (what a bug report needs); a code the registry marks `again` (a
+-- lock, the network, the disk, an interrupt): the same command; anything
+-- else, usage errors first of all: the help of the command given.
+function M:next_step(e)
+  local lines = M.next_lines(e, self.flags)
+  if #lines > 0 then return lines[1], table.move(lines, 2, #lines, 1, {}) end
+  local row = errors.REGISTRY[e.code] or {}
+  local argv = self.argv
+  if argv and e.code == "EINTERNAL" and not self.debug then
+    return driver_mod.shell_line({ "fleetsnap", "--debug", table.unpack(argv) }), {}
+  end
+  if argv and row.again then
+    return driver_mod.shell_line({ "fleetsnap", table.unpack(argv) }), {}
+  end
+  local help = { "fleetsnap" }
+  for _, w in ipairs(self.command) do help[#help + 1] = w end
+  help[#help + 1] = "--help"
+  return driver_mod.shell_line(help), {}
+end
+
 --- Prints error object `e` (stderr; with --json also one error document on
 -- stdout) and returns its exit status. `traceback` is printed with --debug.
--- opts.usage: a command-line usage error (points at --help).
-function M:fail(e, traceback, opts)
-  opts = opts or {}
+-- The text always ends with one line `next: <command>` (M:next_step).
+function M:fail(e, traceback)
   self:clear_progress()
   local rc = errors.exit_code(e)
-  local lines = M.next_lines(e, self.flags)
+  local next_line, others = self:next_step(e)
   if self.json then
-    local doc = { type = "error", code = e.code, message = tostring(e.message), exit = rc,
-      next = json.array(lines), cause = e.cause, failures = e.failures }
+    local doc = { type = "error", code = e.code, message = tostring(e.message), exit = rc, next = next_line,
+      alternatives = #others > 0 and json.array(others) or nil, cause = e.cause, failures = e.failures }
     -- The error path must not fail in turn: a failure list that cannot be
     -- encoded is left out rather than lose the error document.
     local ok, text = pcall(json.encode, doc)
@@ -184,14 +210,14 @@ function M:fail(e, traceback, opts)
     stdout(text .. "\n")
   end
   local text = { "fleetsnap: " .. tostring(e.message) }
-  for _, l in ipairs(lines) do text[#text + 1] = "next: " .. l end
-  if opts.usage then text[#text + 1] = "Try 'fleetsnap --help'." end
   local tb = e.traceback or traceback
   if self.debug and tb then
     text[#text + 1] = tb
   elseif e.code == "EINTERNAL" then
-    text[#text + 1] = "fleetsnap: this is a bug; run again with --debug to see where"
+    text[#text + 1] = "fleetsnap: this is a bug; run it again with --debug to see where"
   end
+  for _, l in ipairs(others) do text[#text + 1] = "alternative: " .. l end
+  text[#text + 1] = "next: " .. next_line
   stderr(table.concat(text, "\n") .. "\n")
   return rc
 end

@@ -5,19 +5,19 @@ local errors = require "fleetsnap.errors"
 local M = {}
 
 --- Adds `policy` and its subcommands to parser `p`.
-function M.add(p)
-  local pol = p:command("policy", "Bundled and custom policies.")
-  pol:command_target("policy_command")
-  pol:command("list", "Bundled policies.")
-  pol:command("show", "A policy's source."):argument("name", "Name or file.")
-  pol:command("check", "Load a policy and plan a sample fleet with it."):argument("name", "Name or file.")
+function M.add(p, cli)
+  local pol = cli.group_command(p, "policy", "Bundled and custom policies.")
+  cli.command(pol, "list", "Bundled policies.")
+  cli.command(pol, "show", "A policy's source."):argument("name", "Name or file.")
+  cli.command(pol, "check", "Load a policy and plan a sample fleet with it."):argument("name", "Name or file.")
 end
 
 M.handlers = {}
 
 local function load(name)
-  local p, err, code = require("fleetsnap.policy").load(name)
-  if not p then errors.raise(code or "EPOLICY", err) end
+  local policy = require "fleetsnap.policy"
+  local p, err, code = policy.load(name)
+  if not p then errors.raise(code or "EPOLICY", err, policy.missing_step(code)) end
   return p
 end
 

@@ -13,9 +13,9 @@ local M = {}
 --- Adds `restore` and its subcommands to parser `p`.
 function M.add(p, cli)
   local int = cli.integer_option
-  local restore = p:command("restore", "Plan, run, check and undo restores of a backup.")
-  restore:command_target("restore_command")
-  local rplan = restore:command("plan", "Plan a restore of a verified backup (writes fleetsnap-restore-plan.json).")
+  local restore = cli.group_command(p, "restore", "Plan, run, check and undo restores of a backup.")
+  local rplan = cli.command(restore, "plan",
+    "Plan a restore of a verified backup (writes fleetsnap-restore-plan.json).")
   rplan:argument("ref", "Backup directory, id or list number.")
   rplan:option("--mapping", "Mapping file {\"members\": [{\"source_canister\", \"target_canister\"}]}.")
   rplan:mutex(rplan:option("--members", "Members to restore (principals or roles, comma-separated)."),
@@ -24,7 +24,7 @@ function M.add(p, cli)
   int(rplan, "--concurrency", "Lifecycle operations at once.", 1)
   int(rplan, "--uploads", "Uploads at once (also bounded by free space for staging).", 1)
   int(rplan, "--snapshot-limit", "Snapshots the network allows per canister.", 1, "10")
-  local rrun = restore:command("run", "Run (or preview) the planned restore; resumes where it stopped.")
+  local rrun = cli.command(restore, "run", "Run (or preview) the planned restore; resumes where it stopped.")
   rrun:argument("ref", "Backup directory, id or list number.")
   rrun:mutex(rrun:flag("--dry-run", "Print the icp command lines still to run (the default)."),
     rrun:flag("--execute", "Execute."),
@@ -35,9 +35,9 @@ function M.add(p, cli)
   rrun:flag("--safety-snapshot", "Snapshot each target after stopping it, before loading (for `restore undo`).")
   rrun:flag("--verify-data", "After each load, snapshot, download and compare the data with the backup.")
   rrun:flag("--keep-uploaded", "Keep the uploaded snapshots after a verified restore.")
-  local rstatus = restore:command("status", "Progress, next operations and failures of a restore.")
+  local rstatus = cli.command(restore, "status", "Progress, next operations and failures of a restore.")
   rstatus:argument("ref", "Backup directory, id or list number.")
-  local rundo = restore:command("undo", "Load the safety snapshots back (parents stopped first, children started "
+  local rundo = cli.command(restore, "undo", "Load the safety snapshots back (parents stopped first, children started "
     .. "first).")
   rundo:argument("ref", "Backup directory, id or list number.")
   rundo:flag("--retry-failed", "Re-arm failed operations of the undo, then execute.")

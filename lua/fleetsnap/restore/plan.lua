@@ -231,8 +231,8 @@ function M.build(b, opts)
     end
   end
   members = M.order(members)
-  local policy, perr = policy_mod.load(opts.policy or "consistent")
-  if not policy then raise("EPOLICY", perr) end
+  local policy, perr, pcode = policy_mod.load(opts.policy or "consistent")
+  if not policy then raise(pcode or "EPOLICY", perr, policy_mod.missing_step(pcode)) end
   local view = {}
   for i, m in ipairs(members) do
     view[i] = { canister_id = m.source_canister, role = m.role, depth = m.depth,
