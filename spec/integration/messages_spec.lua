@@ -35,7 +35,8 @@ describe("fleetsnap help", function()
     local r = helpers.fleetsnap(nil, { "backup", "create", "--help" })
     assert.equal(0, r.status, r.stderr)
     assert.matches("\nGlobal options", r.stdout)
-    assert.matches("\n   %-%-sim HOME +Use scripts/icp%-sim with this home%.\n", r.stdout)
+    assert.matches("\n   %-%-sim HOME +Drive icp%-sim %(the bundled simulator%) with this fleet home, not icp%.\n",
+      r.stdout)
     assert.matches("\n   %-%-json ", r.stdout)
   end)
 
