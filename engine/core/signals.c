@@ -18,6 +18,7 @@ static volatile sig_atomic_t first_caught = 0;
 static volatile sig_atomic_t caught_count = 0;
 /* Only touched by the thread that calls catch and release (Lua's). */
 static struct sigaction previous[NSIGNALS];
+static struct sigaction previous_pipe;
 static int installed = 0;
 
 static void on_signal(int sig) {
@@ -45,6 +46,18 @@ int fsn_signals_catch(fsn_err *err) {
       return fsn_fail_errno(err, e, "catch %s", name);
     }
   }
+  /* A reader that went away (`fleetsnap ... | head`) must not kill a run
+   * that holds canisters stopped: with SIGPIPE ignored a write to the
+   * closed pipe fails with EPIPE instead, and the run goes on to leave the
+   * fleet as it found it. Children start with default dispositions. */
+  struct sigaction ign;
+  memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  if (sigaction(SIGPIPE, &ign, &previous_pipe) != 0) {
+    int e = errno;
+    for (size_t i = 0; i < NSIGNALS; i++) sigaction(SIGNALS[i], &previous[i], NULL);
+    return fsn_fail_errno(err, e, "ignore SIGPIPE");
+  }
   installed = 1;
   return 0;
 }
@@ -57,6 +70,9 @@ void fsn_signals_release(void) {
         cur.sa_handler == on_signal)
       sigaction(SIGNALS[i], &previous[i], NULL);
   }
+  struct sigaction cur;
+  if (sigaction(SIGPIPE, NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == SIG_IGN)
+    sigaction(SIGPIPE, &previous_pipe, NULL);
   installed = 0;
 }
 

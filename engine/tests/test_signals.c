@@ -2,6 +2,7 @@
  * signal before the wait is not lost, one during it ends the wait, finished
  * children come first, uninterruptible waits go on), default dispositions in
  * children, and release restoring exactly what was there. */
+#include <errno.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -58,6 +59,14 @@ int main(void) {
   CHECK(fsn_signals_catch(&err) == 0); /* idempotent: the saved ones stay */
   sigaction(SIGTERM, NULL, &sa);
   CHECK(sa.sa_handler != SIG_DFL && !(sa.sa_flags & SA_RESTART));
+  /* A write to a pipe nobody reads fails with EPIPE instead of killing. */
+  CHECK(handler_of(SIGPIPE) == SIG_IGN);
+  int pfd[2];
+  CHECK(pipe(pfd) == 0);
+  close(pfd[0]);
+  errno = 0;
+  CHECK(write(pfd[1], "x", 1) == -1 && errno == EPIPE);
+  close(pfd[1]);
   CHECK(handler_of(SIGINT) == sa.sa_handler && handler_of(SIGHUP) == sa.sa_handler);
 
   /* The first signal is the pending one; later ones are counted. */
@@ -141,6 +150,7 @@ int main(void) {
   CHECK(handler_of(SIGHUP) == prev_hup);
   CHECK(handler_of(SIGINT) == SIG_IGN);
   CHECK(handler_of(SIGTERM) == SIG_DFL);
+  CHECK(handler_of(SIGPIPE) == SIG_DFL);
   CHECK(fsn_signals_pending(&count) == SIGHUP);
   CHECK(fsn_proc_wait_any(ps, 1, 30, &sig) == -1);
   fsn_signals_clear();

@@ -162,7 +162,7 @@ function M.execute(dir, plan, j, st, opts)
   local x = executor.new({
     dir = dir, journal = j, state = st, operations = plan.operations, kinds = M.KINDS, driver = opts.driver,
     limits = { lifecycle = plan.options.concurrency, transfer = plan.options.downloads },
-    events = opts.events, context = ctx,
+    events = opts.events, verbose = opts.verbose, context = ctx,
     was_running = function(cid) return not ctx.stopped_before[cid] end,
   })
   if st.finalized then

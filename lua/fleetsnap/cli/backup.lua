@@ -6,6 +6,7 @@ local catalog = require "fleetsnap.catalog"
 local errors = require "fleetsnap.errors"
 local connection = require "fleetsnap.cli.connection"
 local settings = require "fleetsnap.cli.settings"
+local summary = require "fleetsnap.cli.summary"
 
 local json = engine.json
 
@@ -55,7 +56,7 @@ end
 
 M.handlers = {}
 
-local function summary_text(dir, result)
+local function summary_text(dir, result, sum)
   local man = result.manifest
   if not man then return "backup " .. dir .. ": already complete\n" end
   local fsn = man.fleetsnap
@@ -64,6 +65,15 @@ local function summary_text(dir, result)
   for _, m in ipairs(fsn.members) do bytes = bytes + m.bytes end
   return string.format("backup %s complete: %d members, %d bytes, policy %s, consistency window %s\n  %s\n",
     man.backup_id, #fsn.members, bytes, fsn.policy, w ~= json.null and string.format("%.3f s", w / 1e9) or "n/a", dir)
+    .. (sum and summary.text(sum, "consistency window") or "")
+end
+
+-- The result document of a finished backup, with its summary.
+local function result(ui, dir, res, backup_id)
+  local sum = res.manifest and summary.backup(res.manifest.fleetsnap, ui.tracker) or nil
+  ui:doc({ type = "result", status = "complete", dir = dir,
+    backup_id = backup_id or (res.manifest and res.manifest.backup_id), summary = sum or json.null },
+    summary_text(dir, res, sum))
 end
 
 -- The plan and the icp command lines it will run (the domain renders
@@ -83,10 +93,9 @@ function M.handlers.create(args, ui)
     inventory = args.inventory, subtree = args.subtree, member = args.member, include_root = args.include_root,
     policy = args.policy, out = args.out, concurrency = args.concurrency, downloads = args.downloads,
     keep_on_canister = args.keep_on_canister, snapshot_limit = args.snapshot_limit, dry_run = args.dry_run,
-    events = ui:events() })
+    events = ui:events(), verbose = args.verbose })
   if res.dry_run then return dry_run(ui, res) end
-  ui:doc({ type = "result", status = "complete", dir = res.dir, backup_id = res.plan.backup_id },
-    summary_text(res.dir, res))
+  result(ui, res.dir, res, res.plan.backup_id)
 end
 
 function M.handlers.resume(args, ui)
@@ -95,9 +104,9 @@ function M.handlers.resume(args, ui)
   -- The connection the backup was created with, unless a flag says
   -- otherwise (never another network).
   settings.continuing(args, backup.recorded_connection(dir), "backup " .. dir)
-  local res = backup.run(dir, { driver = connection.driver(args), events = ui:events(),
+  local res = backup.run(dir, { driver = connection.driver(args), events = ui:events(), verbose = args.verbose,
     retry_failed = args.retry_failed })
-  ui:doc({ type = "result", status = "complete", dir = dir }, summary_text(dir, res))
+  result(ui, dir, res, nil)
 end
 
 function M.handlers.status(args, ui)

@@ -86,6 +86,8 @@ M.GLOBAL = {
   { "--timeout", "S", "Seconds each icp command may take (default per kind: 300, stop 600, transfers "
     .. "120 + 1/MiB).", integer = 1 },
   { "--json", nil, "Print JSON (events as NDJSON while a long command runs).", flag = true },
+  { "-q --quiet", nil, "Print failures only: no progress line, no result.", flag = true, mutex = "talk" },
+  { "-v --verbose", nil, "Print each icp command as it starts.", flag = true, mutex = "talk" },
   { "--debug", nil, "Print the traceback of a failure (what a bug report needs).", flag = true },
 }
 
@@ -270,7 +272,7 @@ function M.main(argv)
     connection.normalize(args)
   end)
   local ui = output.new({ json = args.json, debug = args.debug, flags = sok and connection.flags(args) or {},
-    argv = argv, command = { args.command, sub } })
+    argv = argv, command = { args.command, sub }, quiet = args.quiet, verbose = args.verbose })
   if not sok then return ui:fail(output.to_error(serr)) end
   local caught
   local rok, code = xpcall(function()

@@ -7,6 +7,8 @@
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local driver_mod = require "fleetsnap.drivers.icp"
+local progress = require "fleetsnap.cli.progress"
+local units = require "fleetsnap.units"
 
 local json = engine.json
 
@@ -28,24 +30,27 @@ end
 -- given, without the program name: a failure that the same command may
 -- get past names it again), command (its command words, {"backup",
 -- "create"}: whose --help a usage error points to), tty (progress line; by
--- default when stderr is a terminal and not --json).
+-- default when stderr is a terminal and not --json or quiet), quiet (-q:
+-- failures only), verbose (-v: each icp command as it starts).
 function M.new(opts)
   local self = setmetatable({ json = opts.json or false, debug = opts.debug or false, flags = opts.flags or {},
-    argv = opts.argv, command = opts.command or {}, progress_shown = false }, M)
+    argv = opts.argv, command = opts.command or {}, progress_shown = false, quiet = opts.quiet or false,
+    verbose = opts.verbose or false }, M)
   if opts.tty == nil then
-    self.tty = not self.json and engine.isatty(2)
+    self.tty = not self.json and not self.quiet and engine.isatty(2)
   else
     self.tty = opts.tty
   end
   return self
 end
 
---- One document: JSON on one line with --json, `text` otherwise.
+--- One document: JSON on one line with --json, `text` otherwise (nothing
+-- under -q: errors only).
 function M:doc(doc, text)
   self:clear_progress()
   if self.json then
     stdout(json.encode(doc) .. "\n")
-  else
+  elseif not self.quiet then
     stdout(text)
   end
 end
@@ -59,31 +64,60 @@ function M:clear_progress()
   end
 end
 
---- The event sink of a long run: NDJSON with --json; on a terminal one
--- progress line rewritten in place; otherwise nothing until the summary.
+--- The progress line of tracker t at now_ns.
+function M.progress_line(t, now_ns)
+  local f = t:fields(now_ns)
+  local parts = { "[" .. units.clock(f.elapsed_ns) .. "]",
+    string.format("%d%s ops", f.done, f.total > 0 and ("/" .. f.total) or "") }
+  if f.bytes_total > 0 or f.bytes_done > 0 then
+    parts[#parts + 1] = units.bytes(f.bytes_done) .. (f.bytes_total > 0 and (" / " .. units.bytes(f.bytes_total)) or "")
+  end
+  if f.rate_bps > 0 then parts[#parts + 1] = units.rate(f.rate_bps) end
+  if f.eta_ns then parts[#parts + 1] = "ETA " .. units.clock(f.eta_ns) end
+  parts[#parts + 1] = f.stopped .. " stopped"
+  return table.concat(parts, "  ")
+end
+
+--- The event sink of a long run: NDJSON with --json (with `progress`
+-- events at most 10 a second); on a terminal one progress line rewritten
+-- in place at most 10 times a second; otherwise nothing until the
+-- summary. -v prints each icp command as it starts; -q nothing but
+-- failures. The run's tracker is kept (self.tracker) for the summary.
 function M:events()
-  local done, total = 0, 0
+  local t = progress.new(engine.monotonic_ns())
+  self.tracker = t
   return function(e)
     e.at = e.at or engine.realtime_ns()
+    -- The tracker measures on the monotonic clock: a wall-clock step must
+    -- not make a rate or an ETA.
+    local now = engine.monotonic_ns()
+    local moved = t:take({ type = e.type, at = now, operations = e.operations, barriers = e.barriers,
+      bytes = e.bytes, kind = e.kind, canister = e.canister, snapshot_bytes = e.snapshot_bytes,
+      deleted = e.deleted, started = e.started })
     if self.json then
       stdout(json.encode(e) .. "\n")
+      if moved and t:due(now) then
+        local f = t:fields(now)
+        if f.eta_ns == nil then f.eta_ns = json.null end
+        stdout(json.encode(f) .. "\n")
+      end
       io.stdout:flush()
       return
     end
-    if not self.tty then return end
-    if e.type == "plan" or e.type == "created" or e.type == "restore" then
-      -- Phase barriers pass unseen: they are order, not work.
-      total = e.operations and e.operations - (e.barriers or 0) or total
-    elseif e.type == "operation-completed" and e.kind ~= "barrier" then
-      done = done + 1
-      stderr(string.format("\r\27[K[%d%s] %s", done, total > 0 and ("/" .. total) or "", e.op))
-      self.progress_shown = true
+    if self.quiet then return end
+    if e.type == "command" and self.verbose then
+      self:clear_progress()
+      stderr("$ " .. e.command .. "\n")
     elseif e.type == "operation-failed" then
-      stderr(string.format("\r\27[K%s failed: %s\n", e.op, e.message or e.code))
-      self.progress_shown = false
+      self:clear_progress()
+      stderr(string.format("%s failed: %s\n", e.op, e.message or e.code))
     elseif e.type == "contained" then
-      stderr(string.format("\r\27[Kstarted %d stopped canister(s) again\n", #e.started))
-      self.progress_shown = false
+      self:clear_progress()
+      stderr(string.format("started %d stopped canister(s) again\n", #e.started))
+    end
+    if self.tty and moved and t:due(now) then
+      stderr("\r\27[K" .. M.progress_line(t, now))
+      self.progress_shown = true
     end
   end
 end

@@ -5,6 +5,7 @@ local errors = require "fleetsnap.errors"
 local catalog = require "fleetsnap.catalog"
 local connection = require "fleetsnap.cli.connection"
 local settings = require "fleetsnap.cli.settings"
+local summary = require "fleetsnap.cli.summary"
 
 local json = engine.json
 
@@ -116,15 +117,18 @@ function M.handlers.run(args, ui)
   local res = restore_mod().run(dir, { driver = connection.driver(args), events = ui:events(), state = args.state,
     max_steps = args.max_steps, retry_failed = args.retry_failed, abort = args.abort,
     safety_snapshot = args.safety_snapshot, verify_data = args.verify_data, keep_uploaded = args.keep_uploaded,
-    dry_run = not (args.execute or args.retry_failed or args.abort) })
+    dry_run = not (args.execute or args.retry_failed or args.abort), verbose = args.verbose })
   if res.dry_run then
     ui:doc({ type = "restore-dry-run", restore_id = res.plan.restore_id, options = res.options,
       operations = res.operations, remaining = json.array(res.remaining) }, dry_run_text(res))
     return
   end
+  local sum = summary.restore(res.plan, res, ui.tracker)
+  local complete = not (res.aborted or res.paused)
   ui:doc({ type = "result", status = res.aborted and "aborted" or res.paused and "paused" or "complete",
     restore_id = res.plan.restore_id, window_ns = res.window_ns, completed = res.completed,
-    operations = res.operations, started = res.started, deleted = res.deleted }, run_text(res))
+    operations = res.operations, started = res.started, deleted = res.deleted, summary = sum },
+    run_text(res) .. (complete and not res.already and summary.text(sum, "stopped window") or ""))
 end
 
 function M.handlers.status(args, ui)

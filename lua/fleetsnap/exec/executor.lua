@@ -73,6 +73,8 @@ function M.new(opts)
     max_steps = opts.max_steps,
     lock_prefix = opts.lock_prefix or "",
     keep_output = opts.keep_output or false,
+    -- Emit a "command" event with each icp command line as it starts.
+    verbose = opts.verbose or false,
     context = opts.context or {},
     was_running = opts.was_running or function() return true end,
     may_contain = opts.may_contain or function() return true end,
@@ -180,6 +182,7 @@ function M:command(op, kind, p)
   local h, err = self.driver:spawn(kind, p, { inherit = { lock } })
   lock:close()
   if not h then return nil, err end
+  if self.verbose then self:emit("command", { op = op.id, command = self.driver:render(kind, p) }) end
   self.spawned[op.id] = self.spawned[op.id] or {}
   self.spawned[op.id][kind] = true
   local r = coroutine.yield(h)
@@ -286,7 +289,12 @@ function M:complete(op, receipt, err)
     self:emit("operation-failed", { op = op.id, canister = op.canister, code = rec.error.code,
       message = rec.error.message })
   else
-    self:emit("operation-completed", { op = op.id, kind = op.kind, canister = op.canister })
+    -- The bytes a transfer moved and a snapshot's size: what progress and
+    -- summaries count.
+    self:emit("operation-completed", { op = op.id, kind = op.kind, canister = op.canister,
+      bytes = type(receipt) == "table" and math.type(receipt.bytes) == "integer" and receipt.bytes or nil,
+      snapshot_bytes = type(receipt) == "table" and op.kind == "snapshot" and math.type(receipt.total_size) == "integer"
+        and receipt.total_size or nil })
     self:release(op.id)
   end
   if kind.recorded then kind.recorded(self, op, err) end

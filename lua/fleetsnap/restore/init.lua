@@ -479,7 +479,8 @@ local function new_executor(doc, state, j, st, opts, ops, extra)
     extra = rstate.extra,
     limits = { lifecycle = doc.options.concurrency,
       transfer = math.min(doc.options.uploads, st.begin and st.begin.uploads or doc.options.uploads) },
-    events = opts.events, max_steps = opts.max_steps, lock_prefix = extra and extra.lock_prefix,
+    events = opts.events, verbose = opts.verbose, max_steps = opts.max_steps,
+    lock_prefix = extra and extra.lock_prefix,
     keep_output = true, context = ctx,
     was_running = function(cid) return was_running(x, cid) end,
     -- Once a load has begun, starting targets again would run a mixed
