@@ -44,7 +44,7 @@ function M.backup(dir, m)
   if type(m.doc.fleetsnap) == "table" then
     for _, x in ipairs(m.doc.fleetsnap.members) do extra[x.canister_id] = x end
   end
-  local report = { ok = true, backup_id = m.doc.backup_id, line = m.line, members = json.array({}) }
+  local report = { ok = true, backup_id = m.doc.backup_id, manifest_line = m.line, members = json.array({}) }
   local unsafe = {}
   for _, member in ipairs(m.members) do
     local s = member.source_snapshot

@@ -64,6 +64,13 @@ function M:clear_progress()
   end
 end
 
+--- ns since the epoch as an RFC 3339 UTC time with its nanoseconds
+-- ("2026-11-30T17:02:51.123456789Z"): every time in --json is given so
+-- next to its integer.
+function M.rfc3339(ns)
+  return os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000) .. string.format(".%09dZ", ns % 1000000000)
+end
+
 --- The progress line of tracker t at now_ns.
 function M.progress_line(t, now_ns)
   local f = t:fields(now_ns)
@@ -88,6 +95,7 @@ function M:events()
   self.tracker = t
   return function(e)
     e.at = e.at or engine.realtime_ns()
+    e.time = M.rfc3339(e.at)
     -- The tracker measures on the monotonic clock: a wall-clock step must
     -- not make a rate or an ETA.
     local now = engine.monotonic_ns()

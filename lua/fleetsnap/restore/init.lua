@@ -595,7 +595,7 @@ function M.run(dir, opts)
       local o = st.ops[op.id]
       if not (o and o.state == "completed") then
         out[#out + 1] = { op = op.id, kind = op.kind, canister = op.canister, after = op.after,
-          state = o and o.state or "waiting", commands = M.commands(x, op) }
+          state = o and o.state or "waiting", commands = json.array(M.commands(x, op)) }
       end
     end
     return { dry_run = true, plan = doc, state = state, options = options, operations = #ops, remaining = out,

@@ -1,0 +1,108 @@
+-- The --json contract: every output of every command, empty cases
+-- included, against its JSON Schema under docs/schemas/ (closed objects),
+-- and the checker itself shown to reject a wrong document.
+local engine = require "fleetsnap.engine"
+local json = engine.json
+local helpers = require "helpers"
+local schema = require "json_schema"
+
+local SCHEMAS = helpers.root .. "/docs/schemas/"
+local used = {}
+
+local function load(name)
+  used[name] = true
+  return schema.load(SCHEMAS .. name .. ".schema.json")
+end
+
+local function assert_valid(name, doc)
+  local ok, errs = schema.validate(load(name), doc)
+  assert(ok, name .. ": " .. table.concat(errs or {}, "; ") .. "\n" .. json.encode(doc))
+end
+
+-- The documents a command printed (one per line), and its status.
+local function run(home, argv, env)
+  local r = helpers.fleetsnap(home, argv, env)
+  local docs = {}
+  for line in r.stdout:gmatch("[^\n]+") do docs[#docs + 1] = assert(json.decode(line), line) end
+  return docs, r
+end
+
+-- A stream: every event and progress document, then its last one.
+local function assert_stream(docs, last)
+  assert.is_true(#docs >= 2)
+  for i = 1, #docs - 1 do
+    assert_valid(docs[i].type == "progress" and "progress" or "event", docs[i])
+  end
+  assert_valid(last, docs[#docs])
+end
+
+local home, work
+
+setup(function()
+  home = helpers.sim_home({ members = 2, depth = 1 })
+  work = helpers.tmpdir()
+end)
+teardown(function() helpers.cleanup() end)
+
+describe("the --json output of", function()
+  it("--version", function()
+    assert_valid("version", run(nil, { "--json", "--version" })[1])
+  end)
+
+  it("a usage error and a failure", function()
+    local docs, r = run(nil, { "--json", "backup", "bogus" })
+    assert.equal(2, r.status)
+    assert_valid("error", docs[#docs])
+    docs, r = run(nil, { "--json", "backup", "status", work .. "/none" })
+    assert.equal(3, r.status)
+    assert_valid("error", docs[#docs])
+  end)
+
+  it("backup create --dry-run, create, status, verify and a failed create's stream", function()
+    assert_valid("backup-plan", run(home, { "--json", "backup", "create", "--dry-run", "--out", work .. "/d" })[1])
+    assert_stream(run(home, { "--json", "backup", "create", "--out", work .. "/b1" }), "backup-result")
+    assert_valid("backup-status", run(nil, { "--json", "backup", "status", work .. "/b1" })[1])
+    assert_valid("backup-verify", run(nil, { "--json", "backup", "verify", work .. "/b1" })[1])
+    local docs, r = run(home, { "--json", "backup", "create", "--out", work .. "/bad" }, { ICP_SIM_FAIL = "snapshot.create" })
+    assert.equal(1, r.status)
+    assert_stream(docs, "error")
+  end)
+
+  it("restore plan, its dry run, run, status", function()
+    assert_valid("restore-plan", run(home, { "--json", "restore", "plan", work .. "/b1" })[1])
+    assert_valid("restore-dry-run", run(home, { "--json", "restore", "run", work .. "/b1" })[1])
+    assert_stream(run(home, { "--json", "restore", "run", work .. "/b1", "--execute" }), "restore-result")
+    assert_valid("restore-status", run(nil, { "--json", "restore", "status", work .. "/b1" })[1])
+  end)
+
+  it("policy list, show and check", function()
+    assert_valid("policies", run(nil, { "--json", "policy", "list" })[1])
+    assert_valid("policy", run(nil, { "--json", "policy", "show", "consistent" })[1])
+    assert_valid("policy-check", run(nil, { "--json", "policy", "check", "consistent" })[1])
+  end)
+end)
+
+describe("the schema check", function()
+  it("rejects an empty array written as an object, an unknown key and a missing field", function()
+    local good = run(nil, { "--json", "backup", "status", work .. "/b1" })[1]
+    assert_valid("backup-status", good)
+    local s = load("backup-status")
+    local bad = json.decode(json.encode(good))
+    bad.pending = json.object({})
+    assert.is_false((schema.validate(s, bad)))
+    bad = json.decode(json.encode(good))
+    bad.extra = 1
+    assert.is_false((schema.validate(s, bad)))
+    bad = json.decode(json.encode(good))
+    bad.counts = nil
+    assert.is_false((schema.validate(s, bad)))
+  end)
+
+  it("has been used for every schema under docs/schemas", function()
+    for _, name in ipairs(engine.fs.list(SCHEMAS)) do
+      local base = name:match("^(.*)%.schema%.json$")
+      assert.is_truthy(base, name)
+      assert.is_true(used[base] == true, base .. " is checked by no spec")
+    end
+  end)
+end)
