@@ -210,12 +210,4 @@ function M.continuing(args, recorded, what)
   return args
 end
 
---- The connection of resolved args, as a plan records it (absent keys
--- left out).
-function M.connection(args)
-  local out = {}
-  for _, k in ipairs(M.CONNECTION) do out[k] = args[k] end
-  return out
-end
-
 return M
