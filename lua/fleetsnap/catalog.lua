@@ -236,7 +236,9 @@ function M.remove(b)
 end
 
 --- What each backup under `dir` becomes under the keep `rules` ({last,
--- daily, weekly}, at least one), deleting unless opts.dry_run. Returns
+-- daily, weekly}, at least one), deleting unless opts.dry_run.
+-- opts.before_remove(backup, all, delete), if given, is called for each
+-- chosen backup (in a dry run too) and may refuse: nil, why. Returns
 -- {backups = [{backup, dir, action, reason}] newest first, delete = [names]
 -- (chosen), deleted = [names], failed = [{backup, message}]}.
 function M.prune(dir, rules, opts)
@@ -255,7 +257,14 @@ function M.prune(dir, rules, opts)
   end
   for _, b in ipairs(delete) do
     res.delete[#res.delete + 1] = b.name
-    if not opts.dry_run then
+    -- What must go before the directory (its snapshots on the canisters:
+    -- cleanup.lua); a refusal keeps the backup, whose manifest is the
+    -- proof of what it owns.
+    local ready, why = true, nil
+    if opts.before_remove then ready, why = opts.before_remove(b, all, delete) end
+    if not ready then
+      res.failed[#res.failed + 1] = { backup = b.name, message = tostring(why) }
+    elseif not opts.dry_run then
       local ok, err = M.remove(b)
       if ok then
         res.deleted[#res.deleted + 1] = b.name

@@ -36,12 +36,13 @@ local function prepare(extra)
   return p
 end
 
--- The command under test: `restore run --execute <args>`, or `restore undo`.
+-- The command under test: `restore run --execute <args>`, or `restore undo --execute`.
 local function run_argv(home, b, args)
   local argv = { helpers.root .. "/scripts/fleetsnap", "--sim", home, "restore" }
   if args and args[1] == "undo" then
     argv[#argv + 1] = "undo"
     argv[#argv + 1] = b
+    argv[#argv + 1] = "--execute"
     return argv
   end
   argv[#argv + 1] = "run"

@@ -477,7 +477,7 @@ describe("fleetsnap backup inspect and prune", function()
 
   it("keeps the newest, never an incomplete backup, and refuses without a rule", function()
     assert.equal(2, helpers.fleetsnap(nil, { "backup", "prune", "--dir", dir }).status)
-    local r = helpers.fleetsnap(nil, { "backup", "prune", "--keep-last", "1", "--dir", dir })
+    local r = helpers.fleetsnap(nil, { "backup", "prune", "--keep-last", "1", "--dir", dir, "--execute" })
     assert.equal(0, r.status, r.stderr)
     assert.is_nil(fs.lstat(dir .. "/b1"))
     assert.is_nil(fs.lstat(dir .. "/b2"))

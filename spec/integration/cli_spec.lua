@@ -52,7 +52,7 @@ describe("fleetsnap with a corrupt backup among good ones", function()
   end)
 
   it("prunes the others by the rules and keeps the corrupt one", function()
-    local r = helpers.fleetsnap(nil, { "backup", "prune", "--keep-last", "1", "--dir", dir })
+    local r = helpers.fleetsnap(nil, { "backup", "prune", "--keep-last", "1", "--dir", dir, "--execute" })
     assert.equal(0, r.status, r.stderr)
     assert.is_nil(fs.lstat(dir .. "/b1"))
     assert.equal("directory", fs.lstat(dir .. "/b2").type)

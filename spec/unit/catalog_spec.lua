@@ -250,6 +250,27 @@ describe("catalog.prune", function()
     assert.equal("keep (in use)", actions.b1)
   end)
 
+  it("keeps a backup its before_remove refuses, reporting why", function()
+    local seen = {}
+    local res = catalog.prune(parent, { last = 1 }, { before_remove = function(b, all, delete)
+      seen[#seen + 1] = { b.name, #all, #delete }
+      return nil, "its snapshots could not be deleted"
+    end })
+    assert.same({ { "b1", 3, 1 } }, seen)
+    assert.same({}, res.deleted)
+    assert.same({ { backup = "b1", message = "its snapshots could not be deleted" } }, res.failed)
+    assert.equal("directory", fs.lstat(parent .. "/b1").type)
+  end)
+
+  it("asks before_remove in a dry run too, deleting nothing", function()
+    local asked = 0
+    local res = catalog.prune(parent, { last = 1 }, { dry_run = true,
+      before_remove = function() asked = asked + 1 return true end })
+    assert.equal(1, asked)
+    assert.same({}, res.deleted)
+    assert.equal("directory", fs.lstat(parent .. "/b1").type)
+  end)
+
   it("refuses to run without a keep rule", function()
     local ok, e = pcall(catalog.prune, parent, {})
     assert.is_false(ok)

@@ -1,6 +1,6 @@
 --- `fleetsnap backup ...`: create, resume, status, verify, list, inspect,
--- prune. Parses and renders; the backup domain, the catalogue and the
--- status reader decide.
+-- prune, forget. Parses and renders; the backup domain, the catalogue,
+-- cleanup.lua and the status reader decide.
 local engine = require "fleetsnap.engine"
 local catalog = require "fleetsnap.catalog"
 local errors = require "fleetsnap.errors"
@@ -48,8 +48,14 @@ function M.add(p, cli)
   int(prune, "--keep-last", "Newest backups to keep.", 0)
   int(prune, "--keep-daily", "Days for which to keep the newest backup.", 0)
   int(prune, "--keep-weekly", "Weeks for which to keep the newest backup.", 0)
-  prune:flag("--dry-run", "Say what would be deleted.")
-  for _, c in ipairs({ resume, status, verify, inspect }) do
+  prune:mutex(prune:flag("--dry-run", "Say what would be deleted (the default)."),
+    prune:flag("--execute", "Delete the backups and their snapshots on the canisters."))
+  local forget = cli.command(backup, "forget", "Forget an incomplete backup: delete the snapshots it made (that no "
+    .. "complete backup records), then its directory.")
+  forget:argument("ref", "Backup directory, id or list number.")
+  forget:mutex(forget:flag("--dry-run", "Say what would be deleted (the default)."),
+    forget:flag("--execute", "Delete."))
+  for _, c in ipairs({ resume, status, verify, inspect, forget }) do
     c:option("--dir", "Backups directory for ids and numbers (default as for list).")
   end
 end
@@ -176,22 +182,84 @@ function M.handlers.inspect(args, ui)
   ui:doc(doc, table.concat(lines, "\n") .. "\n")
 end
 
+-- The driver for a backup's recorded connection (flag > recorded >
+-- variable > file), or nil and why not; fatal when the flags name another
+-- network (the backup is then kept, as its snapshots could not be).
+local function connect(args)
+  return function(b)
+    local recorded = b.plan and b.plan.connection
+    if not recorded then return nil, "the backup recorded no connection (imported)" end
+    local a = {}
+    for k, v in pairs(args) do a[k] = v end
+    local ok, err = pcall(settings.continuing, a, recorded, "backup " .. b.dir)
+    if not ok then return nil, errors.wrap(err).message, true end
+    return connection.driver(a)
+  end
+end
+
+local function snapshot_line(r)
+  return string.format("    %-27s %s  %s%s%s", r.canister, r.snapshot_id, r.action, r.reason and (": " .. r.reason)
+    or "", r.message and (": " .. r.message) or "")
+end
+
 function M.handlers.prune(args, ui)
   if not (args.keep_last or args.keep_daily or args.keep_weekly) then
     errors.raise("EUSAGE", "prune needs --keep-last, --keep-daily or --keep-weekly")
   end
-  local res = catalog.prune(args.dir, { last = args.keep_last, daily = args.keep_daily, weekly = args.keep_weekly },
-    { dry_run = args.dry_run })
+  local execute = args.execute or false
+  local res = require("fleetsnap.cleanup").prune(args.dir, { last = args.keep_last, daily = args.keep_daily,
+    weekly = args.keep_weekly }, { execute = execute, connect = connect(args) })
+  local by_backup = {}
+  for _, r in ipairs(res.snapshots) do
+    by_backup[r.backup] = by_backup[r.backup] or {}
+    table.insert(by_backup[r.backup], r)
+  end
   local rows, lines = {}, {}
   for i, b in ipairs(res.backups) do
     rows[i] = { backup = b.backup, action = b.action, reason = b.reason }
     lines[#lines + 1] = string.format("  %-40s %s%s", b.backup, b.action, b.reason and (": " .. b.reason) or "")
+    for _, r in ipairs(by_backup[b.backup] or {}) do lines[#lines + 1] = snapshot_line(r) end
   end
   for _, f in ipairs(res.failed) do lines[#lines + 1] = "  could not delete " .. f.backup .. ": " .. f.message end
-  local n = args.dry_run and #res.delete or #res.deleted
-  ui:doc({ type = "prune", dry_run = args.dry_run or false, backups = json.array(rows),
+  local n = execute and #res.deleted or #res.delete
+  local snaps = {}
+  for i, r in ipairs(res.snapshots) do
+    snaps[i] = { backup = r.backup, canister = r.canister, snapshot_id = r.snapshot_id, action = r.action,
+      reason = r.reason, message = r.message }
+  end
+  ui:doc({ type = "prune", dry_run = not execute, backups = json.array(rows), snapshots = json.array(snaps),
     deleted = json.array(res.deleted), failed = json.array(res.failed) },
-    (args.dry_run and "would delete " or "deleted ") .. n .. " backup(s)\n" .. table.concat(lines, "\n") .. "\n")
+    (execute and "deleted " or "would delete ") .. n .. " backup(s)" .. (execute and "" or
+      " (dry run; --execute to delete them and their snapshots)") .. "\n" .. table.concat(lines, "\n") .. "\n")
+  if #res.failed > 0 then return "EICP" end
+end
+
+function M.handlers.forget(args, ui)
+  local dir = catalog.find(args.ref, args.dir)
+  settings.continuing(args, require("fleetsnap.backup").recorded_connection(dir), "backup " .. dir)
+  local execute = args.execute or false
+  local res = require("fleetsnap.cleanup").forget(dir, connection.driver(args), { execute = execute })
+  local ndelete = 0
+  local lines, snaps = {}, {}
+  for i, r in ipairs(res.snapshots) do
+    if r.action == "delete" or r.action == "deleted" then ndelete = ndelete + 1 end
+    snaps[i] = { canister = r.canister, snapshot_id = r.snapshot_id, action = r.action, reason = r.reason,
+      message = r.message }
+    lines[#lines + 1] = snapshot_line(r)
+  end
+  local head
+  if not execute then
+    head = string.format("would forget backup %s: delete %d snapshot(s), then its directory (dry run; --execute "
+      .. "to delete)", res.backup, ndelete)
+  elseif res.removed then
+    head = string.format("forgot backup %s: deleted %d snapshot(s) and its directory", res.backup, ndelete)
+  else
+    head = string.format("backup %s kept: %d snapshot(s) could not be deleted (forget it again)", res.backup,
+      res.nfailed)
+  end
+  ui:doc({ type = "forget", dry_run = not execute, dir = dir, backup = res.backup, removed = res.removed,
+    snapshots = json.array(snaps) }, head .. "\n" .. (#lines > 0 and (table.concat(lines, "\n") .. "\n") or ""))
+  if res.nfailed > 0 then return "EICP" end
 end
 
 return M

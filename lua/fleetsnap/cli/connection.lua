@@ -41,9 +41,7 @@ end
 
 --- The connection to record in a plan (settings.lua's keys that are set).
 function M.recorded(args)
-  local out = {}
-  for _, k in ipairs(settings.CONNECTION) do out[k] = args[k] end
-  return out
+  return settings.connection(args)
 end
 
 --- The root to back up: --root, or with --sim (and no --inventory) the

@@ -1,6 +1,6 @@
 --- The `fleetsnap` command line: the parser and its global options,
 -- `main(argv)`, and the dispatch to the command groups (cli/backup.lua,
--- cli/restore.lua, cli/policy.lua: each adds its subcommands and has
+-- cli/restore.lua, cli/snapshots.lua, cli/policy.lua: each adds its subcommands and has
 -- their handlers). The CLI parses and renders; the domain decides.
 --
 -- Every failure, usage errors included, is an error object of
@@ -19,7 +19,7 @@ local M = {}
 M.VERSION = engine.version
 
 -- The command groups, in help order; `fleetsnap.cli.<name>` each.
-M.GROUPS = { "backup", "restore", "policy" }
+M.GROUPS = { "backup", "restore", "snapshots", "policy" }
 
 --- An argparse converter for an integer option of at least `min`: a bad
 -- value is a usage error that names the option (argparse alone would say
@@ -276,6 +276,8 @@ function M.main(argv)
   if not sok then return ui:fail(output.to_error(serr)) end
   local caught
   local rok, code = xpcall(function()
+    -- A group may name the command it runs alone (`fleetsnap snapshots`).
+    if not sub and M.group(args.command).DEFAULT then sub = M.group(args.command).DEFAULT end
     if not sub then
       errors.raise("EUSAGE", string.format("%s needs a command: %s", args.command, subcommands(args.command)))
     end

@@ -41,6 +41,8 @@ function M.add(p, cli)
   local rundo = cli.command(restore, "undo", "Load the safety snapshots back (parents stopped first, children started "
     .. "first).")
   rundo:argument("ref", "Backup directory, id or list number.")
+  rundo:mutex(rundo:flag("--dry-run", "Print the operations the undo would run (the default)."),
+    rundo:flag("--execute", "Execute."))
   rundo:flag("--retry-failed", "Re-arm failed operations of the undo, then execute.")
   for _, c in ipairs({ rplan, rrun, rstatus, rundo }) do
     c:option("--state", "Restore state directory (default <backup>/restore; for read-only backups).")
@@ -151,8 +153,24 @@ end
 function M.handlers.undo(args, ui)
   local dir = catalog.find(args.ref, args.dir)
   settings.continuing(args, restore_mod().recorded_connection(dir, args.state), "the restore of " .. dir)
+  if args.dry_run and args.retry_failed then
+    errors.raise("EUSAGE", "--retry-failed executes; it cannot be combined with --dry-run")
+  end
   local res = restore_mod().undo(dir, { driver = connection.driver(args),
-    events = ui:events(), state = args.state, retry_failed = args.retry_failed })
+    events = ui:events(), state = args.state, retry_failed = args.retry_failed,
+    dry_run = not (args.execute or args.retry_failed) })
+  if res.dry_run then
+    local lines = { string.format("undo of restore %s: %s%d operation(s) (dry run; --execute to run them)",
+      res.plan.restore_id, res.already and "already undone; " or "", #res.operations) }
+    local ids = {}
+    for i, op in ipairs(res.operations) do
+      ids[i] = op.id
+      lines[#lines + 1] = "  " .. op.id
+    end
+    ui:doc({ type = "undo-dry-run", restore_id = res.plan.restore_id, already = res.already,
+      operations = json.array(ids) }, table.concat(lines, "\n") .. "\n")
+    return
+  end
   ui:doc({ type = "result", status = "undone", restore_id = res.plan.restore_id },
     string.format("restore %s undone: the safety snapshots are loaded back%s\n", res.plan.restore_id,
       res.already and " (already)" or ""))

@@ -210,4 +210,19 @@ function M.continuing(args, recorded, what)
   return args
 end
 
+--- Whether resolved args reach the network that `recorded` (a plan's
+-- connection) names: a plan that recorded none is taken to.
+function M.same_network(args, recorded)
+  if not recorded then return true end
+  return not differs(M.connection(args), recorded)
+end
+
+--- The connection of resolved args, as a plan records it (absent keys
+-- left out).
+function M.connection(args)
+  local out = {}
+  for _, k in ipairs(M.CONNECTION) do out[k] = args[k] end
+  return out
+end
+
 return M

@@ -336,7 +336,9 @@ local function advice(doc, state, st, ops, contained)
     lines[#lines + 1] = "loads have begun, so the fleet may be mixed: fix the cause and continue the restore"
       .. (st.begin and st.begin.options.safety_snapshot and ", or put the safety snapshots back (undo)" or "")
     steps[1] = step("restore run", doc, s, { retry_failed = true })
-    if st.begin and st.begin.options.safety_snapshot then steps[2] = step("restore undo", doc, s) end
+    if st.begin and st.begin.options.safety_snapshot then
+      steps[2] = step("restore undo", doc, s, { execute = true })
+    end
   else
     lines[#lines + 1] = "nothing was loaded yet" .. (contained and ", and the targets this restore stopped were "
       .. "started again" or "") .. ": fix the cause and retry, or give up with an abort (it deletes what this "
@@ -661,7 +663,8 @@ function M.abort(x, doc, ops, state)
       .. "the backup's state; continue it%s", doc.restore_id, first,
       x.state.begin and x.state.begin.options.safety_snapshot and ", or put the safety snapshots back (undo)" or ""),
       { next_steps = { step("restore run", doc, s, { execute = true }),
-        x.state.begin and x.state.begin.options.safety_snapshot and step("restore undo", doc, s) or nil } })
+        x.state.begin and x.state.begin.options.safety_snapshot
+          and step("restore undo", doc, s, { execute = true }) or nil } })
   end
   for _, op in ipairs(ops) do
     local o = x.state.ops[op.id]
@@ -729,6 +732,7 @@ end
 --- Puts the safety snapshots back the way the restore loaded: stop
 -- parents first, load after a fresh stopped proof, start children first,
 -- check every target runs; then deletes what the restore uploaded.
+-- opts.dry_run: only the operations it would run ({dry_run, operations}).
 function M.undo(dir, opts)
   local doc, state = M.open(dir, opts.state)
   check_target(doc, opts.driver)
@@ -758,6 +762,11 @@ function M.undo(dir, opts)
       parent = m.parent_target_canister ~= json.null and m.parent_target_canister or nil }
   end
   local ops = operations.build(rows, doc.policy.serial)
+  if opts.dry_run then
+    -- Like `restore run`: undo acts only when told to (--execute).
+    local done = peek(state .. "/" .. M.UNDO_JOURNAL).finalized ~= nil
+    return { dry_run = true, already = done, plan = doc, state = state, operations = ops }
+  end
   local j, st = exec_state.open(state .. "/" .. M.UNDO_JOURNAL, rstate.extra)
   local _journal <close> = j
   if st.finalized then return { already = true, complete = true, plan = doc, state = state } end
