@@ -185,7 +185,7 @@ function M.list(dir, opts)
   for _, e in ipairs(entries(dir)) do
     if not opts.root or e.root == opts.root then
       rows[#rows + 1] = { id = e.name, dir = e.dir, state = e.state, complete = e.complete, reason = e.reason,
-        backup_id = e.backup_id, members = e.members, created_ns = e.state ~= "corrupt" and e.created_ns or nil,
+        backup_id = e.backup_id, members = e.members, created_ns = e.created_ns ~= 0 and e.created_ns or nil,
         root = e.root, policy = e.policy, bytes = e.bytes, window_ns = e.window_ns }
     end
   end
@@ -304,8 +304,8 @@ end
 local function comparable(dir)
   local e = M.open(dir)
   if not e.complete then
-    errors.raise("EPRECONDITION", "backup " .. e.name .. " is incomplete: only complete backups can be compared "
-      .. "(resume it first)")
+    errors.raise("EPRECONDITION", "backup " .. e.name .. " is incomplete: only complete backups can be compared",
+      { next = { command = { "backup", "resume" }, ref = e.dir } })
   end
   return e
 end

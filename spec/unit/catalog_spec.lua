@@ -312,6 +312,8 @@ describe("catalog.diff", function()
     local ok, e = pcall(catalog.diff, make(parent, "b1"), make(parent, "b2", { complete = false }))
     assert.is_false(ok)
     assert.equal("EPRECONDITION", e.code)
+    assert.same({ "backup", "resume" }, e.next.command)
+    assert.equal(parent .. "/b2", e.next.ref)
   end)
 end)
 

@@ -156,6 +156,12 @@ local function value(v)
   return v
 end
 
+-- The catalogue's creation time, nil when it is unknown (0: a manifest
+-- time fleetsnap cannot read), rather than print 1970.
+local function known_time(ns)
+  if ns and ns ~= 0 then return ns end
+end
+
 function M.handlers.list(args, ui)
   local root = settings.flag(args, "root")
   local rows = catalog.list(args.dir, { root = root })
@@ -183,7 +189,8 @@ function M.handlers.inspect(args, ui)
   local e = catalog.open(M.find(args))
   local plan, man = e.plan, e.manifest
   local doc = { type = "inspect", dir = e.dir, backup_id = e.backup_id, complete = e.complete, state = e.state,
-    manifest_line = man and man.line or json.null, created_ns = e.created_ns, created = units.utc(e.created_ns),
+    manifest_line = man and man.line or json.null, created_ns = value(known_time(e.created_ns)),
+    created = value(units.utc(known_time(e.created_ns))),
     bytes = value(e.bytes), window_ns = value(e.window_ns), members = json.array({}) }
   local head = { { "backup", tostring(e.backup_id) }, { "dir", e.dir }, { "status", e.state },
     { "root", e.root or "-" }, { "policy", e.policy or "-" } }
@@ -192,7 +199,7 @@ function M.handlers.inspect(args, ui)
     head[#head + 1] = { "scope", string.format("%s (%d targets, %d operations)", plan.scope.kind, #plan.targets,
       #plan.operations) }
   end
-  head[#head + 1] = { "created", units.utc(e.created_ns) }
+  head[#head + 1] = { "created", units.utc(known_time(e.created_ns)) or "-" }
   head[#head + 1] = { "window", e.window_ns and units.duration(e.window_ns) or "-" }
   head[#head + 1] = { "members", tostring(e.members) .. (man and "" or " planned (no manifest yet)") }
   head[#head + 1] = { "size", units.bytes(e.bytes) }
@@ -217,8 +224,8 @@ end
 
 -- One side of a diff, as JSON names it.
 local function side(e)
-  return { id = e.name, dir = e.dir, backup_id = e.backup_id, created_ns = e.created_ns,
-    created = units.utc(e.created_ns) }
+  return { id = e.name, dir = e.dir, backup_id = e.backup_id, created_ns = value(known_time(e.created_ns)),
+    created = value(units.utc(known_time(e.created_ns))) }
 end
 
 local function member_doc(m)
