@@ -1,6 +1,7 @@
 --- The backups of a directory as a catalogue: reading one backup's
--- documents into an entry, listing, resolving a reference (directory, id
--- or list row), and pruning by keep rules.
+-- documents into an entry, listing (newest first), resolving a reference
+-- (directory, id, unique id prefix or `latest`), comparing two backups,
+-- and pruning by keep rules.
 --
 -- A backup whose plan or manifest cannot be read, or is not of the shape
 -- the rest of fleetsnap relies on, is an entry in state "corrupt" with the
@@ -93,9 +94,30 @@ local function created_ns(plan, man)
   return n and n * 1000000000 or 0
 end
 
+-- A number of the documents, nil when absent or JSON null.
+local function number(v)
+  return math.type(v) == "integer" and v or nil
+end
+
+-- What a listing shows beside the state: the root, the policy, the bytes
+-- and the consistency window. The bytes and the window are fleetsnap's
+-- own additions to the manifest: an upstream backup has neither (nil).
+local function describe(entry, plan, man)
+  local fsn = man and man.line == "0.36" and man.doc.fleetsnap or nil
+  entry.root = plan and plan.root or (man and man.doc.source.root_canister)
+  entry.policy = plan and plan.policy.name or (fsn and fsn.policy)
+  if fsn then
+    local bytes = 0
+    for _, m in ipairs(fsn.members) do bytes = bytes + m.bytes end
+    entry.bytes = bytes
+    entry.window_ns = number(fsn.consistency_window.window_ns)
+  end
+end
+
 --- One backup directory as an entry: {name, dir, state ("complete",
 -- "incomplete" or "corrupt"), complete, reason (corrupt only), backup_id,
--- members (count), created_ns, plan, manifest}. Never raises for what the
+-- members (count), created_ns, root, policy, bytes and window_ns (complete
+-- fleetsnap backups only), plan, manifest}. Never raises for what the
 -- documents hold.
 function M.read(dir, name)
   local entry = { name = name or dir:match("([^/]+)/*$") or dir, dir = dir }
@@ -112,6 +134,7 @@ function M.read(dir, name)
   entry.backup_id = plan and plan.backup_id or (man and man.doc.backup_id)
   entry.members = man and #man.members or (plan and #plan.targets) or 0
   entry.created_ns = created_ns(plan, man)
+  describe(entry, plan, man)
   return entry
 end
 
@@ -135,37 +158,198 @@ local function names(dir)
   return out
 end
 
---- The backups under `dir` as list rows, numbered as `resolve` numbers
--- them: {n, id, dir, state, complete, members, backup_id, reason}.
-function M.list(dir)
+-- Newest first; a corrupt entry (no time) last. The name breaks ties, so
+-- that the order never depends on the file system's.
+local function newer(a, b)
+  if a.created_ns ~= b.created_ns then return a.created_ns > b.created_ns end
+  return a.name > b.name
+end
+
+-- Every backup under `dir` as an entry (M.read), newest first.
+local function entries(dir)
+  local out = {}
+  for _, name in ipairs(names(dir)) do out[#out + 1] = M.read(dir .. "/" .. name, name) end
+  table.sort(out, newer)
+  return out
+end
+
+--- The backups under `dir`, newest first, as list rows: {id (the directory
+-- name), dir, state, complete, reason (corrupt only), backup_id, members,
+-- created_ns (nil when corrupt), root, policy, bytes, window_ns}. opts.root:
+-- only the backups of that root (corrupt ones, whose root nobody can
+-- tell, are left out too). There are no row numbers: a number that means
+-- another backup once one is added or pruned is no reference.
+function M.list(dir, opts)
+  opts = opts or {}
   local rows = {}
-  for i, name in ipairs(names(dir)) do
-    local e = M.read(dir .. "/" .. name, name)
-    rows[i] = { n = i, id = name, dir = e.dir, state = e.state, complete = e.complete, members = e.members,
-      backup_id = e.backup_id, reason = e.reason }
+  for _, e in ipairs(entries(dir)) do
+    if not opts.root or e.root == opts.root then
+      rows[#rows + 1] = { id = e.name, dir = e.dir, state = e.state, complete = e.complete, reason = e.reason,
+        backup_id = e.backup_id, members = e.members, created_ns = e.created_ns ~= 0 and e.created_ns or nil,
+        root = e.root, policy = e.policy, bytes = e.bytes, window_ns = e.window_ns }
+    end
   end
   return rows
 end
 
---- A backup reference: a directory, or an id or list number under `dir`.
--- Returns the directory, or nil, message, "ENOTFOUND".
-function M.resolve(ref, dir)
+M.LATEST = "latest"
+
+-- The newest complete backup among `all` (newest first) of `root`, or of
+-- the one root they hold. Several roots without `root` is a usage error:
+-- "latest" would be a guess between fleets.
+local function latest(all, dir, root)
+  local roots, seen, pick = {}, {}, nil
+  for _, e in ipairs(all) do
+    if e.state == "complete" and (not root or e.root == root) then
+      pick = pick or e
+      if not seen[e.root] then
+        seen[e.root] = true
+        roots[#roots + 1] = tostring(e.root)
+      end
+    end
+  end
+  if not pick then
+    return nil, "no complete backup" .. (root and (" of root " .. root) or "") .. " under " .. dir, "ENOTFOUND"
+  end
+  if #roots > 1 then
+    table.sort(roots)
+    return nil, "latest is ambiguous: " .. dir .. " holds complete backups of " .. #roots .. " roots ("
+      .. table.concat(roots, ", ") .. "): name the root whose latest to take", "EUSAGE"
+  end
+  return pick.dir
+end
+
+--- A backup reference: a directory; `latest` (the newest complete backup
+-- under `dir`; opts.root names the fleet when `dir` holds several); or a
+-- backup's id (its directory name, or the manifest's backup_id where that
+-- differs) under `dir`, exact or a unique prefix. Returns the directory,
+-- or nil, message, code: "ENOTFOUND" (nothing matches), "EUSAGE" (an
+-- ambiguous prefix, naming the candidates, or an ambiguous `latest`).
+function M.resolve(ref, dir, opts)
+  opts = opts or {}
   local st = fs.lstat(ref)
   if st and st.type == "directory" then return ref end
-  local list = names(dir)
-  local n = math.tointeger(tonumber(ref))
-  if n and list[n] then return dir .. "/" .. list[n] end
-  for _, name in ipairs(list) do
-    if name == ref then return dir .. "/" .. name end
+  local all = entries(dir)
+  if ref == M.LATEST then return latest(all, dir, opts.root) end
+  if ref ~= "" then
+    local prefixed = {}
+    for _, e in ipairs(all) do
+      if e.name == ref or e.backup_id == ref then return e.dir end
+      if e.name:sub(1, #ref) == ref or (type(e.backup_id) == "string" and e.backup_id:sub(1, #ref) == ref) then
+        prefixed[#prefixed + 1] = e
+      end
+    end
+    if #prefixed == 1 then return prefixed[1].dir end
+    if #prefixed > 1 then
+      local candidates = {}
+      for i, e in ipairs(prefixed) do candidates[i] = e.name end
+      table.sort(candidates)
+      return nil, "backup " .. ref .. " is ambiguous under " .. dir .. ": it begins " .. #prefixed .. " ids ("
+        .. table.concat(candidates, ", ") .. "); give more of the id", "EUSAGE"
+    end
   end
   return nil, "no backup " .. ref .. " (nor under " .. dir .. ")", "ENOTFOUND"
 end
 
---- `resolve`, raising ENOTFOUND.
-function M.find(ref, dir)
-  local path, err, code = M.resolve(ref, dir)
+--- `resolve`, raising its error.
+function M.find(ref, dir, opts)
+  local path, err, code = M.resolve(ref, dir, opts)
   if not path then errors.raise(code, err) end
   return path
+end
+
+-- {=== comparing two backups ===}
+
+-- The members of a complete entry by canister: {canister_id, role,
+-- module_hash, checksum, bytes, files (path -> sha256)}, and their order.
+-- bytes and files come from fleetsnap's section (nil in an upstream
+-- backup, which records only each member's tree checksum).
+local function members_of(e)
+  local extra = {}
+  local fsn = e.manifest.line == "0.36" and e.manifest.doc.fleetsnap or nil
+  for _, x in ipairs(fsn and fsn.members or {}) do extra[x.canister_id] = x end
+  local by, order = {}, {}
+  for _, m in ipairs(e.manifest.members) do
+    local x, files = extra[m.canister_id], nil
+    if x then
+      files = {}
+      for _, f in ipairs(x.files) do files[f.path] = f.sha256 end
+    end
+    local s = m.source_snapshot
+    by[m.canister_id] = { canister_id = m.canister_id, role = m.role,
+      module_hash = type(s.module_hash) == "string" and s.module_hash or nil,
+      checksum = type(s.checksum) == "string" and s.checksum or nil, bytes = x and x.bytes, files = files }
+    order[#order + 1] = m.canister_id
+  end
+  return by, order
+end
+
+local METADATA = "metadata.json"
+
+-- The paths whose digest differs between two file maps, or that only one
+-- has, sorted.
+local function files_changed(fa, fb)
+  local out = {}
+  for path, sha in pairs(fa) do
+    if fb[path] ~= sha then out[#out + 1] = path end
+  end
+  for path in pairs(fb) do
+    if fa[path] == nil then out[#out + 1] = path end
+  end
+  table.sort(out)
+  return out
+end
+
+-- An entry that can be compared: complete, so that it has a manifest.
+local function comparable(dir)
+  local e = M.open(dir)
+  if not e.complete then
+    errors.raise("EPRECONDITION", "backup " .. e.name .. " is incomplete: only complete backups can be compared",
+      { next = { command = { "backup", "resume" }, ref = e.dir } })
+  end
+  return e
+end
+
+--- What changed from the backup in `a_dir` to the one in `b_dir` (both
+-- complete). Returns {a, b (entries), added, removed (member records of
+-- the one side), changed = [{canister_id, role, module_hash_changed,
+-- checksum_changed, data_changed (anything but metadata.json), bytes_a,
+-- bytes_b, files_changed (paths; nil when either side has no per-file
+-- digests)}], same = [records]}, each in
+-- manifest order (b's for added and changed, a's for removed). A member
+-- is changed when its checksum (the digest of its whole artifact tree) or
+-- its module hash differs.
+function M.diff(a_dir, b_dir)
+  local a, b = comparable(a_dir), comparable(b_dir)
+  local ma, order_a = members_of(a)
+  local mb, order_b = members_of(b)
+  local res = { a = a, b = b, added = {}, removed = {}, changed = {}, same = {} }
+  for _, cid in ipairs(order_a) do
+    if not mb[cid] then res.removed[#res.removed + 1] = ma[cid] end
+  end
+  for _, cid in ipairs(order_b) do
+    local x, y = ma[cid], mb[cid]
+    if not x then
+      res.added[#res.added + 1] = y
+    else
+      local module_changed = x.module_hash ~= y.module_hash
+      -- A null checksum (upstream allows one) proves nothing: changed.
+      local checksum_changed = x.checksum ~= y.checksum or x.checksum == nil
+      if module_changed or checksum_changed then
+        local files = x.files and y.files and files_changed(x.files, y.files) or nil
+        -- Every snapshot's metadata.json records when it was taken: two
+        -- backups of an unchanged canister differ there and nowhere else.
+        local data_changed = module_changed or files == nil
+        for _, path in ipairs(files or {}) do data_changed = data_changed or path ~= METADATA end
+        res.changed[#res.changed + 1] = { canister_id = cid, role = y.role, module_hash_changed = module_changed,
+          checksum_changed = checksum_changed, data_changed = data_changed, bytes_a = x.bytes, bytes_b = y.bytes,
+          files_changed = files }
+      else
+        res.same[#res.same + 1] = y
+      end
+    end
+  end
+  return res
 end
 
 -- A backup is in use while its runner holds the journal lock, or while a

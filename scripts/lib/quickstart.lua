@@ -7,6 +7,7 @@
 local argparse = require "argparse"
 local engine = require "fleetsnap.engine"
 local driver = require "fleetsnap.drivers.icp"
+local units = require "fleetsnap.units"
 
 local json = engine.json
 local ROOT = os.getenv("FLEETSNAP_SOURCE")
@@ -147,11 +148,11 @@ local wall = (engine.monotonic_ns() - t_start) / 1e9
 local mib = bytes / (1 << 20)
 print("\nsummary")
 print(string.format("  members                 %d (+ root, not backed up)", total))
-print(string.format("  bytes                   %.1f MiB", mib))
-print(string.format("  backup                  %.2f s, %.1f MiB/s, consistency window %.3f s", backup_secs,
-  mib / backup_secs, man.fleetsnap.consistency_window.window_ns / 1e9))
-print(string.format("  restore                 %.2f s, %.1f MiB/s, stopped window %.3f s", restore_secs,
-  mib / restore_secs, status.window_ns / 1e9))
+print("  bytes                   " .. units.bytes(bytes))
+print(string.format("  backup                  %.2f s, %.1f MiB/s, consistency window %s", backup_secs,
+  mib / backup_secs, units.duration(man.fleetsnap.consistency_window.window_ns)))
+print(string.format("  restore                 %.2f s, %.1f MiB/s, stopped window %s", restore_secs,
+  mib / restore_secs, units.duration(status.window_ns)))
 print(string.format("  wall time               %.2f s (this script)", wall))
 print(string.format("  round trip              %s", same == total and "OK" or "FAILED"))
 print("  files                   " .. dir)

@@ -2,6 +2,7 @@
 -- resume, locks and verification.
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
+local units = require "fleetsnap.units"
 
 local json, fs = engine.json, engine.fs
 
@@ -313,7 +314,7 @@ describe("fleetsnap backup verify", function()
   it("lists backups under a directory", function()
     local r = helpers.fleetsnap(nil, { "backup", "list", "--dir", out:match("^(.*)/") })
     assert.equal(0, r.status)
-    assert.matches("1  b1 +complete +6 members", r.stdout)
+    assert.matches("\nb1 +%S+ +complete +6 ", r.stdout)
   end)
 end)
 
@@ -455,10 +456,11 @@ describe("fleetsnap backup inspect and prune", function()
   end)
   teardown(function() helpers.cleanup() end)
 
-  it("inspects a backup by list number", function()
-    local r = helpers.fleetsnap(nil, { "--json", "backup", "inspect", "1", "--dir", dir })
+  it("inspects the latest complete backup, passing over a newer incomplete one", function()
+    local r = helpers.fleetsnap(nil, { "--json", "backup", "inspect", "latest", "--dir", dir })
     assert.equal(0, r.status, r.stderr)
     local doc = json.decode(r.stdout)
+    assert.equal("b3", doc.backup_id)
     assert.is_true(doc.complete)
     assert.equal(2, #doc.members)
     assert.equal("consistent", doc.policy)
@@ -483,6 +485,268 @@ describe("fleetsnap backup inspect and prune", function()
     assert.is_nil(fs.lstat(dir .. "/b2"))
     assert.equal("directory", fs.lstat(dir .. "/b3").type)
     assert.equal("directory", fs.lstat(dir .. "/b4").type)
+  end)
+end)
+
+-- Lines of a text output.
+local function lines_of(text)
+  local result = {}
+  for l in text:gmatch("[^\n]+") do result[#result + 1] = l end
+  return result
+end
+
+-- Lua pattern for a literal string.
+local function lit(s)
+  return (s:gsub("%p", "%%%0"))
+end
+
+describe("fleetsnap backup list, references, inspect and diff", function()
+  local dir, root, members, sizes
+  setup(function()
+    home = helpers.sim_home({ members = 2, depth = 1 })
+    local f = helpers.fleet(home)
+    root, members = f.root, {}
+    for _, m in ipairs(f.members) do
+      if m.canister_id ~= root then members[#members + 1] = m.canister_id end
+    end
+    dir = helpers.tmpdir() .. "/backups"
+    local function create(name, extra)
+      local argv = { "backup", "create", "--out", dir .. "/" .. name }
+      for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+      local r = helpers.fleetsnap(home, argv)
+      assert(r.status == 0, r.stderr)
+    end
+    create("b1")
+    create("b2")
+    assert(helpers.icp(home, { "sim", "mutate", "--all" }).status == 0)
+    create("b3")
+    -- One member only: the diffs with it add and remove the other.
+    create("m4", { "--member", members[1] })
+    sizes = {}
+    for _, name in ipairs({ "b1", "b2", "b3", "m4" }) do
+      local n = 0
+      for _, x in ipairs(manifest(dir .. "/" .. name).fleetsnap.members) do n = n + x.bytes end
+      sizes[name] = n
+    end
+  end)
+  teardown(function() helpers.cleanup() end)
+
+  local function run(argv)
+    argv[#argv + 1] = "--dir"
+    argv[#argv + 1] = dir
+    return helpers.fleetsnap(nil, argv)
+  end
+
+  it("lists with a header line and says the order", function()
+    local r = run({ "backup", "list" })
+    assert.equal(0, r.status, r.stderr)
+    local l = lines_of(r.stdout)
+    assert.equal("4 backup(s) in " .. dir .. ", newest first", l[1])
+    assert.matches("^id +created +status +members +size +root +policy +window$", l[2])
+  end)
+
+  it("lists newest first, without row numbers", function()
+    local l = lines_of(run({ "backup", "list" }).stdout)
+    local ids = {}
+    for i = 3, #l do ids[#ids + 1] = l[i]:match("^(%S+)") end
+    assert.same({ "m4", "b3", "b2", "b1" }, ids)
+  end)
+
+  it("lists the created time in UTC, status, members, human size, root, policy and window", function()
+    local l = lines_of(run({ "backup", "list" }).stdout)
+    assert.matches("^b1 +%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ +complete +2 +" .. lit(units.bytes(sizes.b1)) .. " +"
+      .. lit(root) .. " +consistent +%d+%.%d%d%d s$", l[6])
+    assert.matches("^m4 .* complete +1 +" .. lit(units.bytes(sizes.m4)) .. " ", l[3])
+  end)
+
+  it("gives exact values in JSON: bytes, created_ns and created, window_ns", function()
+    local doc = json.decode(run({ "--json", "backup", "list" }).stdout)
+    local b1 = doc.backups[4]
+    assert.equal("b1", b1.id)
+    assert.equal(sizes.b1, b1.bytes)
+    assert.equal(math.type(b1.window_ns), "integer")
+    assert.equal(units.utc(b1.created_ns), b1.created)
+    assert.equal(root, b1.root)
+    assert.equal("consistent", b1.policy)
+    assert.is_nil(b1.n)
+  end)
+
+  it("lists only one root's backups with --root", function()
+    local r = run({ "backup", "list", "--root", "aaaaa-aa" })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal("no backups in " .. dir .. ", root aaaaa-aa\n", r.stdout)
+  end)
+
+  it("finds a backup by exact id", function()
+    local r = run({ "--json", "backup", "inspect", "b2" })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal("b2", json.decode(r.stdout).backup_id)
+  end)
+
+  it("finds a backup by a unique id prefix", function()
+    local r = run({ "--json", "backup", "inspect", "m" })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal("m4", json.decode(r.stdout).backup_id)
+  end)
+
+  it("refuses an ambiguous id prefix (exit 2), naming the candidates", function()
+    local r = run({ "backup", "inspect", "b" })
+    assert.equal(2, r.status)
+    assert.matches("b1, b2, b3", r.stderr)
+  end)
+
+  it("takes a number for an id, not a list row (exit 3)", function()
+    assert.equal(3, run({ "backup", "inspect", "1" }).status)
+  end)
+
+  it("resolves latest to the newest complete backup", function()
+    local r = run({ "--json", "backup", "status", "latest" })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal("m4", json.decode(r.stdout).backup_id)
+  end)
+
+  it("inspects with labelled lines: id, status, root, policy, created, window, members, size", function()
+    local r = run({ "backup", "inspect", "b1" })
+    assert.equal(0, r.status, r.stderr)
+    local l = lines_of(r.stdout)
+    assert.equal("backup   b1", l[1])
+    assert.equal("dir      " .. dir .. "/b1", l[2])
+    assert.equal("status   complete", l[3])
+    assert.equal("root     " .. root, l[4])
+    assert.equal("policy   consistent", l[5])
+    assert.matches("^scope    fleet %(2 targets, %d+ operations%)$", l[6])
+    assert.matches("^created  %d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", l[7])
+    assert.matches("^window   %d+%.%d%d%d s$", l[8])
+    assert.equal("members  2", l[9])
+    assert.equal("size     " .. units.bytes(sizes.b1), l[10])
+  end)
+
+  it("inspects members in a table with a header: size, downtime and checksum prefix", function()
+    local l = lines_of(run({ "backup", "inspect", "b1" }).stdout)
+    assert.matches("^canister +role +snapshot id +size +downtime +checksum$", l[11])
+    local fsn = manifest(dir .. "/b1").fleetsnap.members
+    for i, x in ipairs(fsn) do
+      assert.matches("^" .. lit(x.canister_id) .. " +%S+ +" .. lit(x.snapshot_id) .. " +" .. lit(units.bytes(x.bytes))
+        .. " +" .. lit(units.duration(x.downtime_ns)) .. " +" .. x.digest:sub(1, 16) .. "$", l[11 + i])
+    end
+  end)
+
+  it("keeps exact bytes and downtime in inspect's JSON", function()
+    local doc = json.decode(run({ "--json", "backup", "inspect", "b1" }).stdout)
+    local fsn = manifest(dir .. "/b1").fleetsnap.members
+    assert.equal(sizes.b1, doc.bytes)
+    assert.equal(fsn[1].bytes, doc.members[1].bytes)
+    assert.equal(fsn[1].downtime_ns, doc.members[1].downtime_ns)
+  end)
+
+  it("diffs a backup with itself: nothing changed", function()
+    local r = run({ "backup", "diff", "b1", "b1" })
+    assert.equal(0, r.status, r.stderr)
+    assert.matches("^backup diff b1 %-> b1: 0 added, 0 removed, 0 changed %(0 in metadata%.json only%), 2 same\n",
+      r.stdout)
+    r = run({ "--json", "backup", "diff", "b1", "b1" })
+    assert.matches('"changed":%[%]', r.stdout)
+    assert.matches('"added":%[%]', r.stdout)
+    assert.equal(2, #json.decode(r.stdout).same)
+  end)
+
+  it("diffs across a mutation: every member's data changed, with both sizes", function()
+    local doc = json.decode(run({ "--json", "backup", "diff", "b2", "b3" }).stdout)
+    assert.equal("diff", doc.type)
+    assert.equal(2, #doc.changed)
+    local a, b = {}, {}
+    for _, x in ipairs(manifest(dir .. "/b2").fleetsnap.members) do a[x.canister_id] = x.bytes end
+    for _, x in ipairs(manifest(dir .. "/b3").fleetsnap.members) do b[x.canister_id] = x.bytes end
+    for _, c in ipairs(doc.changed) do
+      assert.is_true(c.data_changed)
+      assert.is_false(c.module_hash_changed)
+      assert.equal(a[c.canister_id], c.bytes_a)
+      assert.equal(b[c.canister_id], c.bytes_b)
+      local others = 0
+      for _, path in ipairs(c.files_changed) do
+        if path ~= "metadata.json" then others = others + 1 end
+      end
+      assert.is_true(others > 0, table.concat(c.files_changed, ", "))
+    end
+  end)
+
+  it("prints the changed members' sizes, size change and files in the text", function()
+    local r = run({ "backup", "diff", "b2", "b3" })
+    assert.equal(0, r.status, r.stderr)
+    local l = lines_of(r.stdout)
+    assert.matches("^change +canister +role +module hash +size a +size b +size change +files changed$", l[2])
+    for i = 3, 4 do
+      assert.matches("^changed +%S+ +%S+ +same +[%d.]+ %a+ +[%d.]+ %a+ +[-+]?[%d.]+ %a+ +.*%.bin", l[i])
+    end
+  end)
+
+  it("diffs backups of the same unchanged fleet as changed in metadata.json only", function()
+    local doc = json.decode(run({ "--json", "backup", "diff", "b1", "b2" }).stdout)
+    for _, c in ipairs(doc.changed) do
+      assert.is_false(c.data_changed)
+      assert.same({ "metadata.json" }, c.files_changed)
+    end
+  end)
+
+  it("reports a member only in the first backup as removed", function()
+    local doc = json.decode(run({ "--json", "backup", "diff", "b3", "m4" }).stdout)
+    assert.equal(1, #doc.removed)
+    assert.equal(members[2], doc.removed[1].canister_id)
+    assert.equal(0, #doc.added)
+    assert.equal(members[1], doc.changed[1].canister_id)
+  end)
+
+  it("reports a member only in the second backup as added", function()
+    local r = run({ "backup", "diff", "m4", "b3" })
+    assert.equal(0, r.status, r.stderr)
+    assert.matches("\nadded +" .. lit(members[2]) .. " ", r.stdout)
+    assert.matches(": 1 added, 0 removed,", r.stdout)
+  end)
+
+  it("refuses a diff with a backup that is not there (exit 3)", function()
+    assert.equal(3, run({ "backup", "diff", "b1", "nosuch" }).status)
+  end)
+end)
+
+describe("fleetsnap backup latest among two fleets", function()
+  local dir, roots
+  setup(function()
+    dir = helpers.tmpdir() .. "/backups"
+    roots = {}
+    for i, seed in ipairs({ 1, 2 }) do
+      local h = helpers.sim_home({ members = 2, depth = 1, seed = seed })
+      roots[i] = helpers.fleet(h).root
+      local r = helpers.fleetsnap(h, { "backup", "create", "--out", dir .. "/f" .. i })
+      assert(r.status == 0, r.stderr)
+    end
+  end)
+  teardown(function() helpers.cleanup() end)
+
+  it("refuses latest without --root (exit 2), naming both roots", function()
+    local r = helpers.fleetsnap(nil, { "backup", "inspect", "latest", "--dir", dir })
+    assert.equal(2, r.status)
+    assert.matches(lit(roots[1]), r.stderr)
+    assert.matches(lit(roots[2]), r.stderr)
+  end)
+
+  it("takes latest of the root --root names", function()
+    for i = 1, 2 do
+      local r = helpers.fleetsnap(nil, { "--json", "backup", "inspect", "latest", "--root", roots[i], "--dir", dir })
+      assert.equal(0, r.status, r.stderr)
+      assert.equal("f" .. i, json.decode(r.stdout).backup_id)
+    end
+  end)
+
+  it("does not take the root for latest from FLEETSNAP_ROOT", function()
+    local r = helpers.fleetsnap(nil, { "backup", "inspect", "latest", "--dir", dir }, { FLEETSNAP_ROOT = roots[1] })
+    assert.equal(2, r.status)
+  end)
+
+  it("lists one fleet's backups with --root", function()
+    local doc = json.decode(helpers.fleetsnap(nil, { "--json", "backup", "list", "--root", roots[2], "--dir", dir })
+      .stdout)
+    assert.equal(1, #doc.backups)
+    assert.equal("f2", doc.backups[1].id)
   end)
 end)
 

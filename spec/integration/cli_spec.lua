@@ -38,17 +38,21 @@ describe("fleetsnap with a corrupt backup among good ones", function()
   it("lists the corrupt backup as corrupt, with the reason, and the others as complete", function()
     local r = helpers.fleetsnap(nil, { "backup", "list", "--dir", dir })
     assert.equal(0, r.status, r.stderr)
-    assert.matches("1  b1 +complete +2 members", r.stdout)
-    assert.matches("2  b2 +corrupt +" .. dir:gsub("%p", "%%%0") .. "/b2/fleet%-backup%-manifest%.json: fleet%.members%[1%]", r.stdout)
-    assert.matches("3  b3 +complete +2 members", r.stdout)
+    assert.matches("\nb1 +%S+ +complete +2 ", r.stdout)
+    assert.matches("\nb2 +%- +corrupt +[- ]+" .. dir:gsub("%p", "%%%0") .. "/b2/fleet%-backup%-manifest%.json: fleet%.members%[1%]",
+      r.stdout)
+    assert.matches("\nb3 +%S+ +complete +2 ", r.stdout)
   end)
 
   it("lists it as corrupt with --json", function()
     local r = helpers.fleetsnap(nil, { "--json", "backup", "list", "--dir", dir })
     assert.equal(0, r.status, r.stderr)
     local rows = json.decode(r.stdout).backups
-    assert.same({ "complete", "corrupt", "complete" }, { rows[1].state, rows[2].state, rows[3].state })
-    assert.is_string(rows[2].reason)
+    -- Newest first; the corrupt one, whose time nobody can tell, last.
+    assert.same({ "b3", "b1", "b2" }, { rows[1].id, rows[2].id, rows[3].id })
+    assert.same({ "complete", "complete", "corrupt" }, { rows[1].state, rows[2].state, rows[3].state })
+    assert.is_string(rows[3].reason)
+    assert.equal(json.null, rows[3].created_ns)
   end)
 
   it("prunes the others by the rules and keeps the corrupt one", function()

@@ -5,7 +5,7 @@ local manifest = require "fleetsnap.manifest"
 local docs = require "fixtures.documents"
 local helpers = require "helpers"
 
-local fs = engine.fs
+local fs, json = engine.fs, engine.json
 local DAY = 86400 * 1000000000
 
 -- A backup directory: `complete` writes the manifest too; `damage(plan,
@@ -94,15 +94,60 @@ describe("catalog.list", function()
   after_each(function() helpers.cleanup() end)
 
   it("lists a corrupt backup as corrupt and the others as they are", function()
-    make(parent, "b1")
+    make(parent, "b1", { created_ns = 3 * DAY })
     make(parent, "b2", { damage = DAMAGE[1][2] })
-    make(parent, "b3", { complete = false })
+    make(parent, "b3", { complete = false, created_ns = 2 * DAY })
     local rows = catalog.list(parent)
     assert.equal(3, #rows)
-    assert.same({ "complete", "corrupt", "incomplete" }, { rows[1].state, rows[2].state, rows[3].state })
-    assert.same({ 1, 2, 3 }, { rows[1].n, rows[2].n, rows[3].n })
-    assert.is_string(rows[2].reason)
-    assert.equal(2, rows[1].members)
+    local by = {}
+    for _, r in ipairs(rows) do by[r.id] = r end
+    assert.same({ "complete", "corrupt", "incomplete" }, { by.b1.state, by.b2.state, by.b3.state })
+    assert.is_string(by.b2.reason)
+    assert.equal(2, by.b1.members)
+  end)
+
+  it("lists newest first, a corrupt backup (no time) last", function()
+    make(parent, "a", { created_ns = 2 * DAY })
+    make(parent, "b", { damage = DAMAGE[1][2] })
+    make(parent, "c", { created_ns = 3 * DAY })
+    make(parent, "d", { created_ns = 1 * DAY })
+    local ids = {}
+    for i, r in ipairs(catalog.list(parent)) do ids[i] = r.id end
+    assert.same({ "c", "a", "d", "b" }, ids)
+  end)
+
+  it("numbers no row: a row carries no list number", function()
+    make(parent, "b1")
+    assert.is_nil(catalog.list(parent)[1].n)
+  end)
+
+  it("gives a complete backup's time, root, policy, bytes and window", function()
+    make(parent, "b1", { created_ns = 3 * DAY })
+    local r = catalog.list(parent)[1]
+    assert.equal(3 * DAY, r.created_ns)
+    assert.equal(docs.ROOT, r.root)
+    assert.equal("consistent", r.policy)
+    assert.equal(12, r.window_ns)
+    local m = manifest.read(parent .. "/b1")
+    assert.equal(m.doc.fleetsnap.members[1].bytes + m.doc.fleetsnap.members[2].bytes, r.bytes)
+  end)
+
+  it("gives no bytes nor window for an incomplete backup, and no time for a corrupt one", function()
+    make(parent, "b1", { complete = false })
+    make(parent, "b2", { damage = DAMAGE[1][2] })
+    local rows = catalog.list(parent)
+    assert.is_nil(rows[1].bytes)
+    assert.is_nil(rows[1].window_ns)
+    assert.equal(DAY, rows[1].created_ns)
+    assert.is_nil(rows[2].created_ns)
+  end)
+
+  it("lists only the backups of one root with opts.root", function()
+    make(parent, "b1")
+    make(parent, "b2", { damage = function(p) p.root = docs.A end })
+    local rows = catalog.list(parent, { root = docs.A })
+    assert.equal(1, #rows)
+    assert.equal("b2", rows[1].id)
   end)
 
   it("skips directories that hold no backup", function()
@@ -123,7 +168,9 @@ describe("catalog.resolve", function()
   before_each(function()
     parent = helpers.tmpdir()
     make(parent, "b1", { damage = DAMAGE[2][2] })
-    make(parent, "b2")
+    make(parent, "b2", { created_ns = 2 * DAY })
+    make(parent, "c-20261130-aa", { created_ns = 3 * DAY })
+    make(parent, "c-20261201-bb", { created_ns = 4 * DAY, complete = false })
   end)
   after_each(function() helpers.cleanup() end)
 
@@ -131,13 +178,58 @@ describe("catalog.resolve", function()
     assert.equal(parent .. "/b2", catalog.resolve(parent .. "/b2", "elsewhere"))
   end)
 
-  it("numbers backups as list does, corrupt ones included", function()
-    assert.equal(parent .. "/b2", catalog.resolve("2", parent))
-    assert.equal(parent .. "/b2", catalog.resolve(tostring(catalog.list(parent)[2].n), parent))
-  end)
-
   it("finds a backup by id", function()
     assert.equal(parent .. "/b1", catalog.resolve("b1", parent))
+  end)
+
+  it("finds a backup by a unique prefix of its id", function()
+    assert.equal(parent .. "/c-20261130-aa", catalog.resolve("c-202611", parent))
+  end)
+
+  it("prefers an exact id to a longer id it begins", function()
+    make(parent, "b2x")
+    assert.equal(parent .. "/b2", catalog.resolve("b2", parent))
+  end)
+
+  it("refuses an ambiguous prefix as a usage error, naming the candidates", function()
+    local dir, err, code = catalog.resolve("c-", parent)
+    assert.is_nil(dir)
+    assert.equal("EUSAGE", code)
+    assert.matches("c%-20261130%-aa, c%-20261201%-bb", err)
+  end)
+
+  it("takes a number as an id prefix, never as a row", function()
+    local dir, _, code = catalog.resolve("2", parent)
+    assert.is_nil(dir)
+    assert.equal("ENOTFOUND", code)
+  end)
+
+  it("resolves latest to the newest complete backup, passing over an incomplete one", function()
+    assert.equal(parent .. "/c-20261130-aa", catalog.resolve("latest", parent))
+  end)
+
+  it("refuses latest when the directory holds complete backups of two roots, naming them", function()
+    make(parent, "other", { created_ns = 5 * DAY, damage = function(p) p.root = docs.A end })
+    local dir, err, code = catalog.resolve("latest", parent)
+    assert.is_nil(dir)
+    assert.equal("EUSAGE", code)
+    assert.matches(docs.ROOT:gsub("%-", "%%-"), err)
+    assert.matches(docs.A:gsub("%-", "%%-"), err)
+  end)
+
+  it("resolves latest of one root with opts.root", function()
+    make(parent, "other", { created_ns = 5 * DAY, damage = function(p) p.root = docs.A end })
+    assert.equal(parent .. "/c-20261130-aa", catalog.resolve("latest", parent, { root = docs.ROOT }))
+    assert.equal(parent .. "/other", catalog.resolve("latest", parent, { root = docs.A }))
+  end)
+
+  it("returns ENOTFOUND for latest when no backup is complete", function()
+    local empty = helpers.tmpdir()
+    make(empty, "b1", { complete = false })
+    local dir, err, code = catalog.resolve("latest", empty)
+    assert.is_nil(dir)
+    assert.equal("ENOTFOUND", code)
+    assert.matches("no complete backup", err)
   end)
 
   it("returns ENOTFOUND for an unknown reference, naming the directory", function()
@@ -155,6 +247,73 @@ describe("catalog.find", function()
     assert.is_true(errors.is(e))
     assert.equal("ENOTFOUND", e.code)
     helpers.cleanup()
+  end)
+
+  it("raises EUSAGE for an ambiguous prefix", function()
+    local parent = helpers.tmpdir()
+    make(parent, "b1")
+    make(parent, "b2")
+    local ok, e = pcall(catalog.find, "b", parent)
+    assert.is_false(ok)
+    assert.equal("EUSAGE", e.code)
+    helpers.cleanup()
+  end)
+end)
+
+describe("catalog.diff", function()
+  local parent
+  before_each(function() parent = helpers.tmpdir() end)
+  after_each(function() helpers.cleanup() end)
+
+  it("finds nothing changed between a backup and itself", function()
+    local d = make(parent, "b1")
+    local res = catalog.diff(d, d)
+    assert.same({ 0, 0, 0, 2 }, { #res.added, #res.removed, #res.changed, #res.same })
+  end)
+
+  it("names the changed files of a member whose artifact differs, with both sizes", function()
+    local a, b = make(parent, "b1"), make(parent, "b2")
+    -- Rewrite one file of b2's first member and the manifest's record of it.
+    local m = json.decode(helpers.read(b .. "/" .. manifest.FILE_036))
+    local cid = m.fleet.members[1].canister_id
+    helpers.write(b .. "/" .. cid .. "/stable_memory.bin", "changed")
+    local tree = assert(engine.hash.tree(b .. "/" .. cid))
+    m.fleet.members[1].source_snapshot.checksum = tree.digest
+    m.fleetsnap.members[1].digest, m.fleetsnap.members[1].bytes = tree.digest, tree.bytes
+    m.fleetsnap.members[1].files = json.array(tree.files)
+    docs.write(b, manifest.FILE_036, m)
+    local res = catalog.diff(a, b)
+    assert.equal(1, #res.changed)
+    local c = res.changed[1]
+    assert.equal(cid, c.canister_id)
+    assert.same({ "stable_memory.bin" }, c.files_changed)
+    assert.is_true(c.data_changed)
+    assert.is_false(c.module_hash_changed)
+    assert.equal(tree.bytes, c.bytes_b)
+    assert.is_true(c.bytes_a > c.bytes_b)
+    assert.equal(1, #res.same)
+  end)
+
+  it("reports a member only in the first as removed and only in the second as added", function()
+    local a, b = make(parent, "b1"), make(parent, "b2")
+    local m = json.decode(helpers.read(b .. "/" .. manifest.FILE_036))
+    local gone = table.remove(m.fleet.members, 2).canister_id
+    table.remove(m.fleetsnap.members, 2)
+    docs.write(b, manifest.FILE_036, m)
+    local res = catalog.diff(a, b)
+    assert.same({ gone }, { res.removed[1].canister_id })
+    assert.equal(0, #res.added)
+    res = catalog.diff(b, a)
+    assert.same({ gone }, { res.added[1].canister_id })
+    assert.equal(0, #res.removed)
+  end)
+
+  it("refuses an incomplete backup", function()
+    local ok, e = pcall(catalog.diff, make(parent, "b1"), make(parent, "b2", { complete = false }))
+    assert.is_false(ok)
+    assert.equal("EPRECONDITION", e.code)
+    assert.same({ "backup", "resume" }, e.next.command)
+    assert.equal(parent .. "/b2", e.next.ref)
   end)
 end)
 

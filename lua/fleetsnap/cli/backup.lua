@@ -1,12 +1,13 @@
 --- `fleetsnap backup ...`: create, resume, status, verify, list, inspect,
--- prune, forget. Parses and renders; the backup domain, the catalogue,
--- cleanup.lua and the status reader decide.
+-- diff, prune, forget. Parses and renders; the backup domain, the
+-- catalogue, cleanup.lua and the status reader decide.
 local engine = require "fleetsnap.engine"
 local catalog = require "fleetsnap.catalog"
 local errors = require "fleetsnap.errors"
 local connection = require "fleetsnap.cli.connection"
 local settings = require "fleetsnap.cli.settings"
 local summary = require "fleetsnap.cli.summary"
+local units = require "fleetsnap.units"
 
 local json = engine.json
 
@@ -32,16 +33,21 @@ function M.add(p, cli)
   int(create, "--snapshot-limit", "Snapshots the network allows per canister (icp cannot tell).", 1, "10")
   create:flag("--dry-run", "Print the plan and the icp command lines; change nothing.")
   local resume = cli.command(backup, "resume", "Resume an interrupted backup.")
-  resume:argument("ref", "Backup directory, id or list number.")
+  resume:argument("ref", M.REF_HELP)
   resume:flag("--retry-failed", "Run failed operations again (after checking what they did).")
   local status = cli.command(backup, "status", "Progress of a backup.")
-  status:argument("ref", "Backup directory, id or list number.")
+  status:argument("ref", M.REF_HELP)
   local verify = cli.command(backup, "verify", "Re-hash every artifact against the manifest (offline).")
-  verify:argument("ref", "Backup directory, id or list number.")
-  local list = cli.command(backup, "list", "Backups in a directory.")
+  verify:argument("ref", M.REF_HELP)
+  local list = cli.command(backup, "list", "Backups in a directory, newest first.")
   list:option("--dir", "Backups directory (default FLEETSNAP_DIR, the config's dir, else ./backups).")
+  list:option("--root", "Only the backups of this root (the flag only: FLEETSNAP_ROOT does not filter).")
   local inspect = cli.command(backup, "inspect", "Plan, members and artifacts of a backup.")
-  inspect:argument("ref", "Backup directory, id or list number.")
+  inspect:argument("ref", M.REF_HELP)
+  local diff = cli.command(backup, "diff", "What changed between two backups: members added and removed, module "
+    .. "hashes, sizes, files.")
+  diff:argument("a", M.REF_HELP)
+  diff:argument("b", M.REF_HELP)
   local prune = cli.command(backup, "prune", "Delete old complete backups (never incomplete, corrupt, locked or in-use "
     .. "ones).")
   prune:option("--dir", "Backups directory (default FLEETSNAP_DIR, the config's dir, else ./backups).")
@@ -52,12 +58,30 @@ function M.add(p, cli)
     prune:flag("--execute", "Delete the backups and their snapshots on the canisters."))
   local forget = cli.command(backup, "forget", "Forget an incomplete backup: delete the snapshots it made (that no "
     .. "complete backup records), then its directory.")
-  forget:argument("ref", "Backup directory, id or list number.")
+  forget:argument("ref", M.REF_HELP)
   forget:mutex(forget:flag("--dry-run", "Say what would be deleted (the default)."),
     forget:flag("--execute", "Delete."))
-  for _, c in ipairs({ resume, status, verify, inspect, forget }) do
-    c:option("--dir", "Backups directory for ids and numbers (default as for list).")
+  for _, c in ipairs({ resume, status, verify, inspect, diff, forget }) do
+    c:option("--dir", "Backups directory for ids and latest (default as for list).")
+    c:option("--root", M.ROOT_HELP)
   end
+end
+
+--- Help of a backup reference argument, and of the option that
+-- disambiguates `latest` (restore's commands take the same).
+M.REF_HELP = "Backup directory, id, unique id prefix, or latest (the newest complete backup)."
+M.ROOT_HELP = "With latest: the root whose newest complete backup to take (needed when the directory holds "
+  .. "backups of several roots)."
+
+--- The backup directory args.ref names (catalog.find, with --root as
+-- given on the command line for `latest`).
+function M.find(args, ref)
+  ref = ref or args.ref
+  local dir, err, code = catalog.resolve(ref, args.dir, { root = settings.flag(args, "root") })
+  if dir then return dir end
+  -- The domain names no flag; the way to name the root here is --root.
+  if code == "EUSAGE" and ref == catalog.LATEST then err = err .. " with --root" end
+  errors.raise(code, err)
 end
 
 M.handlers = {}
@@ -66,11 +90,10 @@ local function summary_text(dir, result, sum)
   local man = result.manifest
   if not man then return "backup " .. dir .. ": already complete\n" end
   local fsn = man.fleetsnap
-  local w = fsn.consistency_window.window_ns
   local bytes = 0
   for _, m in ipairs(fsn.members) do bytes = bytes + m.bytes end
-  return string.format("backup %s complete: %d members, %d bytes, policy %s, consistency window %s\n  %s\n",
-    man.backup_id, #fsn.members, bytes, fsn.policy, w ~= json.null and string.format("%.3f s", w / 1e9) or "n/a", dir)
+  return string.format("backup %s complete: %d members, %s, policy %s, consistency window %s\n  %s\n",
+    man.backup_id, #fsn.members, units.bytes(bytes), fsn.policy, units.duration(fsn.consistency_window.window_ns), dir)
     .. (sum and summary.text(sum, "consistency window") or "")
 end
 
@@ -105,7 +128,7 @@ function M.handlers.create(args, ui)
 end
 
 function M.handlers.resume(args, ui)
-  local dir = catalog.find(args.ref, args.dir)
+  local dir = M.find(args)
   local backup = require "fleetsnap.backup"
   -- The connection the backup was created with, unless a flag says
   -- otherwise (never another network).
@@ -116,7 +139,7 @@ function M.handlers.resume(args, ui)
 end
 
 function M.handlers.status(args, ui)
-  local s = require("fleetsnap.backup.status").read(catalog.find(args.ref, args.dir))
+  local s = require("fleetsnap.backup.status").read(M.find(args))
   local text = string.format("backup %s: %s, attempt %d, %d/%d operations completed, %d failed, %d pending\n",
     s.backup_id, s.complete and "complete" or "incomplete", s.attempt, s.counts.completed, s.operations,
     s.counts.failed, s.counts.pending)
@@ -128,7 +151,7 @@ function M.handlers.status(args, ui)
 end
 
 function M.handlers.verify(args, ui)
-  local dir = catalog.find(args.ref, args.dir)
+  local dir = M.find(args)
   local report = require("fleetsnap.verify").backup(dir)
   local lines = {}
   for _, m in ipairs(report.members) do
@@ -142,44 +165,122 @@ function M.handlers.verify(args, ui)
   if not report.ok then return "EVERIFY" end
 end
 
+-- A value for JSON: nil (unknown) as null, so that every row has the key.
+local function value(v)
+  if v == nil then return json.null end
+  return v
+end
+
+-- The catalogue's creation time, nil when it is unknown (0: a manifest
+-- time fleetsnap cannot read), rather than print 1970.
+local function known_time(ns)
+  if ns and ns ~= 0 then return ns end
+end
+
 function M.handlers.list(args, ui)
-  local rows = catalog.list(args.dir)
-  local lines = {}
-  for _, r in ipairs(rows) do
+  local root = settings.flag(args, "root")
+  local rows = catalog.list(args.dir, { root = root })
+  local docs = {}
+  local text = { { "id", "created", "status", "members", "size", "root", "policy", "window" } }
+  for i, r in ipairs(rows) do
+    docs[i] = { id = r.id, dir = r.dir, state = r.state, complete = r.complete, backup_id = value(r.backup_id),
+      members = value(r.members), created_ns = value(r.created_ns), created = value(units.utc(r.created_ns)),
+      bytes = value(r.bytes), root = value(r.root), policy = value(r.policy), window_ns = value(r.window_ns),
+      reason = r.reason }
     if r.state == "corrupt" then
-      lines[#lines + 1] = string.format("%3d  %-40s %-10s %s", r.n, r.id, r.state, r.reason)
+      text[#text + 1] = { r.id, "-", r.state, "-", "-", "-", "-", "-", r.reason }
     else
-      lines[#lines + 1] = string.format("%3d  %-40s %-10s %d members", r.n, r.id, r.state, r.members)
+      text[#text + 1] = { r.id, units.utc(r.created_ns) or "-", r.state, tostring(r.members), units.bytes(r.bytes),
+        r.root or "-", r.policy or "-", r.window_ns and units.duration(r.window_ns) or "-" }
     end
   end
-  ui:doc({ type = "list", backups = json.array(rows) },
-    #lines > 0 and (table.concat(lines, "\n") .. "\n") or "no backups\n")
+  local where = args.dir .. (root and (", root " .. root) or "")
+  ui:doc({ type = "list", dir = args.dir, root = root, backups = json.array(docs) },
+    #rows == 0 and ("no backups in " .. where .. "\n")
+    or (string.format("%d backup(s) in %s, newest first\n", #rows, where) .. units.table(text)))
 end
 
 function M.handlers.inspect(args, ui)
-  local e = catalog.open(catalog.find(args.ref, args.dir))
+  local e = catalog.open(M.find(args))
   local plan, man = e.plan, e.manifest
-  local doc = { type = "inspect", dir = e.dir, backup_id = e.backup_id, complete = e.complete,
-    manifest_line = man and man.line or json.null, members = json.array({}) }
-  local lines = { string.format("backup %s (%s)", doc.backup_id, e.state) }
+  local doc = { type = "inspect", dir = e.dir, backup_id = e.backup_id, complete = e.complete, state = e.state,
+    manifest_line = man and man.line or json.null, created_ns = value(known_time(e.created_ns)),
+    created = value(units.utc(known_time(e.created_ns))),
+    bytes = value(e.bytes), window_ns = value(e.window_ns), members = json.array({}) }
+  local head = { { "backup", tostring(e.backup_id) }, { "dir", e.dir }, { "status", e.state },
+    { "root", e.root or "-" }, { "policy", e.policy or "-" } }
   if plan then
     doc.policy, doc.root, doc.scope = plan.policy.name, plan.root, plan.scope.kind
-    lines[#lines + 1] = string.format("  root %s, policy %s, scope %s, %d targets, %d operations", plan.root,
-      plan.policy.name, plan.scope.kind, #plan.targets, #plan.operations)
+    head[#head + 1] = { "scope", string.format("%s (%d targets, %d operations)", plan.scope.kind, #plan.targets,
+      #plan.operations) }
   end
+  head[#head + 1] = { "created", units.utc(known_time(e.created_ns)) or "-" }
+  head[#head + 1] = { "window", e.window_ns and units.duration(e.window_ns) or "-" }
+  head[#head + 1] = { "members", tostring(e.members) .. (man and "" or " planned (no manifest yet)") }
+  head[#head + 1] = { "size", units.bytes(e.bytes) }
+  local text = units.table(head)
   if man then
     local extra = {}
     for _, x in ipairs((man.doc.fleetsnap or {}).members or {}) do extra[x.canister_id] = x end
+    local rows = { { "canister", "role", "snapshot id", "size", "downtime", "checksum" } }
     for _, m in ipairs(man.members) do
       local x = extra[m.canister_id] or {}
-      doc.members[#doc.members + 1] = { canister_id = m.canister_id, role = m.role,
-        snapshot_id = m.source_snapshot.snapshot_id, checksum = m.source_snapshot.checksum, bytes = x.bytes,
-        downtime_ns = x.downtime_ns }
-      lines[#lines + 1] = string.format("  %-27s %-12s %s %s", m.canister_id, m.role, m.source_snapshot.snapshot_id,
-        tostring(m.source_snapshot.checksum):sub(1, 16))
+      local s = m.source_snapshot
+      doc.members[#doc.members + 1] = { canister_id = m.canister_id, role = m.role, snapshot_id = s.snapshot_id,
+        checksum = s.checksum, module_hash = s.module_hash, bytes = x.bytes, downtime_ns = x.downtime_ns }
+      rows[#rows + 1] = { m.canister_id, m.role, s.snapshot_id, units.bytes(x.bytes),
+        x.downtime_ns ~= nil and units.duration(x.downtime_ns) or "-",
+        type(s.checksum) == "string" and s.checksum:sub(1, 16) or "-" }
     end
+    text = text .. "\n" .. units.table(rows)
   end
-  ui:doc(doc, table.concat(lines, "\n") .. "\n")
+  ui:doc(doc, text)
+end
+
+-- One side of a diff, as JSON names it.
+local function side(e)
+  return { id = e.name, dir = e.dir, backup_id = e.backup_id, created_ns = value(known_time(e.created_ns)),
+    created = value(units.utc(known_time(e.created_ns))) }
+end
+
+local function member_doc(m)
+  return { canister_id = m.canister_id, role = m.role, bytes = value(m.bytes) }
+end
+
+function M.handlers.diff(args, ui)
+  local res = catalog.diff(M.find(args, args.a), M.find(args, args.b))
+  local doc = { type = "diff", a = side(res.a), b = side(res.b), added = json.array({}), removed = json.array({}),
+    changed = json.array({}), same = json.array({}) }
+  local rows = { { "change", "canister", "role", "module hash", "size a", "size b", "size change", "files changed" } }
+  for _, m in ipairs(res.removed) do
+    doc.removed[#doc.removed + 1] = member_doc(m)
+    rows[#rows + 1] = { "removed", m.canister_id, m.role, "-", units.bytes(m.bytes), "-", "-", "-" }
+  end
+  for _, m in ipairs(res.added) do
+    doc.added[#doc.added + 1] = member_doc(m)
+    rows[#rows + 1] = { "added", m.canister_id, m.role, "-", "-", units.bytes(m.bytes), "-", "-" }
+  end
+  local metadata_only = 0
+  for _, c in ipairs(res.changed) do
+    doc.changed[#doc.changed + 1] = { canister_id = c.canister_id, role = c.role,
+      module_hash_changed = c.module_hash_changed, checksum_changed = c.checksum_changed,
+      data_changed = c.data_changed, bytes_a = value(c.bytes_a),
+      bytes_b = value(c.bytes_b), files_changed = c.files_changed and json.array(c.files_changed) or json.null }
+    local files = c.files_changed and (#c.files_changed > 0 and table.concat(c.files_changed, ", ") or "(none)")
+      or (c.checksum_changed and "(checksum differs; no per-file digests)" or "-")
+    if not c.data_changed then metadata_only = metadata_only + 1 end
+    rows[#rows + 1] = { c.data_changed and "changed" or "metadata", c.canister_id, c.role,
+      c.module_hash_changed and "changed" or "same",
+      units.bytes(c.bytes_a), units.bytes(c.bytes_b), units.bytes_change(c.bytes_a, c.bytes_b), files }
+  end
+  for _, m in ipairs(res.same) do
+    doc.same[#doc.same + 1] = member_doc(m)
+    rows[#rows + 1] = { "same", m.canister_id, m.role, "same", units.bytes(m.bytes), units.bytes(m.bytes), "0 B", "-" }
+  end
+  local text = string.format("backup diff %s -> %s: %d added, %d removed, %d changed (%d in metadata.json only), "
+    .. "%d same\n", res.a.name, res.b.name, #res.added, #res.removed, #res.changed, metadata_only, #res.same)
+    .. units.table(rows)
+  ui:doc(doc, text)
 end
 
 -- The driver for a backup's recorded connection (flag > recorded >
@@ -235,7 +336,7 @@ function M.handlers.prune(args, ui)
 end
 
 function M.handlers.forget(args, ui)
-  local dir = catalog.find(args.ref, args.dir)
+  local dir = M.find(args)
   settings.continuing(args, require("fleetsnap.backup").recorded_connection(dir), "backup " .. dir)
   local execute = args.execute or false
   local res = require("fleetsnap.cleanup").forget(dir, connection.driver(args), { execute = execute })

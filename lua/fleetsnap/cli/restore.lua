@@ -2,10 +2,11 @@
 -- undo. Parses and renders; the restore domain decides.
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
-local catalog = require "fleetsnap.catalog"
 local connection = require "fleetsnap.cli.connection"
 local settings = require "fleetsnap.cli.settings"
 local summary = require "fleetsnap.cli.summary"
+local backup_cli = require "fleetsnap.cli.backup"
+local units = require "fleetsnap.units"
 
 local json = engine.json
 
@@ -17,7 +18,7 @@ function M.add(p, cli)
   local restore = cli.group_command(p, "restore", "Plan, run, check and undo restores of a backup.")
   local rplan = cli.command(restore, "plan",
     "Plan a restore of a verified backup (writes fleetsnap-restore-plan.json).")
-  rplan:argument("ref", "Backup directory, id or list number.")
+  rplan:argument("ref", backup_cli.REF_HELP)
   rplan:option("--mapping", "Mapping file {\"members\": [{\"source_canister\", \"target_canister\"}]}.")
   rplan:mutex(rplan:option("--members", "Members to restore (principals or roles, comma-separated)."),
     rplan:option("--subtree", "Restore this member (principal or role) and everything below it."))
@@ -26,7 +27,7 @@ function M.add(p, cli)
   int(rplan, "--uploads", "Uploads at once (also bounded by free space for staging).", 1)
   int(rplan, "--snapshot-limit", "Snapshots the network allows per canister.", 1, "10")
   local rrun = cli.command(restore, "run", "Run (or preview) the planned restore; resumes where it stopped.")
-  rrun:argument("ref", "Backup directory, id or list number.")
+  rrun:argument("ref", backup_cli.REF_HELP)
   rrun:mutex(rrun:flag("--dry-run", "Print the icp command lines still to run (the default)."),
     rrun:flag("--execute", "Execute."),
     rrun:flag("--abort", "Before the first load only: restart stopped targets, delete the snapshots this "
@@ -37,25 +38,24 @@ function M.add(p, cli)
   rrun:flag("--verify-data", "After each load, snapshot, download and compare the data with the backup.")
   rrun:flag("--keep-uploaded", "Keep the uploaded snapshots after a verified restore.")
   local rstatus = cli.command(restore, "status", "Progress, next operations and failures of a restore.")
-  rstatus:argument("ref", "Backup directory, id or list number.")
+  rstatus:argument("ref", backup_cli.REF_HELP)
   local rundo = cli.command(restore, "undo", "Load the safety snapshots back (parents stopped first, children started "
     .. "first).")
-  rundo:argument("ref", "Backup directory, id or list number.")
+  rundo:argument("ref", backup_cli.REF_HELP)
   rundo:mutex(rundo:flag("--dry-run", "Print the operations the undo would run (the default)."),
     rundo:flag("--execute", "Execute."))
   rundo:flag("--retry-failed", "Re-arm failed operations of the undo, then execute.")
   for _, c in ipairs({ rplan, rrun, rstatus, rundo }) do
     c:option("--state", "Restore state directory (default <backup>/restore; for read-only backups).")
-    c:option("--dir", "Backups directory for ids and numbers (default FLEETSNAP_DIR, the config's dir, else "
+    c:option("--dir", "Backups directory for ids and latest (default FLEETSNAP_DIR, the config's dir, else "
       .. "./backups).")
+    c:option("--root", backup_cli.ROOT_HELP)
   end
 end
 
 M.handlers = {}
 
-local function seconds(ns)
-  return (ns and ns ~= json.null) and string.format("%.3f s", ns / 1e9) or "n/a"
-end
+local seconds = units.duration
 
 local function restore_mod()
   return require "fleetsnap.restore"
@@ -63,7 +63,7 @@ end
 
 function M.handlers.plan(args, ui)
   local driver = connection.driver(args)
-  local res = restore_mod().plan(catalog.find(args.ref, args.dir), { state = args.state, mapping = args.mapping,
+  local res = restore_mod().plan(backup_cli.find(args), { state = args.state, mapping = args.mapping,
     members = args.members, subtree = args.subtree, policy = args.policy, concurrency = args.concurrency,
     uploads = args.uploads, snapshot_limit = args.snapshot_limit, environment = driver.environment,
     network = driver.network, connection = connection.recorded(args) })
@@ -114,7 +114,7 @@ function M.handlers.run(args, ui)
   if args.abort and (args.retry_failed or args.max_steps or args.safety_snapshot or args.verify_data) then
     errors.raise("EUSAGE", "--abort takes no other option")
   end
-  local dir = catalog.find(args.ref, args.dir)
+  local dir = backup_cli.find(args)
   settings.continuing(args, restore_mod().recorded_connection(dir, args.state), "the restore of " .. dir)
   local res = restore_mod().run(dir, { driver = connection.driver(args), events = ui:events(), state = args.state,
     max_steps = args.max_steps, retry_failed = args.retry_failed, abort = args.abort,
@@ -134,7 +134,7 @@ function M.handlers.run(args, ui)
 end
 
 function M.handlers.status(args, ui)
-  local s = restore_mod().status(catalog.find(args.ref, args.dir), { state = args.state })
+  local s = restore_mod().status(backup_cli.find(args), { state = args.state })
   local text = string.format("restore %s of backup %s: %s, %d/%d operations completed, %d failed, %d pending\n",
     s.restore_id, s.backup_id, s.phase, s.counts.completed, s.operations, s.counts.failed, s.counts.pending)
   if #s.next > 0 and s.phase ~= "aborted" then
@@ -151,7 +151,7 @@ function M.handlers.status(args, ui)
 end
 
 function M.handlers.undo(args, ui)
-  local dir = catalog.find(args.ref, args.dir)
+  local dir = backup_cli.find(args)
   settings.continuing(args, restore_mod().recorded_connection(dir, args.state), "the restore of " .. dir)
   if args.dry_run and args.retry_failed then
     errors.raise("EUSAGE", "--retry-failed executes; it cannot be combined with --dry-run")

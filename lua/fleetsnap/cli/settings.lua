@@ -173,6 +173,16 @@ function M.resolve(args, getenv)
   return args
 end
 
+--- The value of setting `key` as the command line gave it, ignoring the
+-- variables and the config file (args before M.resolve: the value as
+-- it is). For what a setting must not decide unseen: a backup listing
+-- filtered, or `latest` picked, by a FLEETSNAP_ROOT the command line does
+-- not show.
+function M.flag(args, key)
+  if args.sources then return args.sources.flags[key] end
+  return args[key]
+end
+
 -- How a connection names its network, for messages.
 local function network_of(c)
   if c.sim then return "the simulated fleet " .. c.sim end
