@@ -57,6 +57,13 @@ function M.rate(bps)
   return M.bytes(math.floor(bps)) .. "/s"
 end
 
+--- A time in ns since the epoch as RFC 3339 UTC with its nanoseconds
+-- ("2026-11-30T17:02:51.123456789Z"), for --json; nil when unknown.
+function M.rfc3339(ns)
+  if absent(ns) then return nil end
+  return os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000) .. string.format(".%09dZ", ns % 1000000000)
+end
+
 --- A time in nanoseconds since the epoch as UTC RFC 3339 / ISO 8601,
 -- seconds precision ("2026-11-30T17:02:51Z"); nil when unknown.
 function M.utc(ns)

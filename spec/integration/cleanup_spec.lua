@@ -141,7 +141,7 @@ describe("fleetsnap snapshots", function()
     assert.equal("snapshots", doc.type)
     local out = {}
     for _, c in ipairs(doc.canisters) do
-      for _, s in ipairs(c.snapshots) do out[c.canister .. "/" .. s.snapshot_id] = s end
+      for _, s in ipairs(c.snapshots) do out[c.canister_id .. "/" .. s.snapshot_id] = s end
     end
     return out, doc
   end
@@ -213,7 +213,7 @@ describe("fleetsnap snapshots clean, refusals and failures", function()
     assert.equal(1, r.status)
     local doc = json.decode(r.stdout)
     local actions = {}
-    for _, o in ipairs(doc.orphans) do actions[o.canister] = o.action end
+    for _, o in ipairs(doc.orphans) do actions[o.canister_id] = o.action end
     assert.same({ [members[1]] = "failed", [members[2]] = "deleted" }, actions)
     assert.equal(2, #snapshots(members[1]))
     assert.equal(1, #snapshots(members[2]))

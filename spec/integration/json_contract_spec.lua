@@ -82,6 +82,42 @@ describe("the --json output of", function()
   end)
 end)
 
+describe("the --json output of the catalogue and the clean-up", function()
+  local dir
+  setup(function()
+    dir = work .. "/B"
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/b1" }).status)
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/b2" }).status)
+    -- An incomplete one, whose snapshots are orphans.
+    helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/b3" }, { ICP_SIM_FAIL = "snapshot.download" })
+  end)
+
+  it("backup list, empty and not", function()
+    assert_valid("backup-list", run(nil, { "--json", "backup", "list", "--dir", work .. "/empty" })[1])
+    local doc = run(nil, { "--json", "backup", "list", "--dir", dir })[1]
+    assert.equal(3, #doc.backups)
+    assert_valid("backup-list", doc)
+  end)
+
+  it("backup inspect and diff", function()
+    assert_valid("backup-inspect", run(nil, { "--json", "backup", "inspect", "b1", "--dir", dir })[1])
+    assert_valid("backup-diff", run(nil, { "--json", "backup", "diff", "b1", "b2", "--dir", dir })[1])
+  end)
+
+  it("backup prune and forget (dry runs), snapshots and snapshots clean", function()
+    assert_valid("backup-prune", run(home, { "--json", "backup", "prune", "--keep-last", "1", "--dir", dir })[1])
+    assert_valid("backup-forget", run(home, { "--json", "backup", "forget", "b3", "--dir", dir })[1])
+    assert_valid("snapshots", run(home, { "--json", "snapshots", "--dir", dir })[1])
+    assert_valid("snapshots-clean", run(home, { "--json", "snapshots", "clean", "--dir", dir })[1])
+  end)
+
+  it("restore undo (the dry run)", function()
+    assert.equal(0, helpers.fleetsnap(home, { "restore", "plan", dir .. "/b1" }).status)
+    assert.equal(0, helpers.fleetsnap(home, { "restore", "run", dir .. "/b1", "--execute", "--safety-snapshot" }).status)
+    assert_valid("undo-dry-run", run(home, { "--json", "restore", "undo", dir .. "/b1" })[1])
+  end)
+end)
+
 describe("the schema check", function()
   it("rejects an empty array written as an object, an unknown key and a missing field", function()
     local good = run(nil, { "--json", "backup", "status", work .. "/b1" })[1]

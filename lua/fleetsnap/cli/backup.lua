@@ -325,7 +325,7 @@ function M.handlers.prune(args, ui)
   local n = execute and #res.deleted or #res.delete
   local snaps = {}
   for i, r in ipairs(res.snapshots) do
-    snaps[i] = { backup = r.backup, canister = r.canister, snapshot_id = r.snapshot_id, action = r.action,
+    snaps[i] = { backup = r.backup, canister_id = r.canister, snapshot_id = r.snapshot_id, action = r.action,
       reason = r.reason, message = r.message }
   end
   ui:doc({ type = "prune", dry_run = not execute, backups = json.array(rows), snapshots = json.array(snaps),
@@ -344,7 +344,7 @@ function M.handlers.forget(args, ui)
   local lines, snaps = {}, {}
   for i, r in ipairs(res.snapshots) do
     if r.action == "delete" or r.action == "deleted" then ndelete = ndelete + 1 end
-    snaps[i] = { canister = r.canister, snapshot_id = r.snapshot_id, action = r.action, reason = r.reason,
+    snaps[i] = { canister_id = r.canister, snapshot_id = r.snapshot_id, action = r.action, reason = r.reason,
       message = r.message }
     lines[#lines + 1] = snapshot_line(r)
   end

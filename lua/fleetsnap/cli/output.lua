@@ -64,13 +64,6 @@ function M:clear_progress()
   end
 end
 
---- ns since the epoch as an RFC 3339 UTC time with its nanoseconds
--- ("2026-11-30T17:02:51.123456789Z"): every time in --json is given so
--- next to its integer.
-function M.rfc3339(ns)
-  return os.date("!%Y-%m-%dT%H:%M:%S", ns // 1000000000) .. string.format(".%09dZ", ns % 1000000000)
-end
-
 --- The progress line of tracker t at now_ns.
 function M.progress_line(t, now_ns)
   local f = t:fields(now_ns)
@@ -95,7 +88,7 @@ function M:events()
   self.tracker = t
   return function(e)
     e.at = e.at or engine.realtime_ns()
-    e.time = M.rfc3339(e.at)
+    e.time = units.rfc3339(e.at)
     -- The tracker measures on the monotonic clock: a wall-clock step must
     -- not make a rate or an ETA.
     local now = engine.monotonic_ns()
@@ -103,6 +96,8 @@ function M:events()
       bytes = e.bytes, kind = e.kind, canister = e.canister, snapshot_bytes = e.snapshot_bytes,
       deleted = e.deleted, started = e.started })
     if self.json then
+      -- One naming scheme across documents: a canister is canister_id.
+      if e.canister ~= nil then e.canister_id, e.canister = e.canister, nil end
       stdout(json.encode(e) .. "\n")
       if moved and t:due(now) then
         local f = t:fields(now)

@@ -121,8 +121,13 @@ function M.handlers.run(args, ui)
     safety_snapshot = args.safety_snapshot, verify_data = args.verify_data, keep_uploaded = args.keep_uploaded,
     dry_run = not (args.execute or args.retry_failed or args.abort), verbose = args.verbose })
   if res.dry_run then
+    local rows = {}
+    for i, r in ipairs(res.remaining) do
+      rows[i] = { op = r.op, kind = r.kind, canister_id = r.canister, after = r.after, state = r.state,
+        commands = r.commands }
+    end
     ui:doc({ type = "restore-dry-run", restore_id = res.plan.restore_id, options = res.options,
-      operations = res.operations, remaining = json.array(res.remaining) }, dry_run_text(res))
+      operations = res.operations, remaining = json.array(rows) }, dry_run_text(res))
     return
   end
   local sum = summary.restore(res.plan, res, ui.tracker)

@@ -4,6 +4,7 @@
 -- cleanup.lua decides.
 local engine = require "fleetsnap.engine"
 local catalog = require "fleetsnap.catalog"
+local units = require "fleetsnap.units"
 local connection = require "fleetsnap.cli.connection"
 local settings = require "fleetsnap.cli.settings"
 
@@ -46,10 +47,12 @@ local function rows_json(res)
   for i, c in ipairs(res.canisters) do
     local snaps = {}
     for k, s in ipairs(c.snapshots) do
+      -- One naming scheme across commands: ids are <thing>_id, a time is
+      -- <name>_ns with its RFC 3339 text beside it.
       snaps[k] = { snapshot_id = s.snapshot_id, class = s.class, backup = s.backup, in_use = s.in_use,
-        taken_at = s.taken_at, total_size = s.total_size }
+        taken_at_ns = s.taken_at, taken_at = units.rfc3339(s.taken_at), total_size = s.total_size }
     end
-    out[i] = { canister = c.canister, root = c.root, error = c.error, snapshots = json.array(snaps) }
+    out[i] = { canister_id = c.canister, root = c.root, error = c.error, snapshots = json.array(snaps) }
   end
   return json.array(out)
 end
@@ -85,7 +88,7 @@ function M.handlers.clean(args, ui)
   local lines, orphans, n = {}, {}, 0
   for i, o in ipairs(res.orphans) do
     if o.action ~= "keep" then n = n + 1 end
-    orphans[i] = { canister = o.canister, snapshot_id = o.snapshot_id, backup = o.backup, action = o.action,
+    orphans[i] = { canister_id = o.canister, snapshot_id = o.snapshot_id, backup = o.backup, action = o.action,
       reason = o.reason, message = o.message }
     lines[#lines + 1] = string.format("  %-27s %s  %s (%s)%s%s", o.canister, o.snapshot_id, o.action, o.backup,
       o.reason and (": " .. o.reason) or "", o.message and (": " .. o.message) or "")
