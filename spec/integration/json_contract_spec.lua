@@ -115,6 +115,12 @@ describe("the --json output of the catalogue and the clean-up", function()
     assert.equal(0, helpers.fleetsnap(home, { "restore", "plan", dir .. "/b1" }).status)
     assert.equal(0, helpers.fleetsnap(home, { "restore", "run", dir .. "/b1", "--execute", "--safety-snapshot" }).status)
     assert_valid("undo-dry-run", run(home, { "--json", "restore", "undo", dir .. "/b1" })[1])
+    assert_stream(run(home, { "--json", "restore", "undo", dir .. "/b1", "--execute" }), "restore-result")
+  end)
+
+  it("backup resume of a complete backup (no summary) and of a failed one", function()
+    assert_valid("backup-result", run(home, { "--json", "backup", "resume", dir .. "/b2" })[1])
+    assert_stream(run(home, { "--json", "backup", "resume", dir .. "/b3" }), "backup-result")
   end)
 end)
 

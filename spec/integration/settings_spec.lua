@@ -14,7 +14,7 @@ after_each(function() helpers.cleanup() end)
 
 local function ids(stdout)
   local out = {}
-  for _, b in ipairs(json.decode(stdout).backups) do out[#out + 1] = b.id end
+  for _, b in ipairs(json.decode(stdout).backups) do out[#out + 1] = b.name end
   table.sort(out)
   return out
 end

@@ -381,3 +381,26 @@ describe("output.command_line", function()
         { "-e", "local" }))
   end)
 end)
+
+describe("the next: line of each failure class", function()
+  -- Every registry code, raised by a handler, ends the run's output with
+  -- exactly one next: line naming a fleetsnap command, in text and in JSON.
+  local codes = {}
+  for code in pairs(errors.REGISTRY) do codes[#codes + 1] = code end
+  table.sort(codes)
+  for _, code in ipairs(codes) do
+    it(code, function()
+      with_handler(function() errors.raise(code, "a " .. code .. " failure") end, function()
+        local r = run({ "policy", "list" })
+        assert.equal(errors.REGISTRY[code].exit, r.status)
+        local last = r.stderr:match("([^\n]+)\n$")
+        assert.matches("^next: fleetsnap ", last)
+        local _, n = r.stderr:gsub("\nnext: ", "")
+        assert.equal(1, n + (r.stderr:match("^next: ") and 1 or 0))
+        local doc = json.decode(run({ "--json", "policy", "list" }).stdout:match("([^\n]+)\n?$"))
+        assert.equal(code, doc.code)
+        assert.matches("^fleetsnap ", doc.next)
+      end)
+    end)
+  end
+end)

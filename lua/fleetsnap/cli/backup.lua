@@ -183,7 +183,9 @@ function M.handlers.list(args, ui)
   local docs = {}
   local text = { { "id", "created", "status", "members", "size", "root", "policy", "window" } }
   for i, r in ipairs(rows) do
-    docs[i] = { id = r.id, dir = r.dir, state = r.state, complete = r.complete, backup_id = value(r.backup_id),
+    -- `name`: the directory's name, what a ref resolves (backup_id is the
+    -- plan's or manifest's, which an imported backup may spell otherwise).
+    docs[i] = { name = r.id, dir = r.dir, state = r.state, complete = r.complete, backup_id = value(r.backup_id),
       members = value(r.members), created_ns = value(r.created_ns), created = value(units.utc(r.created_ns)),
       bytes = value(r.bytes), root = value(r.root), policy = value(r.policy), window_ns = value(r.window_ns),
       reason = r.reason }
@@ -239,7 +241,7 @@ end
 
 -- One side of a diff, as JSON names it.
 local function side(e)
-  return { id = e.name, dir = e.dir, backup_id = e.backup_id, created_ns = value(known_time(e.created_ns)),
+  return { name = e.name, dir = e.dir, backup_id = e.backup_id, created_ns = value(known_time(e.created_ns)),
     created = value(units.utc(known_time(e.created_ns))) }
 end
 
