@@ -79,15 +79,25 @@ local function base32_decode(text)
   return table.concat(out)
 end
 
+-- Texts already made, by raw bytes (parse gives the canonical text of the
+-- same ids over and over); bounded like `parsed` below.
+local texts, n_texts = {}, 0
+local TEXTS_MAX = 1 << 16
+
 --- Canonical text of a raw principal (0 to 29 bytes).
 function M.to_text(bytes)
+  local known = texts[bytes]
+  if known then return known end
   assert(type(bytes) == "string" and #bytes <= 29, "principal: 0 to 29 raw bytes expected")
   local text = base32_encode(string.pack(">I4", M.crc32(bytes)) .. bytes)
   local groups = {}
   for i = 1, #text, 5 do
     groups[#groups + 1] = text:sub(i, i + 4)
   end
-  return table.concat(groups, "-")
+  text = table.concat(groups, "-")
+  if n_texts >= TEXTS_MAX then texts, n_texts = {}, 0 end
+  texts[bytes], n_texts = text, n_texts + 1
+  return text
 end
 
 -- Texts already parsed, and their bytes: a fleet's ids are parsed again and
