@@ -176,9 +176,10 @@ function M.handlers.undo(args, ui)
       operations = json.array(ids) }, table.concat(lines, "\n") .. "\n")
     return
   end
-  ui:doc({ type = "result", status = "undone", restore_id = res.plan.restore_id },
+  local sum = summary.undo(res.plan, ui.tracker)
+  ui:doc({ type = "result", status = "undone", restore_id = res.plan.restore_id, summary = sum },
     string.format("restore %s undone: the safety snapshots are loaded back%s\n", res.plan.restore_id,
-      res.already and " (already)" or ""))
+      res.already and " (already)" or "") .. (res.already and "" or summary.text(sum, "stopped window")))
 end
 
 return M

@@ -49,16 +49,33 @@ function M.restore(plan, res, tracker)
   }
 end
 
+--- An undo's summary: the safety snapshots' sizes are not the tool's to
+-- know (the IC took them), so bytes is null; the window is the events'.
+function M.undo(plan, tracker)
+  local who, longest
+  if tracker then who, longest = tracker:longest_downtime() end
+  return {
+    members = #plan.members, bytes = json.null,
+    duration_ns = tracker and (engine.monotonic_ns() - tracker.started) or json.null,
+    window_ns = json.null,
+    longest_downtime_ns = nullable(longest), longest_downtime_canister = nullable(who),
+    snapshots_taken = tracker and tracker.snapshots or 0, snapshots_deleted = tracker and tracker.deleted or 0,
+  }
+end
+
 local function present(v)
   return v ~= nil and v ~= json.null
 end
 
 --- The text block of a summary; `window` names the window's kind.
 function M.text(s, window)
-  local list = { { "members", tostring(s.members) }, { "bytes", units.bytes(s.bytes) } }
+  local list = { { "members", tostring(s.members) } }
+  if present(s.bytes) then list[#list + 1] = { "bytes", units.bytes(s.bytes) } end
   if present(s.duration_ns) then
     local d = units.duration(s.duration_ns)
-    if s.duration_ns > 0 and s.bytes > 0 then d = d .. " (" .. units.rate(s.bytes * 1e9 / s.duration_ns) .. ")" end
+    if s.duration_ns > 0 and present(s.bytes) and s.bytes > 0 then
+      d = d .. " (" .. units.rate(s.bytes * 1e9 / s.duration_ns) .. ")"
+    end
     list[#list + 1] = { "duration", d }
   end
   list[#list + 1] = { window, present(s.window_ns) and units.duration(s.window_ns) or "n/a" }
