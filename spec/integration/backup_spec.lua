@@ -952,7 +952,7 @@ describe("fleetsnap backup progress", function()
     out = helpers.tmpdir() .. "/b"
     local cmd = string.format("%s/scripts/fleetsnap --sim %s backup create --out %s", helpers.root, home, out)
     local tty = helpers.sh("script -qec '" .. cmd .. "' /dev/null")
-    assert.matches("%[8/8%] ", tty)
+    assert.matches("%[%d+:%d%d%]  %d/8 ops ", tty)
     local plain = helpers.fleetsnap(home, { "backup", "create", "--out", out .. "2" })
     assert.equal("", plain.stderr)
   end)
