@@ -49,7 +49,7 @@ describe("fleetsnap with a corrupt backup among good ones", function()
     assert.equal(0, r.status, r.stderr)
     local rows = json.decode(r.stdout).backups
     -- Newest first; the corrupt one, whose time nobody can tell, last.
-    assert.same({ "b3", "b1", "b2" }, { rows[1].id, rows[2].id, rows[3].id })
+    assert.same({ "b3", "b1", "b2" }, { rows[1].name, rows[2].name, rows[3].name })
     assert.same({ "complete", "complete", "corrupt" }, { rows[1].state, rows[2].state, rows[3].state })
     assert.is_string(rows[3].reason)
     assert.equal(json.null, rows[3].created_ns)
