@@ -89,7 +89,9 @@ describe("a recorded connection", function()
   it("refuses a resume that names another simulated fleet (exit 5)", function()
     local r = helpers.fleetsnap(home, { "backup", "create", "--out", work .. "/b1" }, { ICP_SIM_FAIL = "snapshot.create" })
     assert.equal(1, r.status)
-    local other = helpers.sim_home({ members = 2, depth = 1 })
+    -- Another fleet (another seed, another root): a copy of the same fleet
+    -- would be the same network.
+    local other = helpers.sim_home({ members = 2, depth = 1, seed = 2 })
     r = helpers.fleetsnap(other, { "backup", "resume", work .. "/b1" })
     assert.equal(5, r.status)
     assert.matches("was started against the simulated fleet " .. home, r.stderr, 1, true)

@@ -123,12 +123,27 @@ describe("settings.continuing", function()
     assert.equal("k", args.root_key)
   end)
 
+  -- A simulator home holding the fleet under `root`.
+  local function sim_home(root)
+    local home = helpers.tmpdir()
+    helpers.write(home .. "/sim.json", string.format('{"root": "%s"}', root))
+    return home
+  end
+
   it("refuses a flag naming another simulated fleet", function()
-    local args = settings.resolve({ sim = "/other" }, env_of({}))
-    local e = raised(function() settings.continuing(args, { sim = "/fleet" }, "backup b") end)
+    local fleet, other = sim_home("aaaaa-aa"), sim_home("2vxsx-fae")
+    local args = settings.resolve({ sim = other }, env_of({}))
+    local e = raised(function() settings.continuing(args, { sim = fleet }, "backup b") end)
     assert.equal("EPRECONDITION", e.code)
-    assert.matches("backup b was started against the simulated fleet /fleet; this run names the simulated fleet "
-      .. "/other", e.message, 1, true)
+    assert.matches("backup b was started against the simulated fleet " .. fleet .. "; this run names the simulated "
+      .. "fleet " .. other, e.message, 1, true)
+  end)
+
+  it("accepts a copy of the recorded simulated fleet, and runs against the copy", function()
+    local fleet, copy = sim_home("aaaaa-aa"), sim_home("aaaaa-aa")
+    local args = settings.resolve({ sim = copy }, env_of({}))
+    settings.continuing(args, { sim = fleet }, "backup b")
+    assert.equal(copy, args.sim)
   end)
 
   it("refuses a flag naming another network, or the simulator for a real one", function()

@@ -193,8 +193,27 @@ end
 -- Whether the flags name another network than the recorded connection:
 -- another simulated fleet, the simulator for a real network (or back), or
 -- another environment or network.
+-- The fleet a simulator home holds (its root), nil when it cannot be read.
+local function sim_fleet(home)
+  local text = fs.read(home .. "/sim.json")
+  local doc = text and engine.json.decode(text)
+  return type(doc) == "table" and type(doc.root) == "string" and doc.root or nil
+end
+
+-- Whether two simulator homes are the same network: the same path, or
+-- copies of one fleet (a copy is how a fleet is moved or set aside); a
+-- recorded home that is gone cannot be told apart, and is not.
+local function same_sim(a, b)
+  if a == b then return true end
+  local fa, fb = sim_fleet(a), sim_fleet(b)
+  return fa == nil or fb == nil or fa == fb
+end
+
 local function differs(given, recorded)
-  if (given.sim or given.icp) and (given.sim or false) ~= (recorded.sim or false) then return true end
+  if (given.sim or given.icp) and not (given.sim and recorded.sim and same_sim(given.sim, recorded.sim))
+    and (given.sim or false) ~= (recorded.sim or false) then
+    return true
+  end
   -- A simulated fleet is its own network: the environment a run names
   -- there is the domain's to check against its plan (restore's X-14).
   if recorded.sim then return false end
