@@ -4,6 +4,7 @@
 --   lua5.4 scripts/lib/docgen.lua <out>   (writes <out>/share-style paths)
 local cli = require "fleetsnap.cli"
 local errors = require "fleetsnap.errors"
+local settings = require "fleetsnap.cli.settings"
 
 local M = {}
 
@@ -69,7 +70,17 @@ function M.man_page(parser, version)
     lines[#lines + 1] = string.format(".TP\n%d\n%s (%s)", r.exit, roff(r.meaning), r.code)
   end
   lines[#lines + 1] = ".SH ENVIRONMENT"
+  -- The settings' variables, from the module that reads them.
+  local names = settings.known()
+  for _, k in ipairs(names) do
+    lines[#lines + 1] = string.format(".TP\n%s\nthe %s setting (a flag wins over it; it wins over the config file)",
+      settings.VARIABLES[k], k)
+  end
+  lines[#lines + 1] = ".TP\nFLEETSNAP_CONFIG\nthe config file to read (\\fB--config\\fR wins over it)"
   lines[#lines + 1] = ".TP\nICP_SIM_HOME\nthe simulated fleet \\fBicp-sim\\fR works on (\\fB--sim\\fR sets it)"
+  lines[#lines + 1] = ".SH FILES"
+  lines[#lines + 1] = ".TP\n$XDG_CONFIG_HOME/fleetsnap/config.lua (~/.config/fleetsnap/config.lua)\n"
+    .. "the config file: Lua returning a table of settings (" .. table.concat(names, ", ") .. ")"
   lines[#lines + 1] = ".SH SEE ALSO"
   lines[#lines + 1] = "\\fBicp-sim --help\\fR; the README and docs/ under share/doc/fleetsnap"
   return table.concat(lines, "\n") .. "\n"

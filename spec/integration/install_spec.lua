@@ -86,6 +86,9 @@ describe("an installed fleetsnap", function()
     for _, c in ipairs(commands) do
       assert.is_truthy(page:find('.SS "fleetsnap ' .. c.path .. '"', 1, true), c.path)
     end
+    for _, var in pairs(require("fleetsnap.cli.settings").VARIABLES) do
+      assert.is_truthy(page:find("\n" .. var .. "\n", 1, true), var)
+    end
     for code, row in pairs(require("fleetsnap.errors").REGISTRY) do
       assert.is_truthy(page:find(code, 1, true), code)
       assert.is_truthy(page:find("\n" .. row.exit .. "\n", 1, true), code)
