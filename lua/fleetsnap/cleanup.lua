@@ -76,6 +76,26 @@ local function recorded_by(dir)
   return out
 end
 
+-- The distinct canisters of rows ({canister, ...}), in first-seen order.
+local function canisters_of(rows)
+  local out, seen = {}, {}
+  for _, r in ipairs(rows) do
+    if not seen[r.canister] then
+      seen[r.canister] = true
+      out[#out + 1] = r.canister
+    end
+  end
+  return out
+end
+
+-- Whether the inventories (M.inventories) show r.snapshot_id on r.canister.
+local function listed(lists, r)
+  for _, x in ipairs(lists[r.canister] or {}) do
+    if x.snapshot_id == r.snapshot_id then return true end
+  end
+  return false
+end
+
 --- Lists the snapshots of `canisters` (ids) many at a time. Returns
 -- cid -> list, and cid -> error for those icp could not list (a canister
 -- that is gone has no snapshots: an empty list).
@@ -282,20 +302,12 @@ function M.forget(dir, driver, opts)
     local _fleet <close> = opts.execute and #mine > 0 and entry.plan
       and fleet_lock.acquire({ { network = driver:network_key(), root = entry.plan.root } },
         "backup forget " .. entry.name) or nil
-    local canisters, seen = {}, {}
-    for _, s in ipairs(mine) do
-      if not seen[s.canister] then
-        seen[s.canister] = true
-        canisters[#canisters + 1] = s.canister
-      end
-    end
-    local lists, failed = M.inventories(driver, canisters)
+    local lists, failed = M.inventories(driver, canisters_of(mine))
     local doomed = {}
     for _, s in ipairs(mine) do
       local row = { canister = s.canister, snapshot_id = s.snapshot_id }
       local key = s.canister .. "/" .. s.snapshot_id
-      local present = false
-      for _, x in ipairs(lists[s.canister] or {}) do present = present or x.snapshot_id == s.snapshot_id end
+      local present = listed(lists, s)
       if known[key] then
         row.action, row.reason = "keep", "recorded by complete backup " .. known[key]
       elseif failed[s.canister] then
@@ -384,18 +396,10 @@ function M.prune(parent, rules, opts)
     local root = b.plan and b.plan.root
     local _lock <close> = root and fleet_lock.acquire({ { network = driver:network_key(), root = root } },
       "backup prune of " .. b.name) or nil
-    local canisters, seen = {}, {}
-    for _, r in ipairs(doomed) do
-      if not seen[r.canister] then
-        seen[r.canister] = true
-        canisters[#canisters + 1] = r.canister
-      end
-    end
-    local lists, failed = M.inventories(driver, canisters)
+    local lists, failed = M.inventories(driver, canisters_of(doomed))
     local present, nfailed = {}, 0
     for _, r in ipairs(doomed) do
-      local has = false
-      for _, x in ipairs(lists[r.canister] or {}) do has = has or x.snapshot_id == r.snapshot_id end
+      local has = listed(lists, r)
       if failed[r.canister] then
         r.action, r.message = "failed", "could not list the canister: " .. failed[r.canister]
         nfailed = nfailed + 1

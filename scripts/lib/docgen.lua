@@ -88,7 +88,9 @@ end
 
 local function write(path, text)
   local dir = path:match("^(.*)/[^/]*$")
-  assert(os.execute("mkdir -p '" .. dir .. "'"))
+  -- No shell: the build directory's path is taken as it is.
+  local r = require("fleetsnap.engine").proc.run({ argv = { "mkdir", "-p", "--", dir } })
+  assert(r.status == 0, r.stderr)
   local f = assert(io.open(path, "w"))
   f:write(text)
   assert(f:close())

@@ -118,7 +118,7 @@ end
 
 function M.handlers.create(args, ui)
   local res = require("fleetsnap.backup").create({ driver = connection.driver(args), root = connection.root(args),
-    connection = connection.recorded(args), backups = args.dir,
+    connection = settings.connection(args), backups = args.dir,
     inventory = args.inventory, subtree = args.subtree, member = args.member, include_root = args.include_root,
     policy = args.policy, out = args.out, concurrency = args.concurrency, downloads = args.downloads,
     keep_on_canister = args.keep_on_canister, snapshot_limit = args.snapshot_limit, dry_run = args.dry_run,

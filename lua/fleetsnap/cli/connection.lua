@@ -6,7 +6,6 @@
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local driver_mod = require "fleetsnap.drivers.icp"
-local settings = require "fleetsnap.cli.settings"
 
 local json, fs = engine.json, engine.fs
 
@@ -14,7 +13,8 @@ local M = {}
 
 --- The root canister of the simulated fleet in `home`. Raises ENOTFOUND
 -- when there is no fleet there, ECORRUPT when its state cannot be read.
--- The one place that reads the simulator's own file.
+-- The one place that reads the simulator's own file (sim_fleet asks the
+-- same without raising).
 function M.sim_root(home)
   local path = home .. "/sim.json"
   local text, err, code = fs.read(path)
@@ -31,17 +31,19 @@ function M.sim_root(home)
   return doc.root
 end
 
+--- The root of the simulated fleet in `home`, or nil when there is none
+-- to read (settings.lua tells two homes apart by it).
+function M.sim_fleet(home)
+  local ok, root = pcall(M.sim_root, home)
+  return ok and root or nil
+end
+
 --- Makes --sim an absolute path (once: a plan records it, and a run that
 -- continues from another directory must find the same fleet).
 function M.normalize(args)
   if not args.sim then return end
   local rp = engine.proc.run({ argv = { "realpath", "-m", "--", args.sim } })
   if rp.status == 0 then args.sim = rp.stdout:gsub("\n$", "") end
-end
-
---- The connection to record in a plan (settings.lua's keys that are set).
-function M.recorded(args)
-  return settings.connection(args)
 end
 
 --- The root to back up: --root, or with --sim (and no --inventory) the

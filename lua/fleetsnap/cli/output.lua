@@ -88,7 +88,6 @@ function M:events()
   self.tracker = t
   return function(e)
     e.at = e.at or engine.realtime_ns()
-    e.time = units.rfc3339(e.at)
     -- The tracker measures on the monotonic clock: a wall-clock step must
     -- not make a rate or an ETA.
     local now = engine.monotonic_ns()
@@ -96,6 +95,9 @@ function M:events()
       bytes = e.bytes, kind = e.kind, canister = e.canister, snapshot_bytes = e.snapshot_bytes,
       deleted = e.deleted, started = e.started })
     if self.json then
+      -- Only the stream carries the text time: formatting it for every
+      -- event of a run that prints none would be work on the hot path.
+      e.time = units.rfc3339(e.at)
       -- One naming scheme across documents: a canister is canister_id.
       if e.canister ~= nil then e.canister_id, e.canister = e.canister, nil end
       stdout(json.encode(e) .. "\n")

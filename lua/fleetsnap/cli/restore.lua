@@ -66,7 +66,7 @@ function M.handlers.plan(args, ui)
   local res = restore_mod().plan(backup_cli.find(args), { state = args.state, mapping = args.mapping,
     members = args.members, subtree = args.subtree, policy = args.policy, concurrency = args.concurrency,
     uploads = args.uploads, snapshot_limit = args.snapshot_limit, environment = driver.environment,
-    network = driver.network, connection = connection.recorded(args) })
+    network = driver.network, connection = settings.connection(args) })
   local doc = res.plan
   local lines = { string.format("restore %s of backup %s (%s): %d member(s), policy %s%s", doc.restore_id,
     doc.backup.backup_id, res.status, #doc.members, doc.policy.name, res.archived and (", previous restore kept in "

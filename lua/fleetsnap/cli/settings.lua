@@ -9,6 +9,7 @@
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local sandbox = require "fleetsnap.sandbox"
+local connection = require "fleetsnap.cli.connection"
 
 local fs = engine.fs
 
@@ -193,19 +194,12 @@ end
 -- Whether the flags name another network than the recorded connection:
 -- another simulated fleet, the simulator for a real network (or back), or
 -- another environment or network.
--- The fleet a simulator home holds (its root), nil when it cannot be read.
-local function sim_fleet(home)
-  local text = fs.read(home .. "/sim.json")
-  local doc = text and engine.json.decode(text)
-  return type(doc) == "table" and type(doc.root) == "string" and doc.root or nil
-end
-
 -- Whether two simulator homes are the same network: the same path, or
 -- copies of one fleet (a copy is how a fleet is moved or set aside); a
 -- recorded home that is gone cannot be told apart, and is not.
 local function same_sim(a, b)
   if a == b then return true end
-  local fa, fb = sim_fleet(a), sim_fleet(b)
+  local fa, fb = connection.sim_fleet(a), connection.sim_fleet(b)
   return fa == nil or fb == nil or fa == fb
 end
 
