@@ -88,6 +88,10 @@ int fsn_copy_tree(fsn_hasher *h, const char *src, const char *dst, int threads,
  * in this process so far (every thread, every task). */
 void fsn_hash_stats(uint64_t *bytes, uint64_t *files);
 
+/* Read buffers this process has mapped so far. Buffers are kept for reuse
+ * (up to 8), so sequential jobs map no new one. */
+uint64_t fsn_hash_buffers_mapped(void);
+
 /* Component-wise comparison of '/'-joined relative paths. */
 int fsn_path_component_cmp(const char *a, const char *b);
 

@@ -94,7 +94,12 @@ int fsn_lock_acquire(fsn_lock *l, const char *path, long wait_ms,
    * the real owner's description. */
   if (owner_text) {
     size_t n = strlen(owner_text);
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, owner_text, n, 0) != (ssize_t)n) {
+    /* A lock file is usually new (a command lock per operation): truncate
+     * only one that holds an earlier owner's text, which saves a metadata
+     * update per operation. */
+    struct stat st;
+    int stale = fstat(fd, &st) != 0 || st.st_size > 0;
+    if ((stale && ftruncate(fd, 0) != 0) || pwrite(fd, owner_text, n, 0) != (ssize_t)n) {
       int e = errno;
       close(fd);
       return fsn_fail_errno(err, e, "lock '%s': write owner", path);

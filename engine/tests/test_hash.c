@@ -213,6 +213,34 @@ static void test_task(fsn_hasher *h, const char *tmp) {
   fsn_hash_task_free(NULL);
 }
 
+/* Jobs one after the other reuse the read buffers of the earlier ones:
+ * mapping (and zeroing) a fresh 2 MiB buffer per member's tree cost more
+ * than hashing its bytes. */
+static void test_buffers_reused(fsn_hasher *h, const char *tmp) {
+  fsn_tree t;
+  fsn_err err;
+  char hex[65];
+  uint64_t size;
+  mkdir(at(0, tmp, "reuse"), 0700);
+  put(at(0, tmp, "reuse/a"), "a");
+  put(at(0, tmp, "reuse/b"), "b");
+  CHECK(fsn_hash_tree(h, at(0, tmp, "reuse"), 1, &t, &err) == 0);
+  fsn_tree_free(&t);
+  CHECK(fsn_hash_file(h, at(0, tmp, "reuse/a"), hex, &size, &err) == 0);
+  uint64_t before = fsn_hash_buffers_mapped();
+  CHECK(before >= 1);
+  for (int i = 0; i < 5; i++) {
+    CHECK(fsn_hash_tree(h, at(0, tmp, "reuse"), 1, &t, &err) == 0);
+    fsn_tree_free(&t);
+    fsn_hash_task *task = fsn_hash_task_start(at(0, tmp, "reuse"), 1, &err);
+    CHECK(task != NULL);
+    CHECK(fsn_hash_task_result(task, &t, &err) == 0);
+    fsn_tree_free(&t);
+    fsn_hash_task_free(task);
+  }
+  CHECK(fsn_hash_buffers_mapped() == before);
+}
+
 int main(void) {
   const char *tmp = check_tmpdir();
   fsn_err err;
@@ -224,6 +252,7 @@ int main(void) {
   test_copy(h, tmp);
   test_fingerprint(h, tmp);
   test_task(h, tmp);
+  test_buffers_reused(h, tmp);
   fsn_hasher_free(h);
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
