@@ -1,7 +1,7 @@
 /* SHA-256 over OpenSSL EVP, loaded on a hasher's first use (crypto.h): each
  * worker thread owns one EVP_MD_CTX and borrows one read buffer from a
- * process-wide cache (below); hash_file
- * reuses one buffer owned by the hasher. */
+ * process-wide cache (below); hash_file reuses one buffer owned by the
+ * hasher. */
 #define _GNU_SOURCE
 #include "hash.h"
 
