@@ -7,7 +7,7 @@ export class Reject extends Error {
   constructor(errorCode, message) {
     super(message);
     this.errorCode = errorCode;
-    this.rejectCode = Number(errorCode.slice(2, 3));
+    this.rejectCode = Number(errorCode.slice(3, 4)); // IC0305 -> 3
   }
 }
 
