@@ -125,7 +125,8 @@ end
 
 --- Overwrites bytes of a member's memory ("wasm_memory" or "stable_memory").
 function Replica:mutate(canister, memory, offset, hex)
-  return self:admin("POST", "/admin/canister/" .. canister .. "/mutate", { memory = memory, offset = offset, hex = hex })
+  return self:admin("POST", "/admin/canister/" .. canister .. "/mutate",
+    { memory = memory, offset = offset, hex = hex })
 end
 
 --- The request log: one table per request the replica answered (or faulted).
