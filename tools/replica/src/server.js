@@ -239,7 +239,14 @@ export class Replica {
     if (method === 'GET' && what === 'fleet') return json(200, this.fleet.describe());
     if (method === 'GET' && what === 'faults') return json(200, this.faults.describe());
     if (method === 'POST' && what === 'faults') {
-      try { this.faults.set(JSON.parse(body.toString() || '[]')); } catch (e) { return json(400, { error: e.message }); }
+      try {
+        const rules = JSON.parse(body.toString() || '[]');
+        // An empty object clears too (what a Lua empty table encodes to).
+        if (!Array.isArray(rules) && !(rules && typeof rules === 'object' && Object.keys(rules).length === 0)) {
+          throw new Error('faults: expected an array of rules');
+        }
+        this.faults.set(Array.isArray(rules) ? rules : []);
+      } catch (e) { return json(400, { error: e.message }); }
       return json(200, this.faults.describe());
     }
     const c = id && this.fleet.get(id);
