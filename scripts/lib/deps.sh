@@ -60,6 +60,7 @@ fleetsnap_install_replica() {
   local root=$1 dir="$1/.cache/replica" src="$1/tools/replica"
   if [ -d "$dir/node_modules" ] && cmp -s "$src/package-lock.json" "$dir/package-lock.json"; then
     ln -sfn "$src/src" "$dir/src"
+    ln -sfn "$src/test" "$dir/test"
     return 0
   fi
   if ! command -v npm >/dev/null 2>&1; then
@@ -72,4 +73,5 @@ fleetsnap_install_replica() {
   cp "$src/package.json" "$src/package-lock.json" "$dir/"
   (cd "$dir" && npm ci --silent --no-audit --no-fund >/dev/null)
   ln -sfn "$src/src" "$dir/src"
+  ln -sfn "$src/test" "$dir/test"
 }
