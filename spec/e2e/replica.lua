@@ -164,6 +164,16 @@ function Replica:fleetsnap(argv, extra_env)
   return helpers.fleetsnap(nil, full, env)
 end
 
+--- Runs the real icp against this replica: `canister <argv...>` with the
+-- target flags and the identity appended.
+function Replica:icp(argv)
+  local full = { M.icp_path, "canister" }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  for _, a in ipairs({ "-n", self.url, "-k", self.root_key, "--identity", "ops" }) do full[#full + 1] = a end
+  return assert(engine.proc.run({ argv = full, env = icp_env(self.home), unset_env = { "LD_PRELOAD" },
+    timeout_ms = 60000 }))
+end
+
 --- Like fleetsnap, but started and returned as a process (for kills).
 function Replica:spawn_fleetsnap(argv)
   local full = { helpers.root .. "/scripts/fleetsnap" }
