@@ -49,3 +49,29 @@ fleetsnap_install_icp() {
     tar xzf "icp-sdk-icp-cli-linux-x64-$FLEETSNAP_ICP_VERSION.tgz" && rm -f ./*.tgz)
   [ -x "$dir/package/bin/icp" ]
 }
+
+# The loopback test replica's npm dependencies (tools/replica, the e2e
+# specs' stand-in for the network), installed with `npm ci` from the
+# committed lock into .cache/replica. The sources stay in tools/replica:
+# .cache/replica/src links to them and node runs with --preserve-symlinks,
+# so they resolve their packages from .cache/replica/node_modules. A second
+# run with the same lock does nothing (and needs no network).
+fleetsnap_install_replica() {
+  local root=$1 dir="$1/.cache/replica" src="$1/tools/replica"
+  if [ -d "$dir/node_modules" ] && cmp -s "$src/package-lock.json" "$dir/package-lock.json"; then
+    ln -sfn "$src/src" "$dir/src"
+    ln -sfn "$src/test" "$dir/test"
+    return 0
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "npm is missing: the e2e specs need the replica's packages from the npm registry" >&2
+    return 1
+  fi
+  echo "== installing the test replica's packages (npm ci)"
+  mkdir -p "$dir"
+  rm -rf "$dir/node_modules"
+  cp "$src/package.json" "$src/package-lock.json" "$dir/"
+  (cd "$dir" && npm ci --silent --no-audit --no-fund >/dev/null)
+  ln -sfn "$src/src" "$dir/src"
+  ln -sfn "$src/test" "$dir/test"
+}
