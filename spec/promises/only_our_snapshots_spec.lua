@@ -34,6 +34,30 @@ describe("only our own snapshots are touched", function()
       support.assert_as_found(home)
     end)
 
+  it("never replaces a snapshot of another network whose id a backup in the same directory records (exit 5)",
+    function()
+      -- Canister and snapshot ids repeat across networks: a second fleet
+      -- made the same way has the same ids, as fresh local replicas do.
+      local other = helpers.sim_home({ members = 4, depth = 2 })
+      local cid = support.members(home)[1]
+      assert.equal(cid, support.members(other)[1])
+      assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", work .. "/a" }).status)
+      -- The operator's own snapshot on the other network, with the id the
+      -- first backup recorded for this canister.
+      helpers.icp(other, { "canister", "stop", cid, "-e", "local" })
+      assert.equal(0, helpers.icp(other, { "canister", "snapshot", "create", cid, "-e", "local" }).status)
+      helpers.icp(other, { "canister", "start", cid, "-e", "local" })
+      local theirs = support.snapshot_ids(other, cid)
+      assert.equal(1, #theirs)
+      assert.is_true(support.recorded({ work .. "/a" })[theirs[1]], "the ids did not collide")
+      local r = helpers.fleetsnap(other, { "backup", "create", "--snapshot-limit", "1", "--out", work .. "/b" },
+        { ICP_SIM_SNAPSHOT_LIMIT = "1" })
+      assert.equal(5, r.status, r.stderr)
+      assert.matches("snapshot slots are taken", r.stderr)
+      assert.same(theirs, support.snapshot_ids(other, cid))
+      support.assert_as_found(other)
+    end)
+
   it("never reuses a phantom snapshot id (a create reported without effect) as --replace", function()
     local b = work .. "/b"
     local cid = support.members(home)[1]

@@ -103,7 +103,7 @@ end
 function M.retain(x, plan, parent)
   local keep = plan.options.keep_on_canister
   if not keep or keep < 1 then return {} end
-  local known = ownership.known(parent)
+  local known = ownership.known(parent, plan.connection)
   -- The inventory each download's proof listed in this run serves here:
   -- under the fleet lock no other run of ours makes a snapshot since, and
   -- one of ours deleted since is gone already (SNAPSHOT_GONE counts as

@@ -31,7 +31,7 @@ function M.run(driver, dir, plan)
   local me, rows, refusals, code = survey.run(driver, canisters, survey.read_bound(plan.options.concurrency),
     "preflight")
   local memory = 0
-  local known = ownership.known(M.parent(dir))
+  local known = ownership.known(M.parent(dir), plan.connection)
   local out = { me = me, baselines = {}, lists = {}, module_hashes = {}, statuses = {}, replace_full = {} }
   for _, row in ipairs(rows) do
     local cid, st, list = row.canister, row.status, row.list

@@ -187,7 +187,10 @@ end
 -- How a connection names its network, for messages.
 local function network_of(c)
   if c.sim then return "the simulated fleet " .. c.sim end
-  if c.network then return "network " .. c.network end
+  if c.network then
+    -- The key's tail: a DER root key starts with the same prefix on every network.
+    return "network " .. c.network .. (c.root_key and (" (root key ..." .. c.root_key:sub(-12) .. ")") or "")
+  end
   return "environment " .. (c.environment or "local")
 end
 
@@ -213,6 +216,11 @@ local function differs(given, recorded)
   if recorded.sim then return false end
   if given.environment or given.network then
     if given.network ~= recorded.network then return true end
+    -- Another root key at the same address is another replica (a local
+    -- one restarted counts canister and snapshot ids from the start again).
+    if given.network and given.root_key and recorded.root_key and given.root_key ~= recorded.root_key then
+      return true
+    end
     if not given.network and given.environment ~= (recorded.environment or "local") then return true end
   end
   return false

@@ -4,12 +4,15 @@
 --     the baseline inventory its claim recorded before the effect (an id
 --     icp printed that is not new there is a failure, never trusted);
 --   * a finished backup's: its manifest, under the same backups
---     directory, records it for that canister.
+--     directory, records it for that canister, and its plan says it was
+--     taken on the same network as this run.
 -- Anything else on a canister is foreign and never touched.
+local backup_plan = require "fleetsnap.backup.plan"
 local engine = require "fleetsnap.engine"
 local manifest = require "fleetsnap.manifest"
+local schema = require "fleetsnap.schema"
 
-local fs = engine.fs
+local fs, json = engine.fs, engine.json
 
 local M = {}
 
@@ -62,17 +65,50 @@ function M.left_by(claim, list)
   return out
 end
 
+-- What names a network in a recorded connection. The identity and the
+-- icp binary do not: a snapshot belongs to its canister, whoever asks.
+local NETWORK_KEYS = { "sim", "network", "root_key", "environment", "project_root_override" }
+
+--- Whether two recorded connections (plans' `connection`) name the same
+-- network. Canister ids and snapshot ids repeat across networks (every
+-- fresh local replica counts from the same ids), so a snapshot id recorded
+-- on one network proves nothing about a snapshot of that id on another;
+-- an unknown connection (nil) matches none.
+function M.same_network(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  for _, k in ipairs(NETWORK_KEYS) do
+    if a[k] ~= b[k] then return false end
+  end
+  return true
+end
+
+local CONNECTION = schema.connection()
+
+-- The connection a backup directory's plan recorded, or nil. Only that
+-- field is read and checked: the manifest is what the rest relies on.
+local function recorded_connection(dir)
+  local text = fs.read(dir .. "/" .. backup_plan.FILE, 64 << 20)
+  local doc = text and json.decode(text)
+  if type(doc) ~= "table" or doc.connection == nil then return nil end
+  if not schema.check(doc.connection, CONNECTION, dir) then return nil end
+  return doc.connection
+end
+
 --- Snapshot ids recorded by the complete backups under `parent` (the
--- backups directory): id -> {backup, canister}. A backup whose manifest
--- cannot be read records nothing (it is listed as corrupt elsewhere).
-function M.known(parent)
+-- backups directory) that were taken on the network `connection` names:
+-- id -> {backup, canister}. A backup whose manifest cannot be read records
+-- nothing (it is listed as corrupt elsewhere); nor does one from another
+-- network, or one whose plan does not say (a backup another tool made).
+function M.known(parent, connection)
   local known = {}
   for _, name in ipairs(fs.list(parent) or {}) do
     local dir = parent .. "/" .. name
-    local ok, m = pcall(manifest.read, dir)
-    if ok and m then
-      for _, member in ipairs(m.members) do
-        known[member.source_snapshot.snapshot_id] = { backup = dir, canister = member.canister_id }
+    if M.same_network(recorded_connection(dir), connection) then
+      local ok, m = pcall(manifest.read, dir)
+      if ok and m then
+        for _, member in ipairs(m.members) do
+          known[member.source_snapshot.snapshot_id] = { backup = dir, canister = member.canister_id }
+        end
       end
     end
   end
