@@ -190,6 +190,17 @@ describe("fidelity: icp-sim against the real icp 1.5.0", function()
     end)
   end)
 
+  it("error: missing snapshot in a transfer (numbered causes)", function()
+    step("download missing snapshot", function(s)
+      return { "snapshot", "download", member(s), "00000000000000ff" .. ids[s].first:sub(17), "-o",
+        work .. "/" .. s .. "/missing" }
+    end)
+  end)
+
+  it("error: unknown identity", function()
+    step("unknown identity", function(s) return { "status", member(s) } end, { identity = "nobody" })
+  end)
+
   it("every allowed difference was met (none is stale)", function()
     local stale = {}
     for d in pairs(ALLOWED) do
