@@ -14,8 +14,9 @@ local RULES = {
   -- tmp directories of either side (paths in messages)
   { "/tmp/[%w%-%._/]+", "<path>" },
   { "https?://[%w%.%-:%[%]]+", "<url>" },
-  -- ISO 8601 and icp's "YYYY-MM-DD HH:MM:SS[.fff] UTC" timestamps
-  { "%d%d%d%d%-%d%d%-%d%d[T ]%d%d:%d%d:%d%d[%.%d]*Z?( ?UTC)?", "<time>" },
+  -- ISO 8601 and icp's "YYYY-MM-DD HH:MM:SS[.fff] UTC" timestamps (the zone
+  -- word stays: it is part of icp's format)
+  { "%d%d%d%d%-%d%d%-%d%d[T ]%d%d:%d%d:%d%d[%.%d]*Z?", "<time>" },
   { "%f[%w]%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x" ..
     "%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%f[^%w]", "<hash>" },
   { "%f[%w]" .. string.rep("%x", 36) .. "%f[^%w]", "<snapshot>" },
@@ -24,8 +25,10 @@ local RULES = {
   { "0x%x+", "<hex>" },
   { "%f[%w]%x*%d%x*[a-f]%x*%f[^%w]", "<hex>" },
   { "%f[%w]%x*[a-f]%x*%d%x*%f[^%w]", "<hex>" },
-  -- numbers, icp's `_` grouping and decimals included (sizes, cycles, versions)
-  { "%f[%d]%d[%d_]*%.?%d*", "<n>" },
+  -- numbers standing alone, icp's `_` grouping and decimals included (sizes,
+  -- cycles, versions); digits inside a word stay (IC0305 must not become
+  -- IC<n>: the error code is what the comparison is for).
+  { "%f[%w]%d[%d_]*%.?%d*%f[^%w]", "<n>" },
 }
 
 --- One line with ids, hashes, timestamps, paths and numbers replaced by
