@@ -27,6 +27,8 @@ local ALLOWED = {
 -- A canister id of neither fleet (both give ids from the same range).
 local ABSENT = "qoctq-giaaa-aaaaa-aaaea-cai"
 
+-- FIDELITY_DUMP=1 prints both sides' raw outputs (and the downloaded
+-- metadata.json) to stderr: how a new difference is first looked at.
 local dump = os.getenv("FIDELITY_DUMP")
 
 describe("fidelity: icp-sim against the real icp 1.5.0", function()
