@@ -116,6 +116,16 @@ function M.start(ctx) return lifecycle(ctx, "running", "start") end
 
 local STATUS_NAME = { running = "Running", stopping = "Stopping", stopped = "Stopped" }
 
+-- A canister's environment variables as icp prints them: `canister.json`
+-- may list `environment_variables` ({name, value}, in order); none by default.
+local function environment_variables(c)
+  local out = {}
+  for i, v in ipairs(c.environment_variables or {}) do
+    out[i] = json.ordered({ name = v.name, value = v.value }, { "name", "value" })
+  end
+  return json.array(out)
+end
+
 local function status_doc(ctx, c, module_hash, memory_size)
   local controllers = {}
   for i, p in ipairs(c.controllers) do controllers[i] = p end
@@ -137,7 +147,9 @@ local function status_doc(ctx, c, module_hash, memory_size)
       log_visibility = vis,
       snapshot_visibility = vis,
       status_visibility = vis,
-      environment_variables = json.null,
+      -- icp prints the Candid vec as an array, `[]` when empty (observed
+      -- through the test replica), never null.
+      environment_variables = environment_variables(c),
     }, { "controllers", "compute_allocation", "memory_allocation", "freezing_threshold", "reserved_cycles_limit",
       "wasm_memory_limit", "wasm_memory_threshold", "log_memory_limit", "log_visibility", "snapshot_visibility",
       "status_visibility", "environment_variables" }),
@@ -168,12 +180,23 @@ local function status_text(doc)
     { "Wasm memory limit", s.wasm_memory_limit }, { "Wasm memory threshold", s.wasm_memory_threshold },
     { "Log memory limit", s.log_memory_limit }, { "Log visibility", "Controllers" },
     { "Snapshot visibility", "Controllers" }, { "Status visibility", "Controllers" },
-    { "Environment Variables", "N/A" },
+    { "Environment Variables", #s.environment_variables == 0 and "N/A" or nil },
     { "Module hash", doc.module_hash == json.null and "<none>" or doc.module_hash },
     { "Memory size", doc.memory_size }, { "Cycles", doc.cycles }, { "Reserved cycles", doc.reserved_cycles },
     { "Idle cycles burned per day", doc.idle_cycles_burned_per_day },
   }
-  for _, r in ipairs(rows) do lines[#lines + 1] = "  " .. r[1] .. ": " .. r[2] end
+  for _, r in ipairs(rows) do
+    if r[2] then
+      lines[#lines + 1] = "  " .. r[1] .. ": " .. r[2]
+    else
+      -- icp's layout of a non-empty list (observed): a header, then one
+      -- `Name: <k>, Value: <v>` line per variable.
+      lines[#lines + 1] = "  " .. r[1] .. ":"
+      for _, v in ipairs(s.environment_variables) do
+        lines[#lines + 1] = "    Name: " .. v.name .. ", Value: " .. v.value
+      end
+    end
+  end
   lines[#lines + 1] = "  Query stats:"
   lines[#lines + 1] = "    Calls: 0"
   lines[#lines + 1] = "    Instructions: 0"

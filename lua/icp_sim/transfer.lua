@@ -112,6 +112,13 @@ local function management_error(ctx, top, code, params)
 end
 
 local function lock_dir(ctx, dir)
+  -- icp creates its .lock as an ordinary file (0666 less the umask: 0644
+  -- under the usual 022, observed); the engine's lock would create it 0600,
+  -- so the file is made first and the lock then only opens it.
+  if not engine.fs.lstat(dir .. "/.lock") then
+    local f = io.open(dir .. "/.lock", "ab")
+    if f then f:close() end
+  end
   local lock, err = engine.lock.acquire(dir .. "/.lock", { wait_ms = FOREVER_MS, owner = "" })
   if not lock then
     return nil, ctx.fail("Error: failed to lock " .. dir .. "/.lock\n\nCaused by:\n    " .. err .. "\n")

@@ -44,6 +44,28 @@ describe("icp-sim canister stop/start/status", function()
     assert.matches("\n  Freezing threshold: 2_592_000\n", r.stdout)
   end)
 
+  it("prints environment variables as icp does: [] and N/A when none, else name/value pairs", function()
+    -- Observed through the real icp (spec/e2e/fidelity_spec.lua): the vec is
+    -- an array, never null, and the report lists each variable.
+    local r = helpers.icp(home, { "canister", "status", c, "-e", "local", "--json" })
+    assert.equal(0, r.status, r.stderr)
+    assert.matches('"environment_variables":%[%]}', r.stdout)
+    assert.equal("array", json.kind(json.decode(r.stdout).settings.environment_variables))
+    r = helpers.icp(home, { "canister", "status", c, "-e", "local" })
+    assert.matches("\n  Environment Variables: N/A\n", r.stdout)
+
+    local path = home .. "/canisters/" .. c .. "/canister.json"
+    local doc = json.decode(helpers.read(path))
+    doc.environment_variables = { { name = "FLEET_ROLE", value = "app" }, { name = "A", value = "b c" } }
+    helpers.write(path, json.encode(doc))
+    r = helpers.icp(home, { "canister", "status", c, "-e", "local", "--json" })
+    assert.matches('"environment_variables":%[{"name":"FLEET_ROLE","value":"app"},{"name":"A","value":"b c"}%]}',
+      r.stdout)
+    r = helpers.icp(home, { "canister", "status", c, "-e", "local" })
+    assert.matches("\n  Status visibility: Controllers\n  Environment Variables:\n    Name: FLEET_ROLE, Value: app\n"
+      .. "    Name: A, Value: b c\n  Module hash: ", r.stdout)
+  end)
+
   it("names a canister by its role within the environment", function()
     local role = fleet.members[2].role
     local r = helpers.icp(home, { "canister", "status", role, "-e", "local", "--json" })

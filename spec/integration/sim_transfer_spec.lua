@@ -61,6 +61,20 @@ describe("icp-sim canister snapshot download", function()
       .. '  "wasm_module_size": %d+,\n  "globals": %[', meta_text)
   end)
 
+  it("creates its files and directories with icp's modes, the .lock included (0644/0755 under umask 022)", function()
+    -- icp leaves DIR/.lock behind as an ordinary 0644 file (observed,
+    -- spec/e2e/fidelity_spec.lua); a 0600 lock was icp-sim's own.
+    local r = engine.proc.run({ argv = { "sh", "-c", 'umask 022 && exec "$0" "$@"', helpers.root .. "/scripts/icp-sim",
+      "canister", "snapshot", "download", c, id, "--output", out, "-e", "local" },
+      env = { ICP_SIM_HOME = home }, unset_env = { "LD_PRELOAD" }, timeout_ms = 120000 })
+    assert.equal(0, r.status, r.stderr)
+    local modes = {}
+    for _, name in ipairs(fs.list(out)) do modes[name] = string.format("%o", fs.lstat(out .. "/" .. name).mode & 4095) end
+    modes.dir = string.format("%o", fs.lstat(out).mode & 4095)
+    assert.same({ dir = "755", [".lock"] = "644", ["metadata.json"] = "644", ["stable_memory.bin"] = "644",
+      wasm_chunk_store = "755", ["wasm_memory.bin"] = "644", ["wasm_module.bin"] = "644" }, modes)
+  end)
+
   it("refuses a directory holding a previous download", function()
     helpers.icp(home, { "canister", "snapshot", "download", c, id, "-o", out, "-e", "local" })
     local r = helpers.icp(home, { "canister", "snapshot", "download", c, id, "-o", out, "-e", "local" })

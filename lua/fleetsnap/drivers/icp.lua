@@ -242,20 +242,38 @@ function M.classify(kind, p, r)
   return err
 end
 
---- The `Caused by:` lines icp prints after its top message (one cause
--- unnumbered, several as `0: ...`, `1: ...`), without the numbering: the
+--- The causes icp prints after its top message, without the numbering: the
 -- top line alone often hides the reason ("Failed to upload snapshot
 -- metadata" over "has reached the maximum number of snapshots allowed").
+-- icp (anyhow) prints one cause unnumbered, several as `0: ...`, `1: ...`;
+-- a cause of several lines continues on more deeply indented lines (the
+-- replica's reject texts: IC0512's controllers and sender, IC0305's advice),
+-- which are joined into that cause with spaces. A cause that only repeats
+-- the end of the one before it (icp prints the agent's error and then its
+-- source, "direct update call failed: X" then "X") is dropped.
 function M.causes(stderr)
   local out = {}
   local block = (stderr or ""):match("\nCaused by:\n(.*)$")
   if not block then return out end
+  local numbered = block:match("^%s+%d+:") ~= nil
   for line in block:gmatch("[^\n]+") do
-    local text = line:match("^%s+%d+:%s*(.-)%s*$") or line:match("^%s+(.-)%s*$")
+    local head = line:match("^%s+%d+:%s*(.-)%s*$")
+    local text = line:match("^%s+(.-)%s*$")
     if not text or text == "" then break end
-    out[#out + 1] = text
+    if numbered and head then
+      out[#out + 1] = head
+    elseif #out > 0 then
+      out[#out] = out[#out] .. " " .. text
+    else
+      out[1] = text
+    end
   end
-  return out
+  local kept = {}
+  for _, c in ipairs(out) do
+    local prev = kept[#kept]
+    if not (prev and #c < #prev and prev:sub(-#c) == c) then kept[#kept + 1] = c end
+  end
+  return kept
 end
 
 -- {=== icp's download layout ===}
