@@ -49,6 +49,7 @@ function M.add(p, cli)
     end)
   verify:option("--seed", "Seed of --read-data-subset P% (printed when not given), to choose the same members "
     .. "again.")
+    :argname("S")
   verify:option("--member", "Re-hash only this member (repeatable).")
     :argname("P"):count("*")
   local list = cli.command(backup, "list", "Backups in a directory, newest first.")
