@@ -352,11 +352,21 @@ function M.diff(a_dir, b_dir)
   return res
 end
 
+--- Whether the backup in `dir` has a live runner: its journal lock is
+-- held (or cannot even be probed, which a caller must treat the same).
+-- Without a lock file no runner ever took it; probing would create one,
+-- and a reader (verify) writes nothing.
+function M.running(dir)
+  local lock = dir .. "/" .. backup_status.JOURNAL .. ".lock"
+  if not fs.lstat(lock) then return false end
+  return not engine.lock.probe(lock)
+end
+
 -- A backup is in use while its runner holds the journal lock, or while a
 -- restore from it is unfinished (X-08). A lock that cannot even be probed
 -- counts as in use: pruning must err on keeping.
 local function in_use(path)
-  if not engine.lock.probe(path .. "/" .. backup_status.JOURNAL .. ".lock") then return true end
+  if M.running(path) then return true end
   local ok, used = pcall(restore_state.in_use, path)
   return not ok or used
 end

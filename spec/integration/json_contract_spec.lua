@@ -68,6 +68,26 @@ describe("the --json output of", function()
     assert_stream(docs, "error")
   end)
 
+  it("backup verify with a subset, and --all over verified, failed, corrupt and incomplete backups", function()
+    local docs, r = run(nil, { "--json", "backup", "verify", work .. "/b1", "--read-data-subset", "50%" })
+    assert.equal(0, r.status)
+    assert_valid("backup-verify", docs[1])
+    local all = helpers.tmpdir()
+    helpers.sh("cp -a " .. work .. "/b1 " .. all .. "/good && cp -a " .. work .. "/b1 " .. all .. "/failed && cp -a "
+      .. work .. "/b1 " .. all .. "/corrupt && cp -a " .. work .. "/bad " .. all .. "/incomplete")
+    helpers.write(all .. "/corrupt/fleet-backup-manifest.json", "{")
+    local m = json.decode(engine.fs.read(all .. "/failed/fleet-backup-manifest.json")).fleet.members[1]
+    local file = all .. "/failed/" .. m.source_snapshot.artifact_path .. "/metadata.json"
+    local before = engine.fs.read(file)
+    helpers.write(file, before .. " ")
+    docs, r = run(nil, { "--json", "backup", "verify", "--all", "--dir", all })
+    assert.equal(6, r.status)
+    assert_valid("backup-verify-all", docs[1])
+    local states = {}
+    for _, b in ipairs(docs[1].backups) do states[b.name] = b.state end
+    assert.same({ good = "verified", failed = "failed", corrupt = "corrupt", incomplete = "incomplete" }, states)
+  end)
+
   it("restore plan, its dry run, run, status", function()
     assert_valid("restore-plan", run(home, { "--json", "restore", "plan", work .. "/b1" })[1])
     assert_valid("restore-dry-run", run(home, { "--json", "restore", "run", work .. "/b1" })[1])

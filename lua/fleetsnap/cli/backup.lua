@@ -6,6 +6,7 @@ local catalog = require "fleetsnap.catalog"
 local errors = require "fleetsnap.errors"
 local connection = require "fleetsnap.cli.connection"
 local settings = require "fleetsnap.cli.settings"
+local subset = require "fleetsnap.subset"
 local summary = require "fleetsnap.cli.summary"
 local units = require "fleetsnap.units"
 
@@ -37,8 +38,20 @@ function M.add(p, cli)
   resume:flag("--retry-failed", "Run failed operations again (after checking what they did).")
   local status = cli.command(backup, "status", "Progress of a backup.")
   status:argument("ref", M.REF_HELP)
-  local verify = cli.command(backup, "verify", "Re-hash every artifact against the manifest (offline).")
-  verify:argument("ref", M.REF_HELP)
+  local verify = cli.command(backup, "verify", "Re-hash every artifact against the manifest (offline); with "
+    .. "--read-data-subset or --member, the structural checks of every member and the re-hash of some.")
+  verify:argument("ref", M.REF_HELP):args("?")
+  verify:flag("--all", "Verify every backup under --dir (no <ref>): one line each; exit 0 only when none failed.")
+  verify:option("--read-data-subset", "Re-hash only N/T (the N-th of T slices by canister id, 1-based) or P% "
+    .. "(a random P% of the members, at least one when P > 0).")
+    :argname("N/T|P%"):convert(function(text)
+      return subset.parse(text)
+    end)
+  verify:option("--seed", "Seed of --read-data-subset P% (printed when not given), to choose the same members "
+    .. "again.")
+    :argname("S")
+  verify:option("--member", "Re-hash only this member (repeatable).")
+    :argname("P"):count("*")
   local list = cli.command(backup, "list", "Backups in a directory, newest first.")
   list:option("--dir", "Backups directory (default FLEETSNAP_DIR, the config's dir, else ./backups).")
   list:option("--root", "Only the backups of this root (the flag only: FLEETSNAP_ROOT does not filter).")
@@ -150,15 +163,104 @@ function M.handlers.status(args, ui)
   ui:doc(s, text)
 end
 
+-- The verify options that make sense together, or a usage error naming
+-- the option.
+local function verify_options(args)
+  local members = args.member or {}
+  if args.all and args.ref then
+    errors.raise("EUSAGE", "--all verifies every backup under --dir: give no <ref> (" .. args.ref .. ")")
+  end
+  if not args.all and not args.ref then errors.raise("EUSAGE", "backup verify needs a <ref> or --all") end
+  if #members > 0 and args.all then errors.raise("EUSAGE", "--member cannot be combined with --all") end
+  if #members > 0 and args.read_data_subset then
+    errors.raise("EUSAGE", "--member cannot be combined with --read-data-subset")
+  end
+  if args.seed and not (args.read_data_subset and args.read_data_subset.kind == "percent") then
+    errors.raise("EUSAGE", "--seed goes only with --read-data-subset P%")
+  end
+  if args.seed == "" then errors.raise("EUSAGE", "--seed must not be empty") end
+  return { subset = args.read_data_subset, seed = args.seed, members = members }
+end
+
+-- "re-hashed 2 of 6 members, 1.2 MiB of 3.4 MiB"
+local function checked_text(c)
+  return string.format("re-hashed %d of %d members, %s of %s", c.members, c.members_total, units.bytes(c.bytes),
+    units.bytes(c.bytes_total))
+end
+
+-- What a sampled verify says beside the count: the subset, the seed to
+-- choose the same members again, and the members it re-hashed.
+local function choice_text(report, opts)
+  local c = report.checked
+  if c.subset == json.null and #opts.members == 0 then return "" end
+  local chosen = {}
+  for _, m in ipairs(report.members) do
+    if m.rehashed then chosen[#chosen + 1] = m.canister_id end
+  end
+  local how = c.subset ~= json.null and ("subset " .. c.subset) or "--member"
+  if c.seed ~= json.null then how = how .. ", seed " .. c.seed .. " (--seed " .. c.seed .. " chooses them again)" end
+  return string.format("  %s; the structural checks covered all %d\n  re-hashed: %s\n", how, c.members_total,
+    #chosen > 0 and table.concat(chosen, ", ") or "(none)")
+end
+
+-- Every backup under --dir: one line each, then the counts.
+local function verify_all(args, ui, opts)
+  local res = require("fleetsnap.verify").directory(args.dir, opts)
+  local rows, counts = {}, { verified = 0, failed = 0, corrupt = 0, incomplete = 0, running = 0 }
+  for i, b in ipairs(res.backups) do
+    counts[b.state] = counts[b.state] + 1
+    local what
+    if b.state == "incomplete" or b.state == "running" then
+      what = "not verified (" .. b.state .. ")"
+    elseif b.report ~= json.null and b.message == json.null then
+      what = checked_text(b.report.checked)
+      local nbad, first = 0, nil
+      for _, m in ipairs(b.report.members) do
+        if not m.ok then
+          nbad = nbad + 1
+          first = first or (m.canister_id .. ": " .. m.problems[1])
+        end
+      end
+      if nbad > 0 then
+        what = string.format("%d of %d members failed (%s%s); %s", nbad, #b.report.members, first,
+          nbad > 1 and ", ..." or "", what)
+      end
+    else
+      what = tostring(b.message):gsub("\n%s*", "; ")
+    end
+    rows[i] = { b.name, b.ok == false and b.state:upper() or b.state, what }
+  end
+  local head = string.format("%d backup(s) under %s%s%s: %d verified, %d failed, %d corrupt, %d incomplete, "
+    .. "%d running\n", #res.backups, res.dir, res.subset ~= json.null and (", subset " .. res.subset) or "",
+    res.seed ~= json.null and (", seed " .. res.seed) or "", counts.verified, counts.failed, counts.corrupt,
+    counts.incomplete, counts.running)
+  res.type = "verify-all"
+  res.counts = counts
+  ui:doc(res, head .. (#rows > 0 and units.table(rows, "  ") or ""))
+  -- A failed backup before a corrupt one: its bytes are known to be wrong.
+  if counts.failed > 0 then return "EVERIFY" end
+  if counts.corrupt > 0 then return "ECORRUPT" end
+end
+
 function M.handlers.verify(args, ui)
+  local opts = verify_options(args)
+  if args.all then return verify_all(args, ui, opts) end
   local dir = M.find(args)
-  local report = require("fleetsnap.verify").backup(dir)
+  local ok, report = pcall(require("fleetsnap.verify").backup, dir, nil, opts)
+  if not ok then
+    -- The domain names the canister; the way to name it here is --member.
+    if errors.is(report) and report.code == "EUSAGE" and report.member then
+      errors.raise("EUSAGE", "--member " .. report.message)
+    end
+    error(report, 0)
+  end
   local lines = {}
   for _, m in ipairs(report.members) do
     for _, p in ipairs(m.problems) do lines[#lines + 1] = "  " .. m.canister_id .. ": " .. p end
   end
-  local text = string.format("backup %s: %s (%d members)\n%s", report.backup_id, report.ok and "verified" or
-    "VERIFICATION FAILED", #report.members, #lines > 0 and (table.concat(lines, "\n") .. "\n") or "")
+  local text = string.format("backup %s: %s (%d members; %s)\n%s%s", report.backup_id, report.ok and "verified" or
+    "VERIFICATION FAILED", #report.members, checked_text(report.checked), choice_text(report, opts),
+    #lines > 0 and (table.concat(lines, "\n") .. "\n") or "")
   report.type = "verify"
   ui:doc(report, text)
   -- The report is the output; the status still says it failed.
