@@ -51,7 +51,8 @@ function M.walk(ctx, opts)
   local what = string.format("directory of %s (%s)", root, canic.DIRECTORY_METHOD)
   local members = { { canister_id = root, role = opts.root_role or "root" } }
   local seen, cursors = { [root] = true }, {}
-  local revision, cursor, count, listed = nil, nil, nil, 0
+  local revision, cursor, count
+  local listed = 0
   repeat
     local reply = ctx.query(root, canic.DIRECTORY_METHOD, M.request(revision, cursor, limit, opts),
       canic.DIRECTORY_NAMES)

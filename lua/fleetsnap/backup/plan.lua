@@ -100,7 +100,8 @@ function M.build(driver, opts)
     created_ns = now,
     root = fleet.root,
     discovery = type(policy.discover) == "function" and { policy = policy.name, root = opts.root,
-      inventory = opts.inventory, queries = json.array(queries) } or opts.inventory and { inventory = opts.inventory } or { registry = fleet.root },
+      inventory = opts.inventory, queries = json.array(queries) }
+      or opts.inventory and { inventory = opts.inventory } or { registry = fleet.root },
     target = { environment = driver.environment, network = driver.network },
     -- How the run reached the network (the CLI's settings), for the runs
     -- that continue it: resume takes it when no flag says otherwise.
