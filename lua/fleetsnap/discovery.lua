@@ -56,9 +56,9 @@ function M.context(driver, root, registry)
   local state = { queries = {}, failure = nil }
   local function query(canister, method, args, names)
     local q, why = request(canister, method, args, names)
-    if not q then error(why, 2) end
+    if not q then error(why, 0) end
     if #state.queries >= M.MAX_QUERIES then
-      error("ctx.query: more than " .. M.MAX_QUERIES .. " queries in one discovery", 2)
+      error("ctx.query: more than " .. M.MAX_QUERIES .. " queries in one discovery", 0)
     end
     local bytes, err = M.ask(driver, q)
     if bytes then
@@ -85,7 +85,7 @@ function M.context(driver, root, registry)
   -- The walk is fleetsnap's code: its errors are the fleet's (registry
   -- error objects), kept in state like a query's, not the policy's.
   ctx.directory = sandbox.metered(function(opts)
-    if opts ~= nil and type(opts) ~= "table" then error("ctx.directory: opts must be a table", 2) end
+    if opts ~= nil and type(opts) ~= "table" then error("ctx.directory: opts must be a table", 0) end
     local ok, res = pcall(directory.walk, ctx, opts)
     if ok then return res end
     if errors.is(res) then
