@@ -24,6 +24,14 @@ local function parser()
   init:option("--stable", "Stable memory bytes per canister.", "65536"):convert(math.tointeger)
   init:option("--seed", "Seed for ids, roles and memory contents.", "1"):convert(math.tointeger)
   init:option("--snapshot-limit", "Snapshots allowed per canister.", "10"):convert(math.tointeger)
+  init:option("--directory-page", "Make the fleet directory-style (Canic 0.100+): the root serves "
+    .. "canic_root_component_directory_page, at most this many entries a page, and no canic_subnet_registry.")
+    :convert(math.tointeger)
+  local directory = p:command("directory", "Change a directory-style fleet's directory (each change is a new "
+    .. "revision).")
+  directory:option("--allow", "Let this principal read the directory, standing in for a registered member.")
+  directory:option("--status", "Set a member's lifecycle status in the directory.", nil, nil, 2)
+    :argname({ "<canister>", "<status>" })
   local show = p:command("show", "Show the fleet and each canister's state digest.")
   show:flag("--json", "Print JSON.")
   local mutate = p:command("mutate", "Change live memory of a canister, or of all.")
@@ -217,8 +225,14 @@ local function init(home_dir, a)
       module_hash = engine.hash.sha256(module),
     })
   end
+  if a.directory_page and a.directory_page < 1 then
+    io.stderr:write("icp-sim sim init: --directory-page >= 1\n")
+    return 2
+  end
   home:write_json(home:path("sim.json"), { root = root, seed = seed, snapshot_limit = a.snapshot_limit,
-    invocation_counter = 0, fault_counters = json.object({}) }, true)
+    invocation_counter = 0, fault_counters = json.object({}),
+    directory = a.directory_page and { page = a.directory_page, revision = 1, readers = json.array({}) } or nil },
+    true)
   io.stdout:write(string.format("icp-sim: fleet of %d members under root %s (depth %d) in %s\n", a.members, root,
     #sizes, home_dir))
   return 0
@@ -284,6 +298,46 @@ local function mutate(home, a)
   return 0
 end
 
+local function change_directory(home, a)
+  local status = a.status
+  if status then
+    local known = false
+    for _, s in ipairs(require("fleetsnap.canic").DIRECTORY_STATUSES) do known = known or s == status[2] end
+    local c = home:canister(status[1])
+    if not known or not c or c.parent == json.null then
+      io.stderr:write("icp-sim sim directory: --status needs a member below the root and one of Prepared, Active, "
+        .. "Draining, Removed\n")
+      return 2
+    end
+  end
+  if not a.allow and not status then
+    io.stderr:write("icp-sim sim directory: give --allow or --status\n")
+    return 2
+  end
+  local revision = home:transact(function(sim)
+    if not sim.directory then return nil end
+    if a.allow then
+      local readers = sim.directory.readers or {}
+      readers[#readers + 1] = a.allow
+      sim.directory.readers = json.array(readers)
+    end
+    if status then
+      local c = home:canister(status[1])
+      c.directory_status = status[2]
+      home:save_canister(c)
+      sim.directory.revision = sim.directory.revision + 1
+    end
+    return sim.directory.revision
+  end)
+  if not revision then
+    io.stderr:write("icp-sim sim directory: the fleet is registry-style (sim init --directory-page makes a "
+      .. "directory-style one)\n")
+    return 1
+  end
+  io.stdout:write(string.format("icp-sim: directory at revision %d\n", revision))
+  return 0
+end
+
 local EFFECTS = { "stop", "start", "snapshot_create", "snapshot_load", "snapshot_upload", "snapshot_delete" }
 
 local function effects(home, a)
@@ -328,6 +382,7 @@ function M.run(argv)
   end
   if a.command == "show" then return show(home, a) end
   if a.command == "mutate" then return mutate(home, a) end
+  if a.command == "directory" then return change_directory(home, a) end
   return effects(home, a)
 end
 

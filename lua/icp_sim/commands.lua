@@ -422,6 +422,89 @@ local function registry_reply(home)
   return canic.encode_registry(members)
 end
 
+-- The request fields the directory reads, taken from the Candid text of
+-- the call's argument (the simulator has no Candid text parser; the
+-- patterns match what fleetsnap's directory walk and the docs' example
+-- send). Returns {limit, cursor, revision, role, parent} or nil, why.
+local function directory_request(args)
+  local limit = args:match("limit%s*=%s*(%d+)")
+  if not limit then return nil, "no limit" end
+  local req = { limit = math.tointeger(limit), revision = args:match("directory%s*=%s*opt%s*%(?%s*(%d+)"),
+    role = args:match("role%s*=%s*opt%s*\"([^\"]*)\""),
+    parent = args:match("parent_canister_id%s*=%s*opt%s*principal%s*\"([^\"]*)\"") }
+  local blob = args:match("cursor%s*=%s*opt%s*blob%s*\"([^\"]*)\"")
+  if blob then req.cursor = blob:gsub("\\(%x%x)", function(h) return string.char(tonumber(h, 16)) end) end
+  req.revision = req.revision and math.tointeger(req.revision)
+  return req
+end
+
+-- The directory page a directory-style root serves (Canic 0.100+'s
+-- canic_root_component_directory_page, as modelled in fleetsnap.canic):
+-- the members below the root in fleet order, `limit` at a time after the
+-- cursor (the last index served and the revision it was served at, as
+-- Canic's cursor is bound to the directory's revision). The caller must be
+-- a registered member of the Component, as Canic's directory_page
+-- requires; the operator's identity is not one unless `sim directory
+-- --allow` stands it in for a member that reads on its behalf.
+local function directory_reply(home, caller)
+  local sim = assert(home:read_json(home:path("sim.json")))
+  local dir = sim.directory
+  local ids = home:canister_ids()
+  local members = {}
+  local registered = false
+  for _, cid in ipairs(ids) do
+    local c = home:canister(cid)
+    if cid == caller then registered = true end
+    if c.parent ~= json.null and c.parent ~= nil then members[#members + 1] = c end
+  end
+  for _, p in ipairs(dir.readers or {}) do if p == caller then registered = true end end
+  if not registered then
+    return nil, string.format("COMPONENT_DIRECTORY_MEMBER_REQUIRED: caller %s is not a registered member of "
+      .. "Component %s", caller, sim.root)
+  end
+  table.sort(members, function(x, y) return x.order < y.order end)
+  return members, dir
+end
+
+local function directory_page(home, caller, args)
+  local members, dir = directory_reply(home, caller)
+  if not members then return canic.encode_directory_error("Forbidden", dir) end
+  local req = directory_request(args)
+  if not req or req.limit < 1 or req.limit > canic.DIRECTORY_MAX_LIMIT then
+    return canic.encode_directory_error("InvalidInput", "limit must be 1 to " .. canic.DIRECTORY_MAX_LIMIT)
+  end
+  if req.revision and req.revision ~= dir.revision then
+    return canic.encode_directory_error("Conflict", "the directory head is not the current one")
+  end
+  local after = 0
+  if req.cursor then
+    if #req.cursor ~= 16 then return canic.encode_directory_error("InvalidInput", "malformed cursor") end
+    local rev
+    after, rev = string.unpack(">I8I8", req.cursor)
+    if rev ~= dir.revision then
+      return canic.encode_directory_error("Conflict", "the cursor belongs to another directory revision")
+    end
+  end
+  local matching = {}
+  for _, c in ipairs(members) do
+    if (not req.role or c.role == req.role) and (not req.parent or c.parent == req.parent) then
+      matching[#matching + 1] = c
+    end
+  end
+  -- The simulated root serves at most its page size, whatever the limit
+  -- asked for, so that a walk pages even over a small fleet.
+  local limit = math.min(req.limit, dir.page or canic.DIRECTORY_MAX_LIMIT)
+  local entries = {}
+  for i = after + 1, math.min(#matching, after + limit) do
+    local c = matching[i]
+    entries[#entries + 1] = { canister_id = c.id, role = c.role, parent = c.parent,
+      status = c.directory_status or "Active" }
+  end
+  local last = after + #entries
+  local next_cursor = last < #matching and string.pack(">I8I8", last, dir.revision) or nil
+  return canic.encode_directory_page({ revision = dir.revision, descendant_count = #members }, entries, next_cursor)
+end
+
 function M.call(ctx)
   local a, o = ctx.cmd.args, ctx.cmd.options
   if not a.method or not a.args then
@@ -439,7 +522,12 @@ function M.call(ctx)
     return ctx.fail(text.reject("IC0301", { canister = ctx.canister, query = o.query }))
   end
   local reply
-  if a.method == canic.METHOD and c.role == "root" then
+  -- A directory-style fleet (`sim init --directory-page`) has the
+  -- directory and no canic_subnet_registry, as Canic 0.100+.
+  local directory = c.role == "root" and (home:read_json(home:path("sim.json")) or {}).directory
+  if a.method == canic.DIRECTORY_METHOD and directory then
+    reply = directory_page(home, ctx.caller, a.args)
+  elseif a.method == canic.METHOD and c.role == "root" and not directory then
     reply = registry_reply(home)
   else
     local canned = home:read_json(home:canister_dir(ctx.canister) .. "/calls/" .. a.method .. ".json")

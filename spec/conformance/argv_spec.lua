@@ -109,6 +109,26 @@ do
   end
 end
 
+-- The queries a directory walk (fleetsnap.directory) sends: the first page,
+-- a page after a cursor holding every byte that needs escaping, and the
+-- filters. Besides the parse, the real icp must accept the argument as
+-- Candid text (it reports a bad one before it reaches the network).
+local DIRECTORY_ARGS = {}
+do
+  local directory = require "fleetsnap.directory"
+  local canic = require "fleetsnap.canic"
+  local d = require("fleetsnap.drivers.icp").new({ network = "http://127.0.0.1:9", root_key = KEY, identity = "ops" })
+  local cursor = "\0\1\"\\\127\255"
+  for _, args in ipairs({
+    directory.request(nil, nil, 100),
+    directory.request(7, cursor, 2),
+    directory.request(7, cursor, 1, { role = 'a "quoted" \\ role', parent = C }),
+  }) do
+    DIRECTORY_ARGS[#DIRECTORY_ARGS + 1] = args
+    CORPUS[#CORPUS + 1] = d:args("call", { canister = C, method = canic.DIRECTORY_METHOD, args = args, query = true })
+  end
+end
+
 -- Transfers against an unreachable host retry for a minute: vectors that
 -- would start one are checked only for parse errors, with the real binary
 -- given a short cap (still running at the cap = not a usage error).
@@ -164,6 +184,17 @@ describe("icp-sim argument parsing against icp 1.5.0", function()
         -- The first line (clap's message) must be the same text.
         assert.equal(want.stderr:match("^[^\n]*"), got.stderr:match("^[^\n]*"))
       end
+    end)
+  end
+
+  for _, args in ipairs(DIRECTORY_ARGS) do
+    it("has the real icp accept the Candid text " .. args, function()
+      local want = real(with(v("canister", "call", C, "canic_root_component_directory_page", args, "--query",
+        "--json"), NET), scratch, scratch)
+      assert.is_false(usage_error(want), want.stderr)
+      assert.is_nil(want.stderr:find("failed to parse Candid arguments", 1, true), want.stderr)
+      -- It got as far as the (unreachable) replica.
+      assert.matches("communication with the replica", want.stderr, 1, true)
     end)
   end
 

@@ -53,7 +53,7 @@ describe("an installed fleetsnap", function()
   it("lists the bundled policies", function()
     local r = bare({ "fleetsnap", "policy", "list" })
     assert.equal(0, r.status, r.stderr)
-    for _, name in ipairs({ "consistent", "rolling", "hold", "sequential" }) do
+    for _, name in ipairs({ "consistent", "directory", "rolling", "hold", "sequential" }) do
       assert.matches("\n?" .. name .. " ", r.stdout)
     end
   end)

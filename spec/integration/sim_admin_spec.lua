@@ -113,3 +113,71 @@ describe("icp-sim sim show, mutate and effects", function()
     assert.same({ "crash:0:kill" }, last.faults)
   end)
 end)
+
+describe("icp-sim sim directory", function()
+  local candid = require "fleetsnap.candid"
+  local canic = require "fleetsnap.canic"
+  local directory = require "fleetsnap.directory"
+  local hex = require "fleetsnap.hex"
+  after_each(function() helpers.cleanup() end)
+
+  local function directory_home()
+    local home = helpers.tmpdir() .. "/home"
+    local r = helpers.icp(home, { "sim", "init", "--members", "4", "--depth", "2", "--heap", "4096", "--stable", "0",
+      "--directory-page", "3" })
+    assert.equal(0, r.status, r.stderr)
+    local me = helpers.icp(home, { "identity", "principal" }).stdout:match("%S+")
+    assert.equal(0, helpers.icp(home, { "sim", "directory", "--allow", me }).status)
+    return home, helpers.fleet(home)
+  end
+
+  local function page(home, root, args)
+    local r = helpers.icp(home, { "canister", "call", root, canic.DIRECTORY_METHOD, args, "--query", "--json", "-e",
+      "local" })
+    assert.equal(0, r.status, r.stderr)
+    return assert(candid.decode(hex.decode(json.decode(r.stdout).response_bytes), canic.DIRECTORY_NAMES))[1]
+  end
+
+  it("serves at most its page size, then the rest after the cursor, bound to the revision", function()
+    local home, fleet = directory_home()
+    local first = page(home, fleet.root, directory.request(nil, nil, 100))
+    assert.equal(3, #first.Ok.entries)
+    assert.equal(4, first.Ok.directory.descendant_count)
+    local second = page(home, fleet.root, directory.request(1, first.Ok.next_cursor, 100))
+    assert.equal(1, #second.Ok.entries)
+    assert.is_nil(second.Ok.next_cursor)
+    assert.equal(fleet.members[5].canister_id, second.Ok.entries[1].binding.canister_id)
+    -- A change makes a new revision: the old cursor and head are refused.
+    assert.equal(0, helpers.icp(home, { "sim", "directory", "--status", fleet.members[2].canister_id, "Draining" })
+      .status)
+    local stale = page(home, fleet.root, directory.request(1, first.Ok.next_cursor, 100))
+    assert.equal("Conflict", next(stale.Err.code))
+  end)
+
+  it("refuses a limit outside 1..100", function()
+    local home, fleet = directory_home()
+    for _, limit in ipairs({ 0, 101 }) do
+      assert.equal("InvalidInput", next(page(home, fleet.root, directory.request(nil, nil, limit)).Err.code))
+    end
+  end)
+
+  it("has no canic_subnet_registry on a directory-style root", function()
+    local home, fleet = directory_home()
+    local r = helpers.icp(home, { "canister", "call", fleet.root, canic.METHOD, "()", "--query", "--json", "-e",
+      "local" })
+    assert.equal(1, r.status)
+    assert.matches("IC0536", r.stderr, 1, true)
+  end)
+
+  it("refuses a bad --status and a registry-style fleet", function()
+    local home, fleet = directory_home()
+    local r = helpers.icp(home, { "sim", "directory", "--status", fleet.root, "Draining" })
+    assert.equal(2, r.status)
+    r = helpers.icp(home, { "sim", "directory", "--status", fleet.members[2].canister_id, "Gone" })
+    assert.equal(2, r.status)
+    local plain = helpers.sim_home()
+    r = helpers.icp(plain, { "sim", "directory", "--allow", fleet.root })
+    assert.equal(1, r.status)
+    assert.matches("registry-style", r.stderr, 1, true)
+  end)
+end)

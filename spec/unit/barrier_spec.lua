@@ -137,7 +137,7 @@ describe("plan:barrier", function()
 end)
 
 describe("plan size", function()
-  for _, name in ipairs({ "consistent", "rolling", "hold", "sequential" }) do
+  for _, name in ipairs({ "consistent", "directory", "rolling", "hold", "sequential" }) do
     it("is linear in the fleet for " .. name .. " at 1,000 members", function()
       local ops = assert(policy.build(assert(policy.load(name)), selection(1000)))
       assert.is_true(#ops <= 4 * 1000 + 10)

@@ -5,7 +5,7 @@ local principal = require "fleetsnap.principal"
 local policy = require "fleetsnap.policy"
 local helpers = require "helpers"
 
-local BUNDLED = { "consistent", "hold", "rolling", "sequential" }
+local BUNDLED = { "consistent", "directory", "hold", "rolling", "sequential" }
 
 -- Seven members, three levels: 1 -> {2, 3}, 2 -> {4, 5}, 3 -> {6, 7}.
 local function sample()
@@ -123,7 +123,7 @@ describe("policy.load", function()
     assert.is_nil(p)
     assert.equal("ENOTFOUND", code)
     assert.matches("policy no-such-policy: no bundled policy of that name", err, 1, true)
-    assert.matches("consistent, hold, rolling, sequential", err, 1, true)
+    assert.matches("consistent, directory, hold, rolling, sequential", err, 1, true)
   end)
 
   it("does not turn the dots of a name into directories", function()

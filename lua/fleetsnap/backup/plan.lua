@@ -1,6 +1,7 @@
 --- A backup's plan: discovery (the root's registry, an inventory file, or
 -- the policy's own), selection, the policy's operations, persisted as
 -- fleetsnap-plan.json before any effect; and reading it back.
+local discovery = require "fleetsnap.discovery"
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local fleet_mod = require "fleetsnap.fleet"
@@ -44,7 +45,7 @@ end
 function M.build(driver, opts)
   local policy, perr, pcode = policy_mod.load(opts.policy or "consistent")
   if not policy then raise(pcode or "EPOLICY", perr, policy_mod.missing_step(pcode)) end
-  local fleet, ferr, fcode
+  local fleet, ferr, fcode, queries
   if type(policy.discover) == "function" then
     -- The policy's own discovery, given what the registry says (if anything).
     local registry = (opts.root or opts.inventory) and M.discover(driver, opts) or nil
@@ -55,8 +56,16 @@ function M.build(driver, opts)
         raw[i] = { canister_id = m.canister_id, role = m.role, parent = m.parent, module_hash = m.module_hash }
       end
     end
-    local res, derr, dcode = policy_mod.discover(policy, { root = opts.root, registry = raw })
+    local ctx, state = discovery.context(driver, opts.root, raw)
+    local res, derr, dcode = policy_mod.discover(policy, ctx)
+    -- A query that failed is the fleet's error (a reject, a bad reply),
+    -- not the policy's, unless the script caught it and went on.
+    if not res and state.failure then errors.raise(state.failure.code, state.failure.message, state.failure) end
     if not res then raise(dcode or "EPOLICY", derr) end
+    queries = {}
+    for i, q in ipairs(state.queries) do
+      queries[i] = json.ordered(q, { "canister", "method", "args", "reply_sha256" })
+    end
     fleet, ferr, fcode = fleet_mod.build(res.root, res.members, "policy " .. policy.name .. " discovery")
   else
     fleet, ferr, fcode = M.discover(driver, opts)
@@ -91,7 +100,8 @@ function M.build(driver, opts)
     created_ns = now,
     root = fleet.root,
     discovery = type(policy.discover) == "function" and { policy = policy.name, root = opts.root,
-      inventory = opts.inventory } or opts.inventory and { inventory = opts.inventory } or { registry = fleet.root },
+      inventory = opts.inventory, queries = json.array(queries) }
+      or opts.inventory and { inventory = opts.inventory } or { registry = fleet.root },
     target = { environment = driver.environment, network = driver.network },
     -- How the run reached the network (the CLI's settings), for the runs
     -- that continue it: resume takes it when no flag says otherwise.
@@ -145,7 +155,14 @@ local SCHEMA = S.object({
   { "created_ns", S.integer({ min = 0 }) },
   { "root", S.principal() },
   { "discovery", S.object({ { "registry", OPTIONAL_STRING }, { "inventory", OPTIONAL_STRING },
-    { "policy", OPTIONAL_STRING }, { "root", OPTIONAL_STRING } }) },
+    { "policy", OPTIONAL_STRING }, { "root", OPTIONAL_STRING },
+    -- The policy's queries (older plans have none: nothing to ask again).
+    { "queries", S.optional(S.array(S.object({
+      { "canister", S.principal() },
+      { "method", NONEMPTY },
+      { "args", S.string() },
+      { "reply_sha256", S.hex64() },
+    }))) } }) },
   { "target", S.object({ { "environment", OPTIONAL_STRING }, { "network", OPTIONAL_STRING } }) },
   { "connection", S.optional(S.connection()) },
   { "scope", S.object({

@@ -4,6 +4,7 @@
 -- which also records what the executor needs (each member's status before
 -- the backup, module hash and snapshot inventory), and the topology re-read
 -- right before the first stop (drift).
+local discovery = require "fleetsnap.discovery"
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local fleet_mod = require "fleetsnap.fleet"
@@ -78,8 +79,13 @@ end
 -- be what was planned.
 function M.check_drift(driver, plan)
   if plan.discovery.policy then
-    -- A policy's discovery was taken once, at planning; the policy is not
-    -- run again, so only members still answering count (preflight).
+    -- A policy's discovery is not run again: the queries it made are
+    -- asked again and must reply the same bytes (a member that left or
+    -- moved changes the reply that listed it).
+    local changed = discovery.recheck(driver, plan.discovery.queries or {})
+    if changed then
+      raise("EPRECONDITION", "topology drift since the plan was made; nothing was stopped: " .. changed)
+    end
     return
   end
   local f, err, code = backup_plan.discover(driver, { inventory = plan.discovery.inventory, root = plan.root })
