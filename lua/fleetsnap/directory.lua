@@ -42,7 +42,7 @@ function M.walk(ctx, opts)
   opts = opts or {}
   local root = opts.root or ctx.root
   if type(root) ~= "string" then
-    errors.raise("EUSAGE", "directory discovery needs the root (--root)")
+    errors.raise("EUSAGE", "directory discovery needs the root principal")
   end
   local limit = opts.limit or canic.DIRECTORY_MAX_LIMIT
   if math.type(limit) ~= "integer" or limit < 1 or limit > canic.DIRECTORY_MAX_LIMIT then

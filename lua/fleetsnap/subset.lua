@@ -14,20 +14,18 @@ local engine = require "fleetsnap.engine"
 
 local M = {}
 
-local OPTION = "--read-data-subset"
-
 -- Percentages are kept in hundredths, so that the member count is integer
 -- arithmetic (33.33% of 300 is exactly 100, never 100.00000000000001).
 local SCALE = 10000
 
 local function bad(text, why)
-  return nil, string.format("%s must be N/T (1 <= N <= T) or P%% (0 <= P <= 100, at most 2 decimals), got '%s'%s",
-    OPTION, text, why and (": " .. why) or "")
+  return nil, string.format("must be N/T (1 <= N <= T) or P%% (0 <= P <= 100, at most 2 decimals), got '%s'%s",
+    text, why and (": " .. why) or "")
 end
 
 --- Parses a --read-data-subset value: {kind = "slice", n, t, text} or
--- {kind = "percent", hundredths, text}, or nil and a message naming the
--- option. 0% is allowed: the structural checks alone, no byte read.
+-- {kind = "percent", hundredths, text}, or nil and what is wrong (the
+-- CLI names its option before it). 0% is allowed: the structural checks alone, no byte read.
 function M.parse(text)
   text = tostring(text)
   local n, t = text:match("^(%d+)/(%d+)$")

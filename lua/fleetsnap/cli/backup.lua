@@ -45,7 +45,9 @@ function M.add(p, cli)
   verify:option("--read-data-subset", "Re-hash only N/T (the N-th of T slices by canister id, 1-based) or P% "
     .. "(a random P% of the members, at least one when P > 0).")
     :argname("N/T|P%"):convert(function(text)
-      return subset.parse(text)
+      local value, why = subset.parse(text)
+      if not value then return nil, "--read-data-subset " .. why end
+      return value
     end)
   verify:option("--seed", "Seed of --read-data-subset P% (printed when not given), to choose the same members "
     .. "again.")
