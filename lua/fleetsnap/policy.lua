@@ -164,6 +164,34 @@ function Builder:stop_by_level(opts)
   return stops
 end
 
+--- The bundled `consistent` policy's whole plan, for a policy that
+-- changes only how the fleet is found: one consistency point for the
+-- selection. Stops parents first level by level; every snapshot waits on
+-- one "all stopped" barrier; starts go children first, each level after
+-- one barrier closing the level below; each download follows its own
+-- snapshot (downloads never hold a canister stopped). Phase barriers
+-- instead of N x N edges keep the plan linear in the fleet.
+function Builder:consistent()
+  local levels = self:levels()
+  local stopped = self:barrier("stopped", { after = self:stop_by_level() })
+  local snapshots = {}
+  for i, m in ipairs(self.selection) do
+    snapshots[i] = self:snapshot(m, { after = { stopped } })
+  end
+  local previous = { self:barrier("snapshotted", { after = snapshots }) }
+  for i = #levels, 1, -1 do
+    local this = {}
+    for _, m in ipairs(levels[i]) do
+      this[#this + 1] = self:start(m, { after = previous })
+    end
+    previous = (i > 1 and #this > 1) and { self:barrier("started-depth-" .. levels[i][1].depth, { after = this }) }
+      or this
+  end
+  for i, m in ipairs(self.selection) do
+    self:download(m, { after = { snapshots[i] } })
+  end
+end
+
 --- The selection grouped by depth, shallowest first.
 function Builder:levels()
   local by, depths = {}, {}
@@ -196,7 +224,7 @@ do
     stop = after_size, snapshot = after_size, start = after_size, download = after_size,
     barrier = after_size,
     call = function(_, _, _, _, opts) return after_size(nil, nil, opts) end,
-    stop_by_level = selection_size, levels = selection_size,
+    stop_by_level = selection_size, levels = selection_size, consistent = selection_size,
   }
   for name, cost in pairs(COST) do Builder[name] = sandbox.metered(Builder[name], cost) end
 end

@@ -9,24 +9,7 @@ return {
   discover = function(ctx)
     return ctx.directory()
   end,
-  plan = function(selection, plan)
-    local levels = plan:levels()
-    local stopped = plan:barrier("stopped", { after = plan:stop_by_level() })
-    local snapshots = {}
-    for i, m in ipairs(selection) do
-      snapshots[i] = plan:snapshot(m, { after = { stopped } })
-    end
-    local previous = { plan:barrier("snapshotted", { after = snapshots }) }
-    for i = #levels, 1, -1 do
-      local this = {}
-      for _, m in ipairs(levels[i]) do
-        this[#this + 1] = plan:start(m, { after = previous })
-      end
-      previous = (i > 1 and #this > 1) and { plan:barrier("started-depth-" .. levels[i][1].depth, { after = this }) }
-        or this
-    end
-    for i, m in ipairs(selection) do
-      plan:download(m, { after = { snapshots[i] } })
-    end
+  plan = function(_, plan)
+    plan:consistent()
   end,
 }
