@@ -241,7 +241,9 @@ end
 local function members(home)
   local list = {}
   for _, cid in ipairs(home:canister_ids()) do
-    list[#list + 1] = home:canister(cid)
+    local c = home:canister(cid)
+    -- Scratch canisters (`canister create --detached`) are no members.
+    if not c.detached then list[#list + 1] = c end
   end
   table.sort(list, function(x, y) return x.order < y.order end)
   return list

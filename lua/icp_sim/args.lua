@@ -107,6 +107,14 @@ M.COMMANDS = {
     { long = "sign-only", value = "FILE" },
     { long = "valid-from", value = "WHEN" },
   }),
+  -- `<CANISTER|--detached>`: exactly one of the two (icp-sim serves only
+  -- --detached; a project canister has no project to live in here).
+  ["canister create"] = leaf("canister create", { { name = "CANISTER" } }, {
+    { long = "controller", value = "CONTROLLER", multiple = true, check = principal_error },
+    { long = "cycles", value = "CYCLES" },
+    QUIET, JSON, { long = "detached" }, PROXY,
+  }, { { "json", "quiet" } }, { either = { option = "detached", label = "<CANISTER|--detached>" } }),
+  ["canister delete"] = leaf("canister delete", { CANISTER }, { { long = "no-recover-cycles" }, PROXY }),
   ["identity principal"] = { path = "identity principal", positionals = {}, options = IDENTITY, conflicts = {} },
 }
 
@@ -268,6 +276,15 @@ function M.parse_leaf(cmd, argv, i, common)
   local values, positionals, seen_order = {}, {}, {}
   local only_positional = false
   local function set(o, v)
+    if o.multiple then
+      -- A repeatable option (`--controller A --controller B`) gathers a list.
+      local bad = o.check and o.check(v)
+      if bad then return false, "invalid value '" .. v .. "' for '" .. option_label(o) .. "': " .. bad, true end
+      values[o.long] = values[o.long] or {}
+      table.insert(values[o.long], v)
+      seen_order[#seen_order + 1] = o.long
+      return true
+    end
     if values[o.long] ~= nil then
       return false, "the argument '" .. option_label(o) .. "' cannot be used multiple times"
     end
@@ -381,6 +398,18 @@ function M.parse_leaf(cmd, argv, i, common)
     end
     return usage_error("the argument '" .. option_label(first) .. "' cannot be used with '" .. option_label(second)
       .. "'", usage_line(cmd, "used", option_label(first)))
+  end
+  local either = cmd.extra and cmd.extra.either
+  if either then
+    -- clap's required group of the first positional and one flag.
+    local used = "Usage: icp " .. cmd.path .. " " .. either.label
+    if positionals[1] ~= nil and values[either.option] then
+      return usage_error("the argument '[" .. cmd.positionals[1].name .. "]' cannot be used with '--"
+        .. either.option .. "'", used)
+    end
+    if positionals[1] == nil and not values[either.option] then
+      return usage_error("the following required arguments were not provided:\n  " .. either.label, used)
+    end
   end
   local missing = {}
   for _, o in ipairs(cmd.options) do

@@ -5,6 +5,7 @@ local hex = require "fleetsnap.hex"
 local canic = require "fleetsnap.canic"
 local text = require "icp_sim.text"
 local Home = require "icp_sim.home"
+local principal = require "fleetsnap.principal"
 
 local json = engine.json
 
@@ -406,6 +407,101 @@ function M.restore(ctx)
   end)
 end
 
+-- {=== canister create / delete ===}
+
+-- Detached canisters get ids far above any fleet's (init numbers a fleet
+-- from 0x100 + seed * 1000), so a scratch id never names a member.
+local DETACHED_BASE = 0x10000000
+local DEFAULT_CYCLES = 2000000000000
+local CYCLE_SUFFIX = { k = 1e3, m = 1e6, b = 1e9, t = 1e12 }
+
+-- icp's cycle amounts: a number with an optional k/m/b/t suffix.
+local function cycles_amount(v)
+  local num, suffix = v:lower():match("^([%d%.]+)([kmbt]?)$")
+  local n = num and tonumber(num)
+  if not n then return nil end
+  return math.tointeger(math.floor(n * (CYCLE_SUFFIX[suffix] or 1)))
+end
+
+--- `icp canister create --detached`: a new, empty, running canister owned
+-- by the given controllers (the caller when none are given), funded with
+-- --cycles (2T by default). Only --detached is served: icp-sim has no
+-- project whose canisters could be created by name.
+function M.create_canister(ctx)
+  local o = ctx.cmd.options
+  if not o.detached then
+    return ctx.fail("Error: not supported by the icp simulator: icp canister create of a project canister\n")
+  end
+  if o.json then
+    -- icp 1.5.0's JSON shape for create is not recorded in the reference.
+    return ctx.fail("Error: not supported by the icp simulator: icp canister create --json\n")
+  end
+  local cycles = DEFAULT_CYCLES
+  if o.cycles then
+    cycles = cycles_amount(o.cycles)
+    if not cycles then return ctx.fail("Error: invalid cycles amount '" .. o.cycles .. "'\n") end
+  end
+  if ctx.faults.hang then return ctx.hang() end
+  local failed = M.injected_failure(ctx)
+  if failed then return failed end
+  local home = ctx.home
+  local cid = home:transact(function(sim)
+    local now = Home.tick(sim)
+    local n = (sim.detached_counter or 0) + 1
+    sim.detached_counter = n
+    local id = principal.canister_id(DETACHED_BASE + n)
+    local dir = home:canister_dir(id)
+    for _, d in ipairs({ dir, dir .. "/live", dir .. "/live/wasm_chunk_store", dir .. "/snapshots" }) do
+      assert(engine.fs.mkdir_private(d))
+    end
+    -- An empty canister: no module, empty memories.
+    for _, f in ipairs({ "wasm_memory.bin", "stable_memory.bin" }) do
+      local h = assert(io.open(dir .. "/live/" .. f, "wb"))
+      h:close()
+    end
+    home:save_canister({
+      id = id, role = json.null, parent = json.null, order = DETACHED_BASE + n, depth = 0, detached = true,
+      status = "running", controllers = json.array(o.controller or { ctx.caller }), created_at = now,
+      version = 0, next_snapshot_counter = 0, cycles = cycles, globals = json.array({}),
+      certified_data_hex = "", global_timer = "inactive", hook = "condition_not_satisfied",
+      effects = json.object({ create = 1 }),
+    })
+    return id
+  end)
+  if ctx.faults.fail_after then
+    -- Created, but the caller never hears the id.
+    ctx.faults.fail = ctx.faults.fail_after
+    return M.injected_failure(ctx)
+  end
+  if o.quiet then
+    ctx.stdout(cid .. "\n")
+  else
+    ctx.stdout("Created canister with ID " .. cid .. "\n")
+  end
+  return 0
+end
+
+--- `icp canister delete`: the canister must be stopped; its cycles go back
+-- to the caller (icp does this through a temporary shim canister) unless
+-- --no-recover-cycles burns them. The canister and its snapshots are gone.
+function M.delete_canister(ctx)
+  local home = ctx.home
+  return mutation(ctx, function(sim, c)
+    local stopped = require_stopped(ctx, c)
+    if stopped then return stopped end
+    Home.tick(sim)
+    if ctx.faults.silent then return 0 end
+    if not ctx.cmd.options["no-recover-cycles"] then
+      ctx.stderr(string.format("Recovered %d cycles from canister %s to %s\n", math.tointeger(c.cycles or 0),
+        ctx.canister, ctx.caller))
+    end
+    sim.deleted = sim.deleted or json.array({})
+    sim.deleted[#sim.deleted + 1] = ctx.canister
+    assert(engine.fs.remove_tree(home:canister_dir(ctx.canister)))
+    return 0
+  end)
+end
+
 -- {=== call ===}
 
 local function registry_reply(home)
@@ -413,10 +509,13 @@ local function registry_reply(home)
   local ids = home:canister_ids()
   for _, cid in ipairs(ids) do
     local c = home:canister(cid)
-    local mh = home:module_hash(c)
-    members[#members + 1] = { canister_id = cid, role = c.role, parent = c.parent ~= json.null and c.parent or nil,
-      module_hash = mh and hex.decode(mh) or nil,
-      created_at = c.created_at or 0, order = c.order or 0 }
+    -- A detached (scratch) canister never registered with the root.
+    if not c.detached then
+      local mh = home:module_hash(c)
+      members[#members + 1] = { canister_id = cid, role = c.role, parent = c.parent ~= json.null and c.parent or nil,
+        module_hash = mh and hex.decode(mh) or nil,
+        created_at = c.created_at or 0, order = c.order or 0 }
+    end
   end
   table.sort(members, function(a, b) return a.order < b.order end)
   return canic.encode_registry(members)
@@ -455,7 +554,7 @@ local function directory_reply(home, caller)
   for _, cid in ipairs(ids) do
     local c = home:canister(cid)
     if cid == caller then registered = true end
-    if c.parent ~= json.null and c.parent ~= nil then members[#members + 1] = c end
+    if c.parent ~= json.null and c.parent ~= nil and not c.detached then members[#members + 1] = c end
   end
   for _, p in ipairs(dir.readers or {}) do if p == caller then registered = true end end
   if not registered then
@@ -572,6 +671,8 @@ local HANDLERS = {
   ["canister snapshot download"] = function(ctx) return require("icp_sim.transfer").download(ctx) end,
   ["canister snapshot upload"] = function(ctx) return require("icp_sim.transfer").upload(ctx) end,
   ["canister call"] = M.call,
+  ["canister create"] = M.create_canister,
+  ["canister delete"] = M.delete_canister,
   ["identity principal"] = M.identity,
 }
 

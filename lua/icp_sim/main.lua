@@ -138,6 +138,7 @@ local SELECTOR = {
   ["canister snapshot list"] = "snapshot.list", ["canister snapshot delete"] = "snapshot.delete",
   ["canister snapshot restore"] = "snapshot.restore", ["canister snapshot download"] = "snapshot.download",
   ["canister snapshot upload"] = "snapshot.upload", ["identity principal"] = "identity",
+  ["canister create"] = "create", ["canister delete"] = "delete",
 }
 
 local function write_log(log, rc)

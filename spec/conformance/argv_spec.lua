@@ -85,6 +85,12 @@ local CORPUS = {
   v("canister", "call", C, "m", "()", "--output", "json", "-e", "local"),
   v("canister", "call", C, "m", "()", "--args-format", "xml", "-e", "local"),
   v("canister", "call", C, "m", "()", "--query=yes", "-e", "local"),
+  v("canister", "create", "-e", "local"),
+  v("canister", "create", C, "--detached", "-e", "local"),
+  v("canister", "create", "--detached", "-q", "--json", "-e", "local"),
+  v("canister", "create", "--detached", "--controller", "bad", "-e", "local"),
+  v("canister", "delete", "-e", "local"),
+  v("canister", "delete", C, "--no-recover-cycles=yes", "-e", "local"),
 }
 
 -- Every command line the driver renders, in both target forms, with an
@@ -102,10 +108,13 @@ do
     snapshot_delete = { canister = C, snapshot_id = SID }, snapshot_restore = { canister = C, snapshot_id = SID },
     call = { canister = C, method = "canic_subnet_registry", args = "()", query = true },
     identity = {},
+    canister_create = {}, canister_delete = { canister = C },
   }
   for _, d in ipairs(forms) do
     for kind, p in pairs(params) do CORPUS[#CORPUS + 1] = d:args(kind, p) end
     CORPUS[#CORPUS + 1] = d:args("snapshot_create", { canister = C })
+    CORPUS[#CORPUS + 1] = d:args("canister_create", { cycles = 500000000000 })
+    CORPUS[#CORPUS + 1] = d:args("canister_delete", { canister = C, burn_cycles = true })
   end
 end
 

@@ -363,3 +363,123 @@ describe("icp-sim commands on one canister", function()
     ok({ "canister", "start", c, "-e", "local" })
   end)
 end)
+
+describe("icp-sim canister create --detached / delete", function()
+  local home, fleet
+  before_each(function()
+    home = helpers.sim_home()
+    fleet = helpers.fleet(home)
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  local function canister_json(cid)
+    local text = helpers.read(home .. "/canisters/" .. cid .. "/canister.json")
+    return text and json.decode(text)
+  end
+
+  it("creates an empty running canister owned by the caller, funded with 2T cycles by default", function()
+    local r = helpers.icp(home, { "canister", "create", "--detached", "-e", "local" })
+    assert.equal(0, r.status, r.stderr)
+    local cid = r.stdout:match("^Created canister with ID ([%w%-]+)\n$")
+    assert.is_truthy(cid, r.stdout)
+    local me = helpers.icp(home, { "identity", "principal" }).stdout:gsub("\n$", "")
+    local c = canister_json(cid)
+    assert.same({ "running", true, 2000000000000, { me } }, { c.status, c.detached, c.cycles, c.controllers })
+    local s = json.decode(helpers.icp(home, { "canister", "status", cid, "-e", "local", "--json" }).stdout)
+    assert.same({ "Running", json.null }, { s.status, s.module_hash })
+    -- A scratch canister is no fleet member: neither the registry nor the
+    -- sim's own listing shows it.
+    assert.equal(#fleet.members, #helpers.fleet(home).members)
+    for _, m in ipairs(helpers.fleet(home).members) do assert.not_equal(cid, m.canister_id) end
+  end)
+
+  it("prints only the id with -q, takes --cycles with a suffix and repeated --controller", function()
+    local other = fleet.members[1].canister_id
+    local r = helpers.icp(home, { "canister", "create", "--detached", "-q", "--cycles", "1.5t", "--controller", other,
+      "--controller", "aaaaa-aa", "-e", "local" })
+    assert.equal(0, r.status, r.stderr)
+    local cid = r.stdout:match("^([%w%-]+)\n$")
+    assert.is_truthy(cid, r.stdout)
+    local c = canister_json(cid)
+    assert.same({ 1500000000000, { other, "aaaaa-aa" } }, { c.cycles, c.controllers })
+    -- Each create makes a new id.
+    local r2 = helpers.icp(home, { "canister", "create", "--detached", "-q", "-e", "local" })
+    assert.not_equal(cid, r2.stdout:match("^([%w%-]+)\n$"))
+  end)
+
+  it("parses <CANISTER|--detached> as clap does, and says what it does not simulate", function()
+    local r = helpers.icp(home, { "canister", "create", "-e", "local" })
+    assert.same({ 2, "error: the following required arguments were not provided:\n  <CANISTER|--detached>\n\n"
+      .. "Usage: icp canister create <CANISTER|--detached>\n\nFor more information, try '--help'.\n" },
+      { r.status, r.stderr })
+    r = helpers.icp(home, { "canister", "create", "x", "--detached", "-e", "local" })
+    assert.same({ 2, "error: the argument '[CANISTER]' cannot be used with '--detached'" },
+      { r.status, r.stderr:match("^[^\n]+") })
+    r = helpers.icp(home, { "canister", "create", "--detached", "--json", "-e", "local" })
+    assert.same({ 1, "Error: not supported by the icp simulator: icp canister create --json\n" },
+      { r.status, r.stderr })
+  end)
+
+  it("refuses to delete a running canister, deletes a stopped one with its snapshots, recovering cycles", function()
+    local cid = helpers.icp(home, { "canister", "create", "--detached", "-q", "-e", "local" }).stdout:gsub("\n$", "")
+    local r = helpers.icp(home, { "canister", "delete", cid, "-e", "local" })
+    assert.equal(1, r.status)
+    assert.matches("is currently running. Please stop the canister first", r.stderr)
+    assert.is_truthy(canister_json(cid))
+    assert.equal(0, helpers.icp(home, { "canister", "stop", cid, "-e", "local" }).status)
+    assert.equal(0, helpers.icp(home, { "canister", "snapshot", "create", cid, "-e", "local" }).status)
+    r = helpers.icp(home, { "canister", "delete", cid, "-e", "local" })
+    assert.equal(0, r.status, r.stderr)
+    local me = helpers.icp(home, { "identity", "principal" }).stdout:gsub("\n$", "")
+    assert.same({ "", "Recovered 2000000000000 cycles from canister " .. cid .. " to " .. me .. "\n" },
+      { r.stdout, r.stderr })
+    assert.is_nil(canister_json(cid))
+    r = helpers.icp(home, { "canister", "status", cid, "-e", "local" })
+    assert.equal(1, r.status)
+    assert.matches("was not found", r.stderr)
+    r = helpers.icp(home, { "canister", "delete", cid, "-e", "local" })
+    assert.equal(1, r.status)
+  end)
+
+  it("burns the cycles with --no-recover-cycles, and only a controller may delete", function()
+    local other = fleet.members[1].canister_id
+    local cid = helpers.icp(home, { "canister", "create", "--detached", "-q", "--controller", other, "-e", "local" })
+      .stdout:gsub("\n$", "")
+    local r = helpers.icp(home, { "canister", "delete", cid, "-e", "local", "--no-recover-cycles" })
+    assert.equal(1, r.status)
+    assert.matches("Only the controllers of the canister", r.stderr)
+    cid = helpers.icp(home, { "canister", "create", "--detached", "-q", "-e", "local" }).stdout:gsub("\n$", "")
+    assert.equal(0, helpers.icp(home, { "canister", "stop", cid, "-e", "local" }).status)
+    r = helpers.icp(home, { "canister", "delete", cid, "-e", "local", "--no-recover-cycles" })
+    assert.same({ 0, "", "" }, { r.status, r.stdout, r.stderr })
+    assert.is_nil(canister_json(cid))
+  end)
+
+  it("serves fleetsnap's driver: create returns the id, delete of a running copy is NOT_STOPPED", function()
+    local d = require("fleetsnap.drivers.icp").new({ command = { helpers.root .. "/scripts/icp-sim" },
+      env = { ICP_SIM_HOME = home } })
+    local cid, err = d:run("canister_create", { cycles = 300000000000 })
+    assert.is_nil(err)
+    assert.equal(300000000000, canister_json(cid).cycles)
+    local _, derr = d:run("canister_delete", { canister = cid })
+    assert.equal("NOT_STOPPED", derr.code)
+    assert.is_nil(select(2, d:run("stop", { canister = cid })))
+    assert.is_nil(select(2, d:run("canister_delete", { canister = cid, burn_cycles = true })))
+    assert.is_nil(canister_json(cid))
+    _, derr = d:run("canister_delete", { canister = cid })
+    assert.equal("CANISTER_GONE", derr.code)
+  end)
+
+  it("loses the id of a create whose reply is lost (fail_after), yet the canister exists", function()
+    local r = helpers.icp(home, { "canister", "create", "--detached", "-q", "-e", "local" },
+      { ICP_SIM_FAIL_AFTER = "create" })
+    assert.equal(1, r.status)
+    assert.equal("", r.stdout)
+    local n = 0
+    for _, id in ipairs(engine.fs.list(home .. "/canisters") or {}) do
+      local c = canister_json(id)
+      if c and c.detached then n = n + 1 end
+    end
+    assert.equal(1, n)
+  end)
+end)

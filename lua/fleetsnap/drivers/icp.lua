@@ -17,13 +17,14 @@ local MiB = 1024 * 1024
 -- Seconds; transfers get 120 s plus 1 s per MiB of the snapshot.
 M.DEFAULT_TIMEOUTS = {
   status = 300, stop = 600, start = 300, snapshot_create = 300, snapshot_list = 300, snapshot_delete = 300,
-  snapshot_restore = 300, call = 300, identity = 300, transfer_base = 120, transfer_per_mib = 1,
+  snapshot_restore = 300, call = 300, identity = 300, canister_create = 300, canister_delete = 600,
+  transfer_base = 120, transfer_per_mib = 1,
 }
 
 -- Kinds that change the network: a failpoint pair surrounds each.
 local EFFECTS = {
   stop = true, start = true, snapshot_create = true, snapshot_delete = true, snapshot_restore = true,
-  snapshot_upload = true, call = true,
+  snapshot_upload = true, call = true, canister_create = true, canister_delete = true,
 }
 
 --- A driver. opts: `icp` (program path, default "icp") or `command` (an
@@ -115,6 +116,14 @@ function M:args(kind, p)
   elseif kind == "call" then
     a = { "canister", "call", c, p.method, p.args or "()", "--json" }
     if p.query then push(a, "--query") end
+  elseif kind == "canister_create" then
+    -- A detached canister (outside any project), its id alone on stdout.
+    -- p.cycles: the funding, icp's default (2T) when absent.
+    a = { "canister", "create", "--detached", "-q" }
+    if p.cycles then push(a, "--cycles", tostring(math.tointeger(p.cycles))) end
+  elseif kind == "canister_delete" then
+    a = { "canister", "delete", c }
+    if p.burn_cycles then push(a, "--no-recover-cycles") end
   elseif kind == "identity" then
     return self:identity_flags({ "identity", "principal" })
   else
@@ -408,6 +417,12 @@ function M.parse(kind, p, stdout)
       return nil, bad_output(kind, p, err or "no response_bytes", stdout)
     end
     return hex_codec.decode(hex)
+  elseif kind == "canister_create" then
+    local text = stdout:match("^%s*(%S+)%s*$")
+    if not text or not principal.is_valid(text) then
+      return nil, bad_output(kind, p, "not a canister id", stdout)
+    end
+    return text
   elseif kind == "identity" then
     local text = stdout:match("^%s*(%S+)%s*$")
     if not text or not principal.is_valid(text) then return nil, bad_output(kind, p, "not a principal", stdout) end
