@@ -15,5 +15,6 @@ foreach(target json journal tree readers)
   add_test(NAME fuzz_${target}
     COMMAND sh -c "rm -rf \"$0\" && mkdir -p \"$0\" && exec \"$1\" -max_total_time=${FLEETSNAP_FUZZ_SMOKE} -print_final_stats=1 \"$0\" \"$2\""
       ${CMAKE_BINARY_DIR}/smoke-corpus/${target} $<TARGET_FILE:fuzz_${target}> ${CMAKE_SOURCE_DIR}/fuzz/corpus/${target})
-  set_tests_properties(fuzz_${target} PROPERTIES LABELS "fuzz" TIMEOUT 120)
+  set_tests_properties(fuzz_${target} PROPERTIES LABELS "fuzz" TIMEOUT 120
+    ENVIRONMENT "FLEETSNAP_SOURCE=${CMAKE_SOURCE_DIR}")
 endforeach()

@@ -12,6 +12,7 @@ local fleet = require "fleetsnap.fleet"
 local principal = require "fleetsnap.principal"
 local engine = require "fleetsnap.engine"
 
+-- luacheck: read globals FUZZ_TMPDIR
 local DIR = assert(FUZZ_TMPDIR, "FUZZ_TMPDIR is not set") .. "/doc"
 local ROOT = principal.canister_id(1)
 
