@@ -50,6 +50,15 @@ reader_seed("candid-registry", canic.encode_registry({
 local d108 = json.decode(man)
 d108.deployment, d108.fleet, d108.fleetsnap = d108.fleet, nil, nil
 d108.verification = json.decode('{"deployment_checks": [], "member_checks": []}')
+-- The reply the real icp printed against a Canic-like root (as in
+-- spec/unit/candid_spec.lua, reference icp-cli-interface.md §8.3).
+local OBSERVED = "4449444c096d7b6e006e686c05cbb0d50268f6d6bbdd0471aaacd9d0067881cfaef40a01f6fee59a0f026c03cbb0d50268f6"
+  .. "d6bbdd047191edb1ef0f036d046b07ddc6a0117fb38b96dc027fcfa0def2067fd4b4c59a097fb0f0f18a0e7fd9d18baf0e7ff28cd9ee0f7f"
+  .. "6c02ade2928e0406c7ebc4d009716b02bc8a0105c5fed2010701080002010a0000000000000002010104726f6f74010a00000000000000020"
+  .. "10104726f6f7401000000000000000000010a0000000000000006010103617070010a000000000000000601010361707001000000000000"
+  .. "00010201ab01010a00000000000000020101"
+put("readers", "candid-observed", string.char(index_of("candid-registry"))
+  .. OBSERVED:gsub("..", function(x) return string.char(tonumber(x, 16)) end))
 reader_seed("manifest-0.108", json.encode(d108, { pretty = true }))
 put("json", "manifest", man)
 put("json", "restore-plan", rplan)
