@@ -26,6 +26,8 @@ void fz_write_file(const char *path, const void *data, size_t size);
  * tree's lua/ (FLEETSNAP_SOURCE overrides the compiled-in path) and
  * fleetsnap.engine preloaded from the statically linked binding. */
 lua_State *fz_lua_new(void);
+/* Reports the Lua lines run (as line pairs) to libFuzzer as coverage. */
+void fz_lua_coverage(lua_State *L);
 /* Runs a chunk that must succeed (harness set-up); dies otherwise. */
 void fz_lua_do(lua_State *L, const char *chunk, const char *name);
 
