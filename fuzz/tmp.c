@@ -1,8 +1,10 @@
 /* Temporary directories and files of the fuzz targets. */
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,12 +30,37 @@ static void cleanup(void) {
   if (tmpdir[0]) fz_rmtree(tmpdir);
 }
 
+/* libFuzzer ends a run with _Exit (no atexit) and a finding with abort, so
+ * a directory outlives its process: each is named by its pid, and the next
+ * target to start removes those whose process is gone. */
+static void remove_stale(const char *base) {
+  DIR *d = opendir(base);
+  if (!d) return;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    char *end;
+    if (strncmp(de->d_name, "fleetsnap-fuzz-", 15) != 0) continue;
+    long pid = strtol(de->d_name + 15, &end, 10);
+    if (*end || pid <= 0) continue;
+    /* EPERM is a live process of someone else's. Our own pid is a dead
+     * process's directory: pids are reused. */
+    int alive = kill((pid_t)pid, 0) == 0 || errno != ESRCH;
+    if (alive && pid != (long)getpid()) continue;
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", base, de->d_name);
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid()) fz_rmtree(path);
+  }
+  closedir(d);
+}
+
 const char *fz_tmpdir(void) {
   if (tmpdir[0]) return tmpdir;
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
   if (!base || !*base) base = "/tmp";
-  snprintf(tmpdir, sizeof tmpdir, "%s/fleetsnap-fuzz-XXXXXX", base);
-  if (!mkdtemp(tmpdir)) fz_die("mkdtemp %s: %s", tmpdir, strerror(errno));
+  remove_stale(base);
+  snprintf(tmpdir, sizeof tmpdir, "%s/fleetsnap-fuzz-%ld", base, (long)getpid());
+  if (mkdir(tmpdir, 0700) != 0) fz_die("mkdir %s: %s", tmpdir, strerror(errno));
   atexit(cleanup);
   return tmpdir;
 }
