@@ -232,7 +232,9 @@ function Reader:byte()
 end
 
 function Reader:bytes(n)
-  if n < 0 or self.pos + n - 1 > #self.s then fail(self, "unexpected end of message") end
+  -- Against what is left, never pos + n: a length near 2^63 from the
+  -- message would wrap that sum negative and pass.
+  if n < 0 or n > #self.s - self.pos + 1 then fail(self, "unexpected end of message") end
   local b = self.s:sub(self.pos, self.pos + n - 1)
   self.pos = self.pos + n
   return b

@@ -32,7 +32,8 @@ function M.build(root, raw, what)
       parent, perr = principal.parse(m.parent, field .. ".parent")
       if not parent then return fail(perr, "EPRINCIPAL") end
     end
-    local member = { canister_id = id, role = m.role, parent = parent, module_hash = m.module_hash, index = i,
+    local mh = m.module_hash ~= json.null and m.module_hash or nil
+    local member = { canister_id = id, role = m.role, parent = parent, module_hash = mh, index = i,
       children = {} }
     fleet.members[#fleet.members + 1] = member
     fleet.by_id[id] = member
@@ -65,6 +66,32 @@ function M.build(root, raw, what)
   return fleet
 end
 
+-- What is wrong with a decoded registry reply, or nil. Candid decodes
+-- whatever types the reply declares, so a root (or anything answering
+-- for it) can send any shape: only canic.RESULT's is read further.
+local function reply_problem(reply)
+  if type(reply) ~= "table" or (reply.Ok == nil and reply.Err == nil) then
+    return "not a Result<registry, Error> reply"
+  end
+  if reply.Err ~= nil then
+    local e = reply.Err
+    if type(e) ~= "table" or type(e.code) ~= "table" or type(e.message) ~= "string" then
+      return "an Err that is not a {code: variant, message: text} record"
+    end
+    return nil
+  end
+  if type(reply.Ok) ~= "table" then return "an Ok that is not a vector of entries" end
+  for i, e in ipairs(reply.Ok) do
+    local r = type(e) == "table" and e.record
+    if type(r) ~= "table" or type(r.pid) ~= "string" or type(r.role) ~= "string"
+      or (r.parent_pid ~= nil and type(r.parent_pid) ~= "string")
+      or (r.module_hash ~= nil and type(r.module_hash) ~= "string") then
+      return string.format("entry %d is not a {pid, role, record: CanisterInfo} record", i)
+    end
+  end
+  return nil
+end
+
 --- Discovery through the Canic root's registry (a public query).
 function M.from_registry(driver, root)
   local root_id, err = principal.parse(root, "the root")
@@ -74,17 +101,16 @@ function M.from_registry(driver, root)
   local values, derr = candid.decode(bytes, canic.NAMES)
   if not values then return fail("registry of " .. root_id .. ": " .. derr, "EREGISTRY") end
   local reply = values[1]
-  if type(reply) ~= "table" or (reply.Ok == nil and reply.Err == nil) then
-    return fail("registry of " .. root_id .. ": not a Result<registry, Error> reply", "EREGISTRY")
-  end
+  local problem = reply_problem(reply)
+  if problem then return fail("registry of " .. root_id .. ": " .. problem, "EREGISTRY") end
   if reply.Err then
-    local code = next(reply.Err.code or {}) or "?"
+    local code = next(reply.Err.code) or "?"
     return fail(string.format("registry of %s: the root refused: %s: %s", root_id, tostring(code),
       tostring(reply.Err.message)), "EREGISTRY")
   end
   local raw = {}
   for i, e in ipairs(reply.Ok) do
-    local r = e.record or {}
+    local r = e.record
     if e.pid ~= r.pid or e.role ~= r.role then
       return fail(string.format("registry of %s: entry %d: outer pid/role differ from its record", root_id, i),
         "EREGISTRY")
@@ -107,6 +133,13 @@ function M.from_inventory(path)
   end
   for i, m in ipairs(doc.members) do
     if type(m) ~= "table" then return fail(string.format("%s: members[%d] is not an object", path, i), "EDOC") end
+    -- The topology hash writes module_hash as it is: a table (or null) would
+    -- hash as its address, different in every process, so every check
+    -- against the plan's hash would report drift.
+    local mh = m.module_hash
+    if mh ~= nil and mh ~= json.null and type(mh) ~= "string" then
+      return fail(string.format("%s: members[%d].module_hash is not a string or null", path, i), "EDOC")
+    end
   end
   return M.build(doc.root, doc.members, path)
 end

@@ -1,12 +1,14 @@
 # Shared by scripts/test and scripts/quickstart: install the Debian packages
 # fleetsnap needs, only those missing (apt-get update first, once).
-# Node.js and npm come from the machine, never from apt.
+# Node.js and npm come from the machine, never from apt. clang is for the
+# fuzz build alone (libFuzzer ships with it); the other builds use cc.
 
 FLEETSNAP_DEBIAN_PACKAGES=(
   build-essential cmake pkg-config
   lua5.4 liblua5.4-dev libssl-dev
   lua-busted lua-argparse lua-check
   groff-base
+  clang
 )
 
 # The packages of the list that are not installed, on one line.

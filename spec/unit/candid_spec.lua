@@ -45,6 +45,11 @@ describe("candid.decode", function()
     { "a truncated message", "DIDL\0\1\120" },
     { "trailing bytes", "DIDL\0\1\113\0\0" },
     { "an out-of-range type index", "DIDL\0\1\5" },
+    -- Found by the readers fuzz target (fuzz/corpus/readers/crash-candid-
+    -- text-length-overflow): a text of 2^63 - 1 bytes wrapped the bounds
+    -- check's position + length round to a negative number; the text read
+    -- as "" and the next value raised from string.unpack.
+    { "a text length that overflows the position", "DIDL\0\2\113\120" .. ("\255"):rep(8) .. "\127" },
   }
   for _, b in ipairs(bad) do
     it("refuses " .. b[1] .. " with ECANDID", function()
