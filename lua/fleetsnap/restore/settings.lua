@@ -1,0 +1,133 @@
+--- A restore's canister settings: the backup's record of each member's
+-- settings compared with its target's before the first stop (`check`),
+-- and the change that puts them back after the load (`apply`).
+-- Controllers are compared and applied only in place or when asked:
+-- a mapped target keeps its own controllers unless the operator says
+-- otherwise, and the operator's principal is never removed.
+local engine = require "fleetsnap.engine"
+local canister_settings = require "fleetsnap.canister_settings"
+local manifest = require "fleetsnap.manifest"
+
+local json = engine.json
+
+local M = {}
+
+M.MODES = { check = true, apply = true, ignore = true }
+
+--- The recorded settings of the backup, source canister -> record; nil
+-- when the backup recorded none (made before settings travelled).
+function M.recorded(doc)
+  local man = manifest.read(doc.backup.dir)
+  local section = man and man.doc.fleetsnap
+  if type(section) ~= "table" then return nil end
+  local out, any = {}, false
+  for _, m in ipairs(section.members or {}) do
+    if m.settings then
+      out[m.canister_id] = m.settings
+      any = true
+    end
+  end
+  return any and out or nil
+end
+
+-- Whether controllers count for this member.
+local function with_controllers(member, options)
+  return options.settings_controllers or member.source_canister == member.target_canister
+end
+
+local function without_controllers(diffs)
+  local out = {}
+  for _, d in ipairs(diffs) do
+    if d.field ~= "controllers" then out[#out + 1] = d end
+  end
+  return out
+end
+
+--- The check before the first stop. current: target -> settings record
+-- (nil when its status had none). Returns {mode, recorded, note?,
+-- differences = [{target_canister, source_canister, field, backup, target}]}.
+function M.check(doc, recorded, current, options)
+  local res = { mode = options.settings, recorded = recorded ~= nil, differences = {} }
+  if not recorded then
+    res.note = "the backup recorded no canister settings (made before settings were recorded); not checked"
+    res.differences = json.array({})
+    return json.ordered(res, { "mode", "recorded", "note", "differences" })
+  end
+  for _, m in ipairs(doc.members) do
+    local want, have = recorded[m.source_canister], current[m.target_canister]
+    if want and have then
+      local diffs = canister_settings.compare(want, have)
+      if not with_controllers(m, options) then diffs = without_controllers(diffs) end
+      for _, d in ipairs(diffs) do
+        res.differences[#res.differences + 1] = json.ordered({ target_canister = m.target_canister,
+          source_canister = m.source_canister, field = d.field, backup = d.backup, target = d.target },
+          { "target_canister", "source_canister", "field", "backup", "target" })
+      end
+    end
+  end
+  res.differences = json.array(res.differences)
+  return json.ordered(res, { "mode", "recorded", "note", "differences" })
+end
+
+local function set_of(list)
+  local s = {}
+  for _, x in ipairs(list or {}) do s[x] = true end
+  return s
+end
+
+--- The change that makes `current` what `want` records, for the driver's
+-- settings_update: {nats, visibility, add_controllers, remove_controllers,
+-- add_env, remove_env}; nil when nothing differs. opts: controllers
+-- (apply them), operator (never removed). Second value: fields left as
+-- they are, with why ({field, reason}).
+function M.change(want, current, opts)
+  local ch, any, not_applied = { nats = {}, visibility = {} }, false, {}
+  for _, k in ipairs(canister_settings.NATS) do
+    if want[k] ~= current[k] then
+      ch.nats[k], any = want[k], true
+    end
+  end
+  for _, k in ipairs(canister_settings.VISIBILITIES) do
+    if canister_settings.show(k, want[k]) ~= canister_settings.show(k, current[k]) then
+      local v = want[k]
+      if v.type == "allowed_viewers" and #(v.viewers or {}) == 0 then
+        -- icp sets a viewers list only from at least one principal.
+        not_applied[#not_applied + 1] = { field = k, reason = "an empty viewers list cannot be set" }
+      else
+        ch.visibility[k:match("^(%a+)_")], any = v, true
+      end
+    end
+  end
+  if opts.controllers then
+    local have, need = set_of(current.controllers), set_of(want.controllers)
+    ch.add_controllers, ch.remove_controllers = {}, {}
+    for _, p in ipairs(want.controllers) do
+      if not have[p] then ch.add_controllers[#ch.add_controllers + 1] = p end
+    end
+    for _, p in ipairs(current.controllers) do
+      if not need[p] and p ~= opts.operator then ch.remove_controllers[#ch.remove_controllers + 1] = p end
+    end
+    if #ch.add_controllers + #ch.remove_controllers > 0 then any = true end
+  end
+  local have_env, want_env = {}, {}
+  for _, e in ipairs(current.environment_variables) do have_env[e.name] = e.value end
+  ch.add_env, ch.remove_env = {}, {}
+  for _, e in ipairs(want.environment_variables) do
+    want_env[e.name] = true
+    if have_env[e.name] ~= e.value then ch.add_env[#ch.add_env + 1] = e.name .. "=" .. e.value end
+  end
+  for _, e in ipairs(current.environment_variables) do
+    if not want_env[e.name] then ch.remove_env[#ch.remove_env + 1] = e.name end
+  end
+  if #ch.add_env + #ch.remove_env > 0 then any = true end
+  return any and ch or nil, not_applied
+end
+
+--- Whether `current` already is what the change would make it (the
+-- read-back that settles an apply).
+function M.applied(want, current, opts)
+  local ch = M.change(want, current, opts)
+  return ch == nil
+end
+
+return M

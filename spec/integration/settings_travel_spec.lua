@@ -1,0 +1,122 @@
+-- Canister settings travel with the backup: recorded in the manifest's
+-- fleetsnap section from the status icp reports.
+local engine = require "fleetsnap.engine"
+local helpers = require "helpers"
+local manifest = require "fleetsnap.manifest"
+
+local json, fs = engine.json, engine.fs
+
+local function icp_ok(home, argv)
+  local r = helpers.icp(home, argv)
+  assert.equal(0, r.status, r.stderr)
+  return r
+end
+
+describe("settings recorded by a backup", function()
+  local home, fleet, out
+  before_each(function()
+    home = helpers.sim_home()
+    fleet = helpers.fleet(home)
+    out = helpers.tmpdir() .. "/backups/b1"
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  it("writes each member's settings, as its status reports them, into the fleetsnap section", function()
+    local c = fleet.members[2].canister_id
+    icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--freezing-threshold", "86400",
+      "--log-visibility", "public", "--add-environment-variable", "MODE=prod" })
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out })
+    assert.equal(0, r.status, r.stderr)
+    local text = fs.read(out .. "/fleet-backup-manifest.json")
+    local doc = json.decode(text)
+    -- Our own reader accepts it, and the upstream part is untouched.
+    assert.is_truthy(manifest.validate(doc, manifest.FILE_036, "0.36"))
+    local by = {}
+    for _, m in ipairs(doc.fleetsnap.members) do by[m.canister_id] = m.settings end
+    local s = assert(by[c])
+    assert.equal("86400", s.freezing_threshold)
+    assert.equal("5000000000000", s.reserved_cycles_limit)
+    assert.same({ type = "public" }, s.log_visibility)
+    assert.same({ type = "controllers" }, s.snapshot_visibility)
+    assert.same({ { name = "MODE", value = "prod" } }, s.environment_variables)
+    assert.matches("^%d+$", s.cycles)
+    local st = json.decode(icp_ok(home, { "canister", "status", c, "-e", "local", "--json" }).stdout)
+    local want = {}
+    for i, p in ipairs(st.settings.controllers) do want[i] = p end
+    table.sort(want)
+    assert.same(want, s.controllers)
+    -- Every member has its record.
+    for _, m in ipairs(doc.fleetsnap.members) do assert.is_table(m.settings, m.canister_id) end
+  end)
+end)
+
+describe("restore --settings", function()
+  local home, fleet, out, c
+  before_each(function()
+    home = helpers.sim_home()
+    fleet = helpers.fleet(home)
+    c = fleet.members[2].canister_id
+    out = helpers.tmpdir() .. "/backups/b1"
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  local function freezing(cid)
+    local st = json.decode(icp_ok(home, { "canister", "status", cid, "-e", "local", "--json" }).stdout)
+    return st.settings.freezing_threshold
+  end
+
+  local function restore(argv)
+    assert.equal(0, helpers.fleetsnap(home, { "restore", "plan", out }).status)
+    local full = { "restore", "run", out, "--execute" }
+    for _, a in ipairs(argv or {}) do full[#full + 1] = a end
+    return helpers.fleetsnap(home, full)
+  end
+
+  it("check (the default) warns about a setting changed since the backup, and exits as before", function()
+    icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--freezing-threshold", "86400" })
+    assert.equal("86_400", freezing(c))
+    local r = restore()
+    assert.equal(0, r.status, r.stderr)
+    assert.matches("warning: " .. c:gsub("%-", "%%-") .. ": setting freezing_threshold differs from the backup "
+      .. "%(backup 2592000, target 86400%)", r.stdout)
+    -- Only that one: nothing else changed.
+    local _, n = r.stdout:gsub("warning: ", "")
+    assert.equal(1, n)
+    -- A check changes nothing.
+    assert.equal("86_400", freezing(c))
+  end)
+
+  it("reports the differences in the JSON result", function()
+    icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--log-visibility", "public" })
+    assert.equal(0, helpers.fleetsnap(home, { "restore", "plan", out }).status)
+    local r = helpers.fleetsnap(home, { "--json", "restore", "run", out, "--execute" })
+    assert.equal(0, r.status, r.stderr)
+    local last
+    for line in r.stdout:gmatch("[^\n]+") do last = line end
+    local doc = json.decode(last)
+    assert.equal("result", doc.type)
+    assert.same({ mode = "check", recorded = true, differences = { { target_canister = c, source_canister = c,
+      field = "log_visibility", backup = "controllers", target = "public" } } }, doc.settings)
+  end)
+
+  it("ignore checks nothing", function()
+    icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--freezing-threshold", "86400" })
+    local r = restore({ "--settings", "ignore" })
+    assert.equal(0, r.status, r.stderr)
+    assert.is_nil(r.stdout:find("warning:", 1, true))
+  end)
+
+  it("skips the check of a backup without recorded settings with one note", function()
+    local path = out .. "/fleet-backup-manifest.json"
+    local doc = json.decode(fs.read(path))
+    for _, m in ipairs(doc.fleetsnap.members) do m.settings = nil end
+    helpers.write(path, json.encode(doc, { pretty = true }))
+    icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--freezing-threshold", "86400" })
+    local r = restore()
+    assert.equal(0, r.status, r.stderr)
+    local _, notes = r.stdout:gsub("note: the backup recorded no canister settings", "")
+    assert.equal(1, notes)
+    assert.is_nil(r.stdout:find("warning:", 1, true))
+  end)
+end)
