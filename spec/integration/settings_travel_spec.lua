@@ -120,3 +120,130 @@ describe("restore --settings", function()
     assert.is_nil(r.stdout:find("warning:", 1, true))
   end)
 end)
+
+describe("restore --settings apply", function()
+  local home, fleet, out, c, other
+  before_each(function()
+    home = helpers.sim_home()
+    fleet = helpers.fleet(home)
+    c = fleet.members[2].canister_id
+    -- A principal that controls no member: the anonymous one.
+    other = "2vxsx-fae"
+    out = helpers.tmpdir() .. "/backups/b1"
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  local function backup()
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out })
+    assert.equal(0, r.status, r.stderr)
+  end
+
+  local function settings_of(cid)
+    return json.decode(icp_ok(home, { "canister", "status", cid, "-e", "local", "--json" }).stdout).settings
+  end
+
+  local function has(list, p)
+    for _, x in ipairs(list) do if x == p then return true end end
+    return false
+  end
+
+  local function operator()
+    return (icp_ok(home, { "identity", "principal" }).stdout:gsub("%s+$", ""))
+  end
+
+  local function run(plan_args, run_args, env)
+    local p = { "restore", "plan", out }
+    for _, a in ipairs(plan_args or {}) do p[#p + 1] = a end
+    local r = helpers.fleetsnap(home, p)
+    assert.equal(0, r.status, r.stderr)
+    local x = { "restore", "run", out, "--execute", "--settings", "apply" }
+    for _, a in ipairs(run_args or {}) do x[#x + 1] = a end
+    return helpers.fleetsnap(home, x, env)
+  end
+
+  local function updates(cid)
+    return helpers.effects(home)[cid].settings_update or 0
+  end
+
+  it("sets a changed setting back after the load, with one update, and the status shows it", function()
+    backup()
+    icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--freezing-threshold", "86400",
+      "--add-environment-variable", "MODE=test" })
+    assert.equal("86_400", settings_of(c).freezing_threshold)
+    local r = run()
+    assert.equal(0, r.status, r.stderr)
+    local s = settings_of(c)
+    assert.equal("2_592_000", s.freezing_threshold)
+    assert.same({}, s.environment_variables)
+    -- The one update of the spec's own change, and fleetsnap's one.
+    assert.equal(2, updates(c))
+    -- Members whose settings match get no update at all.
+    assert.equal(0, updates(fleet.members[3].canister_id))
+  end)
+
+  it("leaves controllers alone without --settings-controllers", function()
+    backup()
+    icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--add-controller", other })
+    local r = run()
+    assert.equal(0, r.status, r.stderr)
+    assert.is_true(has(settings_of(c).controllers, other))
+  end)
+
+  it("applies controllers when asked, never removing the operator's own principal", function()
+    backup()
+    -- The backup's controllers without the operator (as if recorded by
+    -- another identity): applying them must still keep the operator.
+    local me = operator()
+    local path = out .. "/fleet-backup-manifest.json"
+    local doc = json.decode(fs.read(path))
+    for _, m in ipairs(doc.fleetsnap.members) do
+      if m.canister_id == c then m.settings.controllers = { other } end
+    end
+    helpers.write(path, json.encode(doc, { pretty = true }))
+    local r = run({}, { "--settings-controllers" })
+    assert.equal(0, r.status, r.stderr)
+    local ctl = settings_of(c).controllers
+    assert.is_true(has(ctl, other))
+    assert.is_true(has(ctl, me))
+  end)
+
+  it("does not copy the source's controllers onto a mapped target unless asked", function()
+    local src, dst = fleet.members[#fleet.members].canister_id, fleet.members[#fleet.members - 1].canister_id
+    icp_ok(home, { "canister", "settings", "update", src, "-e", "local", "--add-controller", other,
+      "--freezing-threshold", "1000" })
+    backup()
+    assert.is_false(has(settings_of(dst).controllers, other))
+    local map = helpers.tmpdir() .. "/map.json"
+    helpers.write(map, json.encode({ members = { { source_canister = src, target_canister = dst } } }))
+    local r = run({ "--members", src, "--mapping", map })
+    assert.equal(0, r.status, r.stderr)
+    local s = settings_of(dst)
+    -- The other settings travel; the controllers do not.
+    assert.equal("1_000", s.freezing_threshold)
+    assert.is_false(has(s.controllers, other))
+    r = run({ "--members", src, "--mapping", map }, { "--settings-controllers" })
+    assert.equal(0, r.status, r.stderr)
+    assert.is_true(has(settings_of(dst).controllers, other))
+  end)
+
+  it("a crash between the update and its record is settled by reading the status back, not updating twice",
+    function()
+      backup()
+      icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--freezing-threshold", "86400" })
+      local r = run({}, {}, { FLEETSNAP_FAILPOINT = "after-effect@settings_update-" .. c .. ":1" })
+      assert.not_equal(0, r.status)
+      -- The update happened; its record did not.
+      assert.equal("2_592_000", settings_of(c).freezing_threshold)
+      assert.equal(2, updates(c))
+      for _ = 1, 10 do
+        r = helpers.fleetsnap(home, { "restore", "run", out, "--execute" })
+        if r.status ~= 4 then break end
+        engine.sleep_ms(300)
+      end
+      assert.equal(0, r.status, r.stderr)
+      assert.equal(2, updates(c))
+      assert.equal("2_592_000", settings_of(c).freezing_threshold)
+      local j = fs.read(out .. "/restore/fleetsnap-restore.wal")
+      assert.matches('"reconciled":true', j)
+    end)
+end)

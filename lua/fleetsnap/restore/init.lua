@@ -261,6 +261,15 @@ function M.commands(x, op)
     return out
   elseif op.kind == "delete" then
     return { d:render("snapshot_delete", { canister = c, snapshot_id = uploaded }) }
+  elseif op.kind == "settings" then
+    -- The update sets only the fields that differ when it runs; the
+    -- preview shows every recorded one.
+    local ctx = x.context.settings
+    local want = ctx and ctx.want[c]
+    if not want then return {} end
+    local ch = rsettings.change(want, { controllers = {}, environment_variables = {} },
+      { controllers = ctx.controllers[c] })
+    return { d:render("status", { canister = c }), d:render("settings_update", { canister = c, change = ch }) }
   end
   return {}
 end
@@ -295,6 +304,12 @@ local function options_of(st, opts)
       .. "begun", tostring(began.settings or "ignore")), { option = "settings" })
   end
   return began, true
+end
+
+--- The executor context of --settings apply (nil otherwise).
+local function settings_extra(doc, options)
+  if options.settings ~= "apply" then return nil end
+  return { settings = rsettings.context(doc, options) }
 end
 
 --- The stopped window: from the first stop issued to the last start.
@@ -609,7 +624,7 @@ function M.run(dir, opts)
     local st = peek(jpath)
     local options = options_of(st, opts)
     local ops = operations.restore(doc, options)
-    local x = new_executor(doc, state, {}, st, opts, ops)
+    local x = new_executor(doc, state, {}, st, opts, ops, settings_extra(doc, options))
     local out = {}
     for _, op in ipairs(ops) do
       local o = st.ops[op.id]
@@ -643,7 +658,7 @@ function M.run(dir, opts)
     return { already = true, complete = true, plan = doc, state = state, window_ns = st.finalized.window_ns }
   end
   local _fleets <close> = lock_fleets(doc, opts.driver, "restore")
-  local x = new_executor(doc, state, j, st, opts, ops)
+  local x = new_executor(doc, state, j, st, opts, ops, settings_extra(doc, options))
   if opts.abort or st.abort then
     if not opts.abort then
       raise("EPRECONDITION", "an abort of this restore was begun; finish it",

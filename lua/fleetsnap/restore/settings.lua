@@ -1,9 +1,9 @@
 --- A restore's canister settings: the backup's record of each member's
 -- settings compared with its target's before the first stop (`check`),
 -- and the change that puts them back after the load (`apply`).
--- Controllers are compared and applied only in place or when asked:
--- a mapped target keeps its own controllers unless the operator says
--- otherwise, and the operator's principal is never removed.
+-- Controllers are compared in place, or on a mapped target when asked
+-- (a mapped target's own controllers differ by design), and applied only
+-- when asked; the operator's principal is never removed.
 local engine = require "fleetsnap.engine"
 local canister_settings = require "fleetsnap.canister_settings"
 local manifest = require "fleetsnap.manifest"
@@ -30,7 +30,7 @@ function M.recorded(doc)
   return any and out or nil
 end
 
--- Whether controllers count for this member.
+-- Whether the check compares this member's controllers.
 local function with_controllers(member, options)
   return options.settings_controllers or member.source_canister == member.target_canister
 end
@@ -128,6 +128,35 @@ end
 function M.applied(want, current, opts)
   local ch = M.change(want, current, opts)
   return ch == nil
+end
+
+--- What an apply needs per target: want (target -> the source's
+-- recorded settings; absent when none was recorded) and controllers
+-- (target -> whether its controllers are applied: only when asked, in
+-- place too).
+function M.context(doc, options)
+  local recorded = M.recorded(doc) or {}
+  local ctx = { want = {}, controllers = {} }
+  for _, m in ipairs(doc.members) do
+    ctx.want[m.target_canister] = recorded[m.source_canister]
+    ctx.controllers[m.target_canister] = options.settings_controllers and true or false
+  end
+  return ctx
+end
+
+--- The fields a change sets, in record order (for the receipt).
+function M.fields(ch)
+  local out = {}
+  if not ch then return out end
+  if #(ch.add_controllers or {}) + #(ch.remove_controllers or {}) > 0 then out[#out + 1] = "controllers" end
+  for _, k in ipairs(canister_settings.NATS) do
+    if ch.nats[k] then out[#out + 1] = k end
+  end
+  for _, k in ipairs(canister_settings.VISIBILITIES) do
+    if ch.visibility[k:match("^(%a+)_")] then out[#out + 1] = k end
+  end
+  if #ch.add_env + #ch.remove_env > 0 then out[#out + 1] = "environment_variables" end
+  return out
 end
 
 return M
