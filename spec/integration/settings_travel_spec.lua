@@ -181,6 +181,26 @@ describe("restore --settings apply", function()
     assert.equal(0, updates(fleet.members[3].canister_id))
   end)
 
+  it("previews the settings update in the dry run, after the load and before the start", function()
+    backup()
+    assert.equal(0, helpers.fleetsnap(home, { "restore", "plan", out }).status)
+    local r = helpers.fleetsnap(home, { "--json", "restore", "run", out, "--settings", "apply" })
+    assert.equal(0, r.status, r.stderr)
+    local doc = json.decode(r.stdout)
+    assert.equal("apply", doc.options.settings)
+    local pos, found = {}, nil
+    for i, row in ipairs(doc.remaining) do
+      pos[row.op] = i
+      if row.op == "settings-" .. c then found = row end
+    end
+    assert.is_table(found)
+    assert.equal("settings", found.kind)
+    assert.matches("canister settings update " .. c:gsub("%-", "%%-") .. " %-%-force %-%-compute%-allocation 0 ",
+      found.commands[2])
+    assert.is_true(pos["load-" .. c] < pos["settings-" .. c])
+    assert.is_true(pos["settings-" .. c] < pos["start-" .. c])
+  end)
+
   it("leaves controllers alone without --settings-controllers", function()
     backup()
     icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--add-controller", other })
