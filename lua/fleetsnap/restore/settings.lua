@@ -6,6 +6,7 @@
 -- when asked; the operator's principal is never removed.
 local engine = require "fleetsnap.engine"
 local canister_settings = require "fleetsnap.canister_settings"
+local errors = require "fleetsnap.errors"
 local manifest = require "fleetsnap.manifest"
 
 local json = engine.json
@@ -17,8 +18,11 @@ M.MODES = { check = true, apply = true, ignore = true }
 --- The recorded settings of the backup, source canister -> record; nil
 -- when the backup recorded none (made before settings travelled).
 function M.recorded(doc)
-  local man = manifest.read(doc.backup.dir)
-  local section = man and man.doc.fleetsnap
+  -- The manifest was proved unchanged since the plan when the restore
+  -- was opened; one that cannot be read now is a failure, not "none".
+  local man, err, code = manifest.read(doc.backup.dir)
+  if not man then errors.raise(code or "EMANIFEST", err) end
+  local section = man.doc.fleetsnap
   if type(section) ~= "table" then return nil end
   local out, any = {}, false
   for _, m in ipairs(section.members or {}) do
