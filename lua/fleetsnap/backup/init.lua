@@ -111,6 +111,28 @@ local function window_complete(plan, st)
   return any
 end
 
+--- Whether a member this attempt stopped runs again before its snapshot
+-- was taken, by its status now. A run that contained its fleet but could
+-- not write the record saying so (a full disk takes the journal's room
+-- too) leaves stops completed and the canisters running: the window is
+-- broken all the same, and a new attempt begins, as after a recorded
+-- containment. Asked only of members in that state, so only after an
+-- interruption inside the window; a status that cannot be read proves
+-- nothing and the run goes on as recorded.
+local function window_broken(x, plan, st)
+  if window_complete(plan, st) then return false end
+  for _, t in ipairs(plan.targets) do
+    local cid = t.canister_id
+    local stop, snap, start = st.ops["stop-" .. cid], st.ops["snapshot-" .. cid], st.ops["start-" .. cid]
+    if stop and stop.state == "completed" and not (snap and snap.state == "completed")
+      and not (start and start.state == "completed") then
+      local status = x.driver:run("status", { canister = cid })
+      if status and status.status == "running" then return true end
+    end
+  end
+  return false
+end
+
 --- Begins a new attempt (a new consistency window): preflight, the
 -- snapshots to replace, the drift check, one durable attempt record.
 local function new_attempt(x, plan, dir, ctx)
@@ -200,7 +222,8 @@ function M.execute(dir, plan, j, st, opts)
       end
     end
     local contained = st.contained[st.attempt]
-    if st.attempt == 0 or (contained and not window_complete(plan, st)) or snapshot_lost(plan, st) then
+    if st.attempt == 0 or (contained and not window_complete(plan, st)) or snapshot_lost(plan, st)
+      or (not contained and window_broken(x, plan, st)) then
       new_attempt(x, plan, dir, ctx)
     else
       x:reconcile()
