@@ -178,43 +178,68 @@ local function in_list(list, v)
   return false
 end
 
+-- The path of a value is built only when something is wrong: walking a
+-- 10,000-member document would otherwise format a path string for every
+-- field it visits. `segs` is a stack of the keys from the root to the
+-- value (a string for an object's field, an integer for an array's
+-- element), `depth` its height, `base` the path of the root.
+local function path_of(base, segs, depth)
+  local p = base
+  for i = 1, depth do
+    local k = segs[i]
+    if math.type(k) == "integer" then p = string.format("%s[%d]", p, k) else p = join(p, k) end
+  end
+  return p
+end
+
+local function wrong_type(base, segs, depth, spec, got)
+  return path_of(base, segs, depth), "expected " .. describe(spec) .. ", got " .. got
+end
+
+local function wrong_value(base, segs, depth, spec, v)
+  return path_of(base, segs, depth), "expected " .. describe(spec) .. ", got " .. show(v)
+end
+
 -- Checks v against spec; returns nil, or the path and what is wrong.
-local function walk(v, spec, path)
-  if v == nil then return path, "missing (expected " .. describe(spec) .. ")" end
+local function walk(v, spec, base, segs, depth)
+  if v == nil then return path_of(base, segs, depth), "missing (expected " .. describe(spec) .. ")" end
   if v == json.null and spec.nullable then return nil end
   local t = spec.t
   if t == "any" then return nil end
   local got = M.type_of(v)
-  local function wrong_type() return path, "expected " .. describe(spec) .. ", got " .. got end
-  local function wrong_value() return path, "expected " .. describe(spec) .. ", got " .. show(v) end
   if t == "string" then
-    if got ~= "string" then return wrong_type() end
-    if spec.nonempty and v == "" then return wrong_value() end
-    if spec.one_of and not in_list(spec.one_of, v) then return wrong_value() end
+    if got ~= "string" then return wrong_type(base, segs, depth, spec, got) end
+    if spec.nonempty and v == "" then return wrong_value(base, segs, depth, spec, v) end
+    if spec.one_of and not in_list(spec.one_of, v) then return wrong_value(base, segs, depth, spec, v) end
     if spec.valid then
       local good, reason = spec.valid(v)
       if not good then
-        local p, why = wrong_value()
+        local p, why = wrong_value(base, segs, depth, spec, v)
         return p, reason and (why .. " (" .. reason .. ")") or why
       end
     end
   elseif t == "integer" then
-    if got ~= "integer" then return wrong_type() end
-    if spec.one_of and not in_list(spec.one_of, v) then return wrong_value() end
-    if (spec.min and v < spec.min) or (spec.max and v > spec.max) then return wrong_value() end
-  elseif t == "boolean" then
-    if got ~= "boolean" then return wrong_type() end
-  elseif t == "array" then
-    if not is_kind(v, "array") then return wrong_type() end
-    if spec.min and #v < spec.min then
-      return path, string.format("expected at least %d element%s, got %d", spec.min, spec.min == 1 and "" or "s", #v)
+    if got ~= "integer" then return wrong_type(base, segs, depth, spec, got) end
+    if spec.one_of and not in_list(spec.one_of, v) then return wrong_value(base, segs, depth, spec, v) end
+    if (spec.min and v < spec.min) or (spec.max and v > spec.max) then
+      return wrong_value(base, segs, depth, spec, v)
     end
+  elseif t == "boolean" then
+    if got ~= "boolean" then return wrong_type(base, segs, depth, spec, got) end
+  elseif t == "array" then
+    if not is_kind(v, "array") then return wrong_type(base, segs, depth, spec, got) end
+    if spec.min and #v < spec.min then
+      return path_of(base, segs, depth), string.format("expected at least %d element%s, got %d", spec.min,
+        spec.min == 1 and "" or "s", #v)
+    end
+    local item = spec.item
     for i = 1, #v do
-      local p, why = walk(v[i], spec.item, string.format("%s[%d]", path, i))
+      segs[depth + 1] = i
+      local p, why = walk(v[i], item, base, segs, depth + 1)
       if p then return p, why end
     end
   elseif t == "object" then
-    if not is_kind(v, "object") then return wrong_type() end
+    if not is_kind(v, "object") then return wrong_type(base, segs, depth, spec, got) end
     if spec.strict then
       -- As a strict decoder would: an unknown key before anything else,
       -- the first in byte order so that the message is stable.
@@ -222,22 +247,23 @@ local function walk(v, spec, path)
       for k in pairs(v) do
         if not spec.known[k] and (unknown == nil or tostring(k) < tostring(unknown)) then unknown = k end
       end
-      if unknown ~= nil then return join(path, unknown), "unknown field" end
+      if unknown ~= nil then return join(path_of(base, segs, depth), unknown), "unknown field" end
     end
     for _, f in ipairs(spec.fields) do
       local name, fspec = f[1], f[2]
       local fv = v[name]
       if not (fv == nil and fspec.optional) then
-        local p, why = walk(fv, fspec, join(path, name))
+        segs[depth + 1] = name
+        local p, why = walk(fv, fspec, base, segs, depth + 1)
         if p then return p, why end
       end
     end
   else
-    return path, "bad schema: unknown type " .. tostring(t)
+    return path_of(base, segs, depth), "bad schema: unknown type " .. tostring(t)
   end
   if spec.check then
     local why = spec.check(v)
-    if why then return path, why end
+    if why then return path_of(base, segs, depth), why end
   end
   return nil
 end
@@ -269,7 +295,7 @@ end
 -- "ECORRUPT", the message naming the file and the first field that is
 -- wrong.
 function M.check(doc, spec, file, path)
-  local p, why = walk(doc, spec, path or "")
+  local p, why = walk(doc, spec, path or "", {}, 0)
   if p then return M.fail(file, p, why) end
   return true
 end

@@ -70,7 +70,7 @@ local function settle_staged(x, op, staging)
   if bad then return bad end
   local ok, err, code = fs.sync_tree(staging, { private = true })
   if not ok then return { code = code, message = "staging of " .. op.canister .. ": " .. err } end
-  x:record({ t = "artifact", op = op.id, attempt = x.state.attempt, state = "Downloaded" }, op.id)
+  x:record_lazy({ t = "artifact", op = op.id, attempt = x.state.attempt, state = "Downloaded" }, op.id)
   return nil, meta, chunks
 end
 
@@ -89,7 +89,7 @@ local function verify_staged(x, op, staging, meta, chunks)
   if bad then return nil, bad end
   local rec = { t = "artifact", op = op.id, attempt = x.state.attempt, state = "ChecksumVerified",
     digest = tree.digest, bytes = tree.bytes, files = tree.files, fingerprint = tree.fingerprint }
-  x:record(rec, op.id)
+  x:record_lazy(rec, op.id)
   return rec
 end
 

@@ -130,15 +130,20 @@ function M:set_limit(bucket, n)
   self.limits[bucket] = n
 end
 
--- Terminal records are buffered and made durable together once per
--- scheduler tick (group commit). Losing one to a crash only leaves its
--- claim pending, which the next run reconciles from evidence; every claim
--- (an append) flushes what is buffered before its effect.
+-- Terminal records, and the progress records of an operation between its
+-- claim and its end (a download's Downloaded and ChecksumVerified), are
+-- written without a sync and made durable together by the next claim (an
+-- append syncs the journal, and with it every record before it) or by the
+-- flush when the run ends (group commit). Losing one to a power loss only
+-- takes the operation back to its claim, which the next run reconciles
+-- from evidence, as after a crash between an effect and its record: no
+-- effect on the network depends on one of them being durable first.
 function M:record_lazy(rec, key)
   rec.at = rec.at or self:now()
   local ok, err, code = self.j:write(rec, key)
   if not ok then error(journal_failure(err, code), 0) end
   exec_state.apply(self.state, rec)
+  if self.extra then self.extra(self.state, rec) end
 end
 
 function M:flush()
