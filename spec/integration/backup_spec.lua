@@ -871,6 +871,23 @@ describe("fleetsnap backup catalogue scenarios", function()
     assert.equal(1, helpers.effects(home)[c].stop)
   end)
 
+  it("BK-50: a member restarted behind an interrupted backup's back opens a new window on resume", function()
+    local c = fleet.members[2].canister_id
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { FLEETSNAP_FAILPOINT = "before-effect@snapshot_create-" .. c .. ":1" })
+    assert.equal(9, r.signal)
+    assert.equal(1, helpers.effects(home)[c].stop)
+    -- Someone starts it while the backup is down: its recorded stop no
+    -- longer holds, so a snapshot now would be outside any window.
+    local s = helpers.icp(home, { "canister", "start", c, "-e", "local" })
+    assert.equal(0, s.status, s.stderr)
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(2, helpers.effects(home)[c].stop)
+    assert.equal(1, helpers.effects(home)[c].snapshot_create)
+    assert.truthy(fs.lstat(out .. "/fleet-backup-manifest.json"))
+  end)
+
   it("BK-33: an artifact changed after its receipt never reaches a manifest", function()
     local last = fleet.members[#fleet.members].canister_id
     local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
