@@ -9,15 +9,10 @@ local POLICY = helpers.root .. "/spec/e2e/fixtures/health-policy.lua"
 
 describe("e2e: policy checks as queries", function()
   local r
-  setup(replica.check_installed)
-  after_each(function()
-    if r then r:stop() end
-    r = nil
-  end)
-  teardown(helpers.cleanup)
+  local start = replica.each_test()
 
   it("passes when every member answers its health query", function()
-    r = replica.start()
+    r = start()
     local res = r:fleetsnap({ "backup", "create", "--root", r.root, "--policy", POLICY,
       "--out", helpers.tmpdir() .. "/backup" })
     assert.are.equal(0, res.status, res.stdout .. res.stderr)
@@ -28,7 +23,7 @@ describe("e2e: policy checks as queries", function()
   end)
 
   it("fails with exit 6 on a rejected health query, keeps the fleet running, and passes on resume", function()
-    r = replica.start()
+    r = start()
     local member = r:members()[1].canister_id
     r:faults({ { endpoint = "query", method = "health", canister = member, kind = "reject", code = "IC0508",
       times = 0 } })

@@ -22,12 +22,7 @@ end
 
 describe("e2e: faults injected by the replica", function()
   local r
-  setup(replica.check_installed)
-  after_each(function()
-    if r then r:stop() end
-    r = nil
-  end)
-  teardown(helpers.cleanup)
+  local start = replica.each_test()
 
   local function backup(extra)
     local argv = {}
@@ -39,7 +34,7 @@ describe("e2e: faults injected by the replica", function()
   end
 
   it("a replica reject (IC0207) of a member's snapshot fails the backup and restarts the fleet", function()
-    r = replica.start()
+    r = start()
     local member = r:members()[1].canister_id
     r:faults({ { endpoint = "call", method = "take_canister_snapshot", canister = member, kind = "reject",
       code = "IC0207", times = 0 } })
@@ -53,7 +48,7 @@ describe("e2e: faults injected by the replica", function()
   end)
 
   it("HTTP 503 after two status calls fails the backup and restarts the fleet", function()
-    r = replica.start()
+    r = start()
     r:faults({ { endpoint = "call", method = "canister_status", kind = "http503", after = 2, times = 0 } })
     local res = backup()
     assert.is_true(faulted(r, "http503") >= 1, "no 503 was served")
@@ -63,7 +58,7 @@ describe("e2e: faults injected by the replica", function()
   end)
 
   it("a stop that never answers is cut by fleetsnap's timeout and the fleet restarted", function()
-    r = replica.start()
+    r = start()
     local member = r:members()[2].canister_id
     r:faults({ { endpoint = "call", method = "stop_canister", canister = member, kind = "hang" } })
     local res = backup({ "--timeout", "5" })
@@ -74,7 +69,7 @@ describe("e2e: faults injected by the replica", function()
   end)
 
   it("a dropped connection of a stop fails the backup and restarts the fleet", function()
-    r = replica.start()
+    r = start()
     local member = r:members()[1].canister_id
     r:faults({ { endpoint = "call", method = "stop_canister", canister = member, kind = "drop" } })
     local res = backup()

@@ -24,15 +24,10 @@ end
 
 describe("e2e: the snapshot limit", function()
   local r
-  setup(replica.check_installed)
-  after_each(function()
-    if r then r:stop() end
-    r = nil
-  end)
-  teardown(helpers.cleanup)
+  local start = replica.each_test()
 
   it("refuses a member with ten snapshots of the operator's before stopping anything", function()
-    r = replica.start()
+    r = start()
     local member = r:members()[1].canister_id
     fill(r, member, 10)
     local res = r:icp({ "stop", member })
@@ -52,7 +47,7 @@ describe("e2e: the snapshot limit", function()
   end)
 
   it("replaces fleetsnap's own snapshot of a durable backup, never the operator's", function()
-    r = replica.start()
+    r = start()
     local member = r:members()[1].canister_id
     fill(r, member, 9)
     local operators = snapshot_ids(r, member)

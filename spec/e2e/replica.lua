@@ -46,6 +46,27 @@ end
 local Replica = {}
 Replica.__index = Replica
 
+--- The lifecycle every e2e describe block needs, registered in it: the
+-- block fails at once when the replica or icp is not installed
+-- (check_installed), the replica a test started is stopped after it, and
+-- the temporary files go at the end.
+-- Returns start(opts), which starts a replica (M.start) that the next
+-- after_each stops.
+function M.each_test()
+  local busted = require "busted"
+  local current
+  busted.setup(M.check_installed)
+  busted.after_each(function()
+    if current then current:stop() end
+    current = nil
+  end)
+  busted.teardown(helpers.cleanup)
+  return function(opts)
+    current = M.start(opts)
+    return current
+  end
+end
+
 --- Starts a replica on a free loopback port with the fleet root + `members`
 -- (default 2, tiny memories). Returns the handle once its state file exists.
 function M.start(opts)

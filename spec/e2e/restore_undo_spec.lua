@@ -15,15 +15,10 @@ end
 
 describe("e2e: a failed restore undone", function()
   local r
-  setup(replica.check_installed)
-  after_each(function()
-    if r then r:stop() end
-    r = nil
-  end)
-  teardown(helpers.cleanup)
+  local start = replica.each_test()
 
   it("puts the safety snapshots back after a rejected load", function()
-    r = replica.start()
+    r = start()
     local dir = helpers.tmpdir() .. "/backup"
     local res = r:fleetsnap({ "backup", "create", "--root", r.root, "--out", dir })
     assert.are.equal(0, res.status, res.stderr)

@@ -37,15 +37,10 @@ end
 
 describe("e2e: SIGKILL mid-backup, then resume", function()
   local r
-  setup(replica.check_installed)
-  after_each(function()
-    if r then r:stop() end
-    r = nil
-  end)
-  teardown(helpers.cleanup)
+  local start = replica.each_test()
 
   it("completes the backup once and further resumes have no effect", function()
-    r = replica.start()
+    r = start()
     local members = r:members()
     local held = members[2].canister_id
     r:faults({ { endpoint = "call", method = "take_canister_snapshot", canister = held, kind = "hang" } })

@@ -39,15 +39,10 @@ end
 
 describe("e2e: real icp against the replica", function()
   local r
-  setup(replica.check_installed)
-  after_each(function()
-    if r then r:stop() end
-    r = nil
-  end)
-  teardown(helpers.cleanup)
+  local start = replica.each_test()
 
   it("backs up the registry's members, verifies, and restores a mutated member to the backup", function()
-    r = replica.start()
+    r = start()
     local dir = helpers.tmpdir() .. "/backup"
     local res = r:fleetsnap({ "backup", "create", "--root", r.root, "--out", dir })
     assert.are.equal(0, res.status, res.stderr)
