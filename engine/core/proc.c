@@ -515,7 +515,10 @@ static int step_all(fsn_proc *const *ps, size_t n) {
  * all of them on every wakeup made each wakeup cost a read and a waitpid
  * per running command: O(running) system calls per event, which at a few
  * dozen commands in flight was most of the scheduler's CPU. The first poll
- * of a call does not sleep, so a call sees what already happened at once. */
+ * of a call with a zero timeout does not sleep; any other call sleeps at
+ * once for its computed time (a poll returns at once for what already
+ * happened, so a first non-sleeping poll only cost a ppoll and two
+ * sigprocmask per wait). */
 int fsn_wait_any(fsn_proc *const *ps, size_t n, const int *tfds, size_t nt,
                  long timeout_ms, int *sig) {
   long long end = timeout_ms >= 0 ? fsn_now_ms() + timeout_ms : 0;
@@ -568,7 +571,7 @@ int fsn_wait_any(fsn_proc *const *ps, size_t n, const int *tfds, size_t nt,
         else { hot[i] = 1; need_tick = 1; }
       }
     }
-    long long wait = first ? 0 : (wake ? wake - now : -1);
+    long long wait = first && timeout_ms == 0 ? 0 : (wake ? wake - now : -1);
     if (wait < 0 && wake) wait = 0;
     if (need_tick && (wait < 0 || wait > 10)) wait = 10;
     if (wait > INT_MAX) wait = INT_MAX;
@@ -595,7 +598,7 @@ int fsn_wait_any(fsn_proc *const *ps, size_t n, const int *tfds, size_t nt,
     for (size_t j = 0; j < nt && found < 0; j++)
       if (r > 0 && fds[j].revents) found = (int)(n + j);
     if (found >= 0) break;
-    if (!first && timeout_ms >= 0 && now >= end) break;
+    if (timeout_ms > 0 && now >= end) break;
     if (first && timeout_ms == 0) break;
   }
 done:
