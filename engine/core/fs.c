@@ -142,45 +142,42 @@ int fsn_write_create(const char *path, const void *data, size_t len, mode_t mode
 
 static int sync_tree(int dirfd, const char *shown, int depth, int private_modes, fsn_err *err) {
   if (depth > 256) return fsn_fail(err, "EUNSAFE", "'%s': too deep", shown);
-  int fd2 = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  if (fd2 < 0) return fsn_fail_errno(err, errno, "'%s'", shown);
-  DIR *d = fdopendir(fd2);
-  if (!d) { int e = errno; close(fd2); return fsn_fail_errno(err, e, "'%s'", shown); }
+  fsn_dir *d = fsn_dir_open(dirfd);
+  if (!d) return fsn_fail_errno(err, errno, "'%s'", shown);
   int rc = 0;
-  struct dirent *de;
-  while (rc == 0 && (errno = 0, de = readdir(d)) != NULL) {
-    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+  const char *name;
+  while (rc == 0 && (name = fsn_dir_next(d)) != NULL) {
     struct stat st;
-    if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      rc = fsn_fail_errno(err, errno, "'%s/%s'", shown, de->d_name);
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      rc = fsn_fail_errno(err, errno, "'%s/%s'", shown, name);
       break;
     }
     if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
-      rc = fsn_fail(err, "EUNSAFE", "'%s/%s': not a regular file or directory", shown, de->d_name);
+      rc = fsn_fail(err, "EUNSAFE", "'%s/%s': not a regular file or directory", shown, name);
       break;
     }
     int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
-    int fd = openat(dirfd, de->d_name, flags);
+    int fd = openat(dirfd, name, flags);
     if (fd < 0) {
-      rc = fsn_fail_errno(err, errno, "open '%s/%s'", shown, de->d_name);
+      rc = fsn_fail_errno(err, errno, "open '%s/%s'", shown, name);
       break;
     }
     if (S_ISDIR(st.st_mode)) {
       char sub[4200];
-      snprintf(sub, sizeof sub, "%s/%s", shown, de->d_name);
+      snprintf(sub, sizeof sub, "%s/%s", shown, name);
       rc = sync_tree(fd, sub, depth + 1, private_modes, err);
     }
     /* chmod only what needs it: a chmod moves ctime, and a hashed tree's
      * fingerprint (hash.h) must survive its publication. */
     mode_t want = S_ISDIR(st.st_mode) ? 0700 : 0600;
     if (rc == 0 && private_modes && (st.st_mode & 07777) != want && fchmod(fd, want) != 0)
-      rc = fsn_fail_errno(err, errno, "chmod '%s/%s'", shown, de->d_name);
+      rc = fsn_fail_errno(err, errno, "chmod '%s/%s'", shown, name);
     if (rc == 0 && fsync(fd) != 0)
-      rc = fsn_fail_errno(err, errno, "fsync '%s/%s'", shown, de->d_name);
+      rc = fsn_fail_errno(err, errno, "fsync '%s/%s'", shown, name);
     close(fd);
   }
   if (rc == 0 && errno) rc = fsn_fail_errno(err, errno, "read '%s'", shown);
-  closedir(d);
+  fsn_dir_close(d);
   return rc;
 }
 
@@ -259,34 +256,31 @@ int fsn_mkdir_private(const char *path, int *created, fsn_err *err) {
 
 static int remove_in(int dirfd, const char *shown, int depth, fsn_err *err) {
   if (depth > 256) return fsn_fail(err, "EUNSAFE", "'%s': too deep", shown);
-  int fd2 = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  if (fd2 < 0) return fsn_fail_errno(err, errno, "'%s'", shown);
-  DIR *d = fdopendir(fd2);
-  if (!d) { int e = errno; close(fd2); return fsn_fail_errno(err, e, "'%s'", shown); }
+  fsn_dir *d = fsn_dir_open(dirfd);
+  if (!d) return fsn_fail_errno(err, errno, "'%s'", shown);
   int rc = 0;
-  struct dirent *de;
-  while (rc == 0 && (de = readdir(d)) != NULL) {
-    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+  const char *dname;
+  while (rc == 0 && (dname = fsn_dir_next(d)) != NULL) {
     struct stat st;
-    if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (fstatat(dirfd, dname, &st, AT_SYMLINK_NOFOLLOW) != 0) {
       if (errno == ENOENT) continue;
-      rc = fsn_fail_errno(err, errno, "stat '%s/%s'", shown, de->d_name);
+      rc = fsn_fail_errno(err, errno, "stat '%s/%s'", shown, dname);
       break;
     }
     if (S_ISDIR(st.st_mode)) {
-      int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (sub < 0) { rc = fsn_fail_errno(err, errno, "open '%s/%s'", shown, de->d_name); break; }
+      int sub = openat(dirfd, dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub < 0) { rc = fsn_fail_errno(err, errno, "open '%s/%s'", shown, dname); break; }
       char name[4200];
-      snprintf(name, sizeof name, "%s/%s", shown, de->d_name);
+      snprintf(name, sizeof name, "%s/%s", shown, dname);
       rc = remove_in(sub, name, depth + 1, err);
       close(sub);
-      if (rc == 0 && unlinkat(dirfd, de->d_name, AT_REMOVEDIR) != 0 && errno != ENOENT)
+      if (rc == 0 && unlinkat(dirfd, dname, AT_REMOVEDIR) != 0 && errno != ENOENT)
         rc = fsn_fail_errno(err, errno, "rmdir '%s'", name);
-    } else if (unlinkat(dirfd, de->d_name, 0) != 0 && errno != ENOENT) {
-      rc = fsn_fail_errno(err, errno, "unlink '%s/%s'", shown, de->d_name);
+    } else if (unlinkat(dirfd, dname, 0) != 0 && errno != ENOENT) {
+      rc = fsn_fail_errno(err, errno, "unlink '%s/%s'", shown, dname);
     }
   }
-  closedir(d);
+  fsn_dir_close(d);
   return rc;
 }
 

@@ -262,29 +262,25 @@ static int64_t ns_of(struct timespec ts) {
 static int walk(int dirfd, const char *rel, const char *root, fsn_tree *t,
                 int depth, fsn_err *err) {
   if (depth > 256) return fsn_fail(err, "EUNSAFE", "tree '%s': deeper than 256 levels at '%s'", root, rel);
-  int fd2 = dup(dirfd);
-  if (fd2 < 0) return fsn_fail_errno(err, errno, "tree '%s': dup", root);
-  DIR *d = fdopendir(fd2);
-  if (!d) { int e = errno; close(fd2); return fsn_fail_errno(err, e, "tree '%s': read '%s'", root, rel); }
+  fsn_dir *d = fsn_dir_open(dirfd);
+  if (!d) return fsn_fail_errno(err, errno, "tree '%s': read '%s'", root, rel);
   int rc = 0;
   for (;;) {
-    errno = 0;
-    struct dirent *de = readdir(d);
-    if (!de) {
+    const char *dname = fsn_dir_next(d);
+    if (!dname) {
       if (errno) rc = fsn_fail_errno(err, errno, "tree '%s': read '%s'", root, rel);
       break;
     }
-    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-    char *path = join(rel, de->d_name);
+    char *path = join(rel, dname);
     if (!path) { rc = fsn_fail(err, "ENOMEM", "out of memory"); break; }
     struct stat st;
-    if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (fstatat(dirfd, dname, &st, AT_SYMLINK_NOFOLLOW) != 0) {
       rc = fsn_fail_errno(err, errno, "tree '%s': stat '%s'", root, path);
       free(path);
       break;
     }
     if (S_ISDIR(st.st_mode)) {
-      int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      int sub = openat(dirfd, dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (sub < 0) {
         rc = fsn_fail_errno(err, errno, "tree '%s': open '%s'", root, path);
         free(path);
@@ -323,7 +319,7 @@ static int walk(int dirfd, const char *rel, const char *root, fsn_tree *t,
       break;
     }
   }
-  closedir(d);
+  fsn_dir_close(d);
   return rc;
 }
 

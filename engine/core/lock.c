@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -19,23 +20,39 @@ static long long now_ms(void) {
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int open_lock_file(const char *path, fsn_err *err) {
+/* Returns the descriptor, -1 with err set, or -2 when create is 0 and
+ * the file is not there. The lstat keeps a special file from ever being
+ * opened (an open can have effects); the file actually opened is checked
+ * to be regular by checked_regular, once the lock is held or refused (one
+ * fstat serves that check and the holder's size). */
+static int open_lock_file(const char *path, int create, fsn_err *err) {
   struct stat st;
-  if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-    const char *kind = S_ISLNK(st.st_mode) ? "a symbolic link"
-                       : S_ISDIR(st.st_mode) ? "a directory" : "a special file";
-    return fsn_fail(err, "EUNSAFE", "lock '%s': is %s", path, kind);
+  if (lstat(path, &st) == 0) {
+    if (!S_ISREG(st.st_mode)) {
+      const char *kind = S_ISLNK(st.st_mode) ? "a symbolic link"
+                         : S_ISDIR(st.st_mode) ? "a directory" : "a special file";
+      return fsn_fail(err, "EUNSAFE", "lock '%s': is %s", path, kind);
+    }
+  } else if (!create && (errno == ENOENT || errno == ENOTDIR)) {
+    return -2;
   }
-  int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+  int fd = open(path, O_RDWR | (create ? O_CREAT : 0) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
   if (fd < 0) {
+    if (!create && (errno == ENOENT || errno == ENOTDIR)) return -2;
     if (errno == ELOOP) return fsn_fail(err, "EUNSAFE", "lock '%s': is a symbolic link", path);
     return fsn_fail_errno(err, errno, "lock '%s'", path);
   }
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  return fd;
+}
+
+/* The file behind fd is a regular one (it may have been replaced between
+ * the lstat and the open); closes fd and fails otherwise. */
+static int checked_regular(int fd, const char *path, struct stat *st, fsn_err *err) {
+  if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
     close(fd);
     return fsn_fail(err, "EUNSAFE", "lock '%s': not a regular file", path);
   }
-  return fd;
+  return 0;
 }
 
 /* Reads the owner text into a short one-line description. */
@@ -59,11 +76,13 @@ static void describe_owner(int fd, char *out, size_t cap) {
            argv[0] ? " (" : "", argv, argv[0] ? ")" : "");
 }
 
-int fsn_lock_acquire(fsn_lock *l, const char *path, long wait_ms,
-                     const char *owner_text, fsn_err *err) {
+static int acquire(fsn_lock *l, const char *path, long wait_ms, int create,
+                   const char *owner_text, fsn_err *err) {
   l->fd = -1;
-  int fd = open_lock_file(path, err);
-  if (fd < 0) return -1;
+  int fd = open_lock_file(path, create, err);
+  if (fd < 0) return fd;
+  struct stat st;
+  int checked = 0;
   long long deadline = now_ms() + (wait_ms > 0 ? wait_ms : 0);
   long step = 1;
   for (;;) {
@@ -74,6 +93,10 @@ int fsn_lock_acquire(fsn_lock *l, const char *path, long wait_ms,
       close(fd);
       return fsn_fail_errno(err, e, "lock '%s'", path);
     }
+    /* Refused: no owner text is read from, and no wait spent on, a file
+     * that is not a regular one. */
+    if (!checked && checked_regular(fd, path, &st, err) != 0) return -1;
+    checked = 1;
     long long left = deadline - now_ms();
     if (wait_ms < 0 || left <= 0) {
       char who[1600];
@@ -90,22 +113,38 @@ int fsn_lock_acquire(fsn_lock *l, const char *path, long wait_ms,
      * and a round of calls took seconds. */
     if (step < 16) step *= 2;
   }
+  /* Held: the size read now is final (only a holder writes), and the same
+   * fstat is the regular-file check. */
+  if (checked_regular(fd, path, &st, err) != 0) return -1;
   /* Only the holder touches the content, so a refused attempt never erases
    * the real owner's description. */
   if (owner_text) {
     size_t n = strlen(owner_text);
-    /* A lock file is usually new (a command lock per operation): truncate
-     * only one that holds an earlier owner's text, which saves a metadata
-     * update per operation. */
-    struct stat st;
-    int stale = fstat(fd, &st) != 0 || st.st_size > 0;
-    if ((stale && ftruncate(fd, 0) != 0) || pwrite(fd, owner_text, n, 0) != (ssize_t)n) {
+    /* The text is written over the old one, and the file cut only where an
+     * earlier owner's text was longer: a new file (a command lock per
+     * operation) or a reused one with text of the same length (the next
+     * command of the operation) costs one write, no metadata update. */
+    if (pwrite(fd, owner_text, n, 0) != (ssize_t)n || (st.st_size > (off_t)n && ftruncate(fd, (off_t)n) != 0)) {
       int e = errno;
       close(fd);
       return fsn_fail_errno(err, e, "lock '%s': write owner", path);
     }
   }
   l->fd = fd;
+  return 0;
+}
+
+int fsn_lock_acquire(fsn_lock *l, const char *path, long wait_ms,
+                     const char *owner_text, fsn_err *err) {
+  return acquire(l, path, wait_ms, 1, owner_text, err);
+}
+
+int fsn_lock_probe(const char *path, long wait_ms, int create, fsn_err *err) {
+  fsn_lock l;
+  int r = acquire(&l, path, wait_ms, create, NULL, err);
+  if (r == -2) return 0;
+  if (r != 0) return -1;
+  fsn_lock_release(&l);
   return 0;
 }
 
@@ -130,21 +169,47 @@ int fsn_lock_owner(const char *path, fsn_buf *out, fsn_err *err) {
   return 0;
 }
 
+/* This process's pid, read once and again only after a fork (the child
+ * handler forgets it): the owner text is built for every command lock. A
+ * CLONE_VM child (proc.c's spawn) never builds one before it execs. */
+static pid_t self_pid;
+static pthread_once_t self_pid_once = PTHREAD_ONCE_INIT;
+
+static void forget_pid(void) { __atomic_store_n(&self_pid, 0, __ATOMIC_RELAXED); }
+static void watch_forks(void) { pthread_atfork(NULL, NULL, forget_pid); }
+
+static pid_t my_pid(void) {
+  pthread_once(&self_pid_once, watch_forks);
+  pid_t pid = __atomic_load_n(&self_pid, __ATOMIC_RELAXED);
+  if (!pid) {
+    pid = getpid();
+    __atomic_store_n(&self_pid, pid, __ATOMIC_RELAXED);
+  }
+  return pid;
+}
+
 void fsn_lock_default_owner(fsn_buf *out) {
-  char host[256] = "?";
-  gethostname(host, sizeof host - 1);
-  host[sizeof host - 1] = 0;
+  pid_t pid = my_pid();
+  /* The host name, like argv, is read once per thread and process: the
+   * text is a description for messages, and a host renamed during a run
+   * would describe the same process either way. */
+  static __thread char host[256], cmd[1024];
+  static __thread pid_t cmd_pid;
+  int fresh = cmd_pid != pid;
+  if (fresh) {
+    strcpy(host, "?");
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = 0;
+  }
   time_t t = time(NULL);
   struct tm tm;
   char when[32];
   gmtime_r(&t, &tm);
   strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  fsn_buf_addf(out, "pid=%ld\nhost=%s\nstarted=%s\nargv=", (long)getpid(), host, when);
+  fsn_buf_addf(out, "pid=%ld\nhost=%s\nstarted=%s\nargv=", (long)pid, host, when);
   /* A process's argv does not change: read once per thread (a run takes a
    * command lock per operation) and again only after a fork (another pid). */
-  static __thread char cmd[1024];
-  static __thread pid_t cmd_pid;
-  if (cmd_pid != getpid()) {
+  if (fresh) {
     cmd[0] = 0;
     int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -156,7 +221,7 @@ void fsn_lock_default_owner(fsn_buf *out) {
       }
       cmd[n > 0 ? n : 0] = 0;
     }
-    cmd_pid = getpid();
+    cmd_pid = pid;
   }
   fsn_buf_adds(out, cmd);
   fsn_buf_addc(out, '\n');

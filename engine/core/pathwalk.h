@@ -28,6 +28,18 @@ int fsn_fsync_dir(const char *path, fsn_err *err);
 /* fsync the directory that holds path ("." for a bare name). */
 int fsn_fsync_parent(const char *path, fsn_err *err);
 
+/* The entries of an open directory, read with getdents64 straight from fd
+ * (from its current offset; fd stays the caller's): fdopendir on a dup cost
+ * a dup, an fstat, two fcntl and a close per directory walked. Never "."
+ * or "..". */
+typedef struct fsn_dir fsn_dir;
+/* NULL with errno ENOMEM. */
+fsn_dir *fsn_dir_open(int fd);
+/* The next name, valid until the next call; NULL at the end (errno 0) or
+ * on a read error (errno set). */
+const char *fsn_dir_next(fsn_dir *d);
+void fsn_dir_close(fsn_dir *d);
+
 /* Split path into its parent directory (malloc'd, "." for a bare name) and
  * its last component (pointer into path). NULL on OOM or empty name. */
 char *fsn_dirname(const char *path, const char **base);

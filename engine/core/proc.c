@@ -77,8 +77,17 @@ static const char *env_get(char *const *envp, const char *name) {
   return NULL;
 }
 
-/* Resolves a bare program name against PATH, as execvp would. */
-static int resolve(const char *prog, char *const *envp, char *out, size_t cap, fsn_err *err) {
+/* The last name found, per thread: a run spawns the same program hundreds
+ * of times, and the search was an access() per PATH entry each time. */
+static __thread char last_prog[256], last_path[2048], last_out[4096];
+
+/* Resolves a bare program name against PATH, as execvp would. *cached: the
+ * name came from the cache unchecked; an exec that then fails for want of
+ * the file forgets it and resolves again (fsn_proc_spawn), so the answer is
+ * the one a fresh search gives, without an access() per spawn. */
+static int resolve(const char *prog, char *const *envp, char *out, size_t cap, int *cached,
+                   fsn_err *err) {
+  *cached = 0;
   if (!*prog) return fsn_fail(err, "ENOENT", "spawn: empty program name");
   if (strchr(prog, '/')) {
     if (strlen(prog) >= cap) return fsn_fail(err, "ENAMETOOLONG", "spawn '%s': name too long", prog);
@@ -88,13 +97,10 @@ static int resolve(const char *prog, char *const *envp, char *out, size_t cap, f
   }
   const char *path = env_get(envp, "PATH");
   if (!path) path = "/usr/local/bin:/usr/bin:/bin";
-  /* The last name found, per thread: a run spawns the same program
-   * hundreds of times, and the search was an access() per PATH entry each
-   * time. Checked again with one access(); a miss searches anew. */
-  static __thread char last_prog[256], last_path[2048], last_out[4096];
   if (strlen(prog) < sizeof last_prog && strlen(path) < sizeof last_path && !strcmp(prog, last_prog) &&
-      !strcmp(path, last_path) && strlen(last_out) < cap && access(last_out, X_OK) == 0) {
+      !strcmp(path, last_path) && strlen(last_out) < cap) {
     strcpy(out, last_out);
+    *cached = 1;
     return 0;
   }
   const char *search = path;
@@ -206,6 +212,7 @@ struct child_args {
   const char *path;
   int in_fd, out_w, err_w;
   volatile int err; /* the failing errno, written by the child */
+  volatile int closed; /* set by the child: close_range closed every other fd */
 };
 
 /* The kernel's sigset: _NSIG bits (64 here, 128 on MIPS). */
@@ -223,12 +230,39 @@ static int child(void *arg) {
   unsigned long none[2] = {0, 0};
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, none, NULL, KSIGSET_BYTES);
   if (dup2(a->in_fd, 0) < 0 || dup2(a->out_w, 1) < 0 || dup2(a->err_w, 2) < 0) goto fail;
+  /* The pipes are made O_NONBLOCK for the parent's reads; the flag belongs
+   * to each end's open file description, so clearing it here gives icp
+   * blocking writes without touching the parent's read ends (and saves the
+   * parent two fcntl calls per spawn). */
+  if (fcntl(1, F_SETFL, 0) != 0 || fcntl(2, F_SETFL, 0) != 0) goto fail;
   if (o->cwd && chdir(o->cwd) != 0) goto fail;
   /* Descriptors Lua or the host opened without CLOEXEC must not leak into
-   * icp (a leaked lock fd would keep a lock alive). */
-  if (syscall(SYS_close_range, 3U, UINT_MAX, CLOSE_RANGE_CLOEXEC) != 0) {
+   * icp (a leaked lock fd would keep a lock alive). They are closed here,
+   * before the exec, not left to close-on-exec: the parent wakes when the
+   * exec replaces the memory, before the kernel closes CLOEXEC descriptors,
+   * and spawn must return only once the child holds exactly the
+   * descriptors it keeps (a lock the parent closes next must be free).
+   * Every range between the inherited descriptors goes; no allocation (the
+   * memory is the parent's). */
+  unsigned lo = 3;
+  int closed = 1;
+  for (;;) {
+    unsigned next = UINT_MAX;
+    for (size_t i = 0; i < o->n_inherit; i++) {
+      int fd = o->inherit_fds[i];
+      if (fd > 2 && (unsigned)fd >= lo && (unsigned)fd < next) next = (unsigned)fd;
+    }
+    unsigned hi = next == UINT_MAX ? UINT_MAX : next - 1;
+    if (next > lo && syscall(SYS_close_range, lo, hi, 0U) != 0) closed = 0;
+    if (next == UINT_MAX) break;
+    lo = next + 1;
+  }
+  if (!closed) {
+    /* No close_range (before Linux 5.9): close-on-exec for what is left,
+     * and the parent waits on its barrier pipe instead. */
     for (int fd = 3; fd < 1024; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
+  a->closed = closed;
   for (size_t i = 0; i < o->n_inherit; i++)
     if (o->inherit_fds[i] > 2 && fcntl(o->inherit_fds[i], F_SETFD, 0) != 0) goto fail;
   execve(a->path, o->argv, o->envp);
@@ -261,24 +295,32 @@ static pid_t spawn_child(struct child_args *a) {
   char *stack = spawn_stack;
   /* The vfork wake-up comes when exec replaces the memory, before the
    * kernel closes the CLOEXEC descriptors: a lock the parent closes right
-   * after spawn returns could still be held by the child's copy. This pipe's
-   * EOF comes only after that close, so spawn returns once the child holds
-   * exactly the descriptors it keeps (the old fork code's report pipe gave
-   * the same guarantee). */
-  int barrier[2];
-  if (pipe2(barrier, O_CLOEXEC) != 0) return -1;
+   * after spawn returns could still be held by the child's copy. The child
+   * closes them itself before the exec (see child()); only where it could
+   * not (no close_range) does spawn wait for this pipe's EOF, which comes
+   * after the exec's close. Whether close_range works is learned from the
+   * first spawn and does not change (same kernel): a pipe, three closes and
+   * a read per spawn saved. The exec's errno comes back through the shared
+   * memory (a->err), as in glibc's posix_spawn. */
+  static int child_closes;
+  int barrier[2] = {-1, -1};
+  if (!__atomic_load_n(&child_closes, __ATOMIC_RELAXED) && pipe2(barrier, O_CLOEXEC) != 0) return -1;
   unsigned long all[2] = {~0UL, ~0UL}, old[2] = {0, 0};
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, all, old, KSIGSET_BYTES);
   a->err = 0;
+  a->closed = 0;
   pid_t pid = clone(child, stack + page + size, CLONE_VM | CLONE_VFORK | SIGCHLD, a);
   int e = errno;
   syscall(SYS_rt_sigprocmask, SIG_SETMASK, old, NULL, KSIGSET_BYTES);
-  close(barrier[1]);
-  if (pid > 0) {
-    char c;
-    while (read(barrier[0], &c, 1) < 0 && errno == EINTR) {}
+  if (barrier[0] >= 0) {
+    close(barrier[1]);
+    if (pid > 0) {
+      char c;
+      while (read(barrier[0], &c, 1) < 0 && errno == EINTR) {}
+    }
+    close(barrier[0]);
   }
-  close(barrier[0]);
+  if (pid > 0 && a->closed) __atomic_store_n(&child_closes, 1, __ATOMIC_RELAXED);
   if (pid < 0) {
     errno = e;
     return -1;
@@ -294,35 +336,64 @@ static pid_t spawn_child(struct child_args *a) {
   return pid;
 }
 
+/* /dev/null for the children's stdin, opened once per process (CLOEXEC:
+ * the child dup2s it to 0) instead of an open and a close per spawn. Only
+ * this file touches it, and nothing closes it, so the number always names
+ * /dev/null; a fork child inherits it with the rest. */
+static int devnull_fd = -1;
+
+static int devnull(void) {
+  int fd = __atomic_load_n(&devnull_fd, __ATOMIC_ACQUIRE);
+  if (fd >= 0) return fd;
+  fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1; /* tried again by the next spawn */
+  int none = -1;
+  if (!__atomic_compare_exchange_n(&devnull_fd, &none, fd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    close(fd); /* another thread's won */
+    fd = none;
+  }
+  return fd;
+}
+
 int fsn_proc_spawn(fsn_proc *p, const fsn_spawn_opts *o, fsn_err *err) {
   fsn_proc_init(p);
   char path[4096];
+  int cached;
   if (!o->argv || !o->argv[0]) return fsn_fail(err, "EINVAL", "spawn: empty argv");
-  if (resolve(o->argv[0], o->envp, path, sizeof path, err) != 0) return -1;
+  if (resolve(o->argv[0], o->envp, path, sizeof path, &cached, err) != 0) return -1;
   fsn_ring_init(&p->out, o->capture_limit);
   fsn_ring_init(&p->err, o->capture_limit);
   int in_fd = -1, outp[2] = {-1, -1}, errp[2] = {-1, -1};
-  int rc = 0;
+  int rc = 0, own_in = 0;
   if (o->stdin_data) {
     in_fd = memfd_create("fleetsnap-stdin", MFD_CLOEXEC);
+    own_in = in_fd >= 0;
     if (in_fd < 0 || fsn_write_all(in_fd, o->stdin_data, o->stdin_len) != 0 ||
         lseek(in_fd, 0, SEEK_SET) != 0)
       rc = fsn_fail_errno(err, errno, "spawn '%s': stdin", o->argv[0]);
   } else {
-    in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    in_fd = devnull();
     if (in_fd < 0) rc = fsn_fail_errno(err, errno, "spawn '%s': /dev/null", o->argv[0]);
   }
-  if (rc == 0 && (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)))
+  /* O_NONBLOCK for the parent's reads; the child clears it on its ends. */
+  if (rc == 0 && (pipe2(outp, O_CLOEXEC | O_NONBLOCK) || pipe2(errp, O_CLOEXEC | O_NONBLOCK)))
     rc = fsn_fail_errno(err, errno, "spawn '%s': pipe", o->argv[0]);
   pid_t pid = -1;
   if (rc == 0) {
     /* The child has set its group and exec'd (or failed and been reaped)
      * before this returns: no setpgid race for the parent to close. */
-    struct child_args a = {o, path, in_fd, outp[1], errp[1], 0};
+    struct child_args a = {o, path, in_fd, outp[1], errp[1], 0, 0};
     pid = spawn_child(&a);
-    if (pid < 0) rc = fsn_fail_errno(err, errno, "spawn '%s'", o->argv[0]);
+    if (pid < 0 && cached && (errno == ENOENT || errno == EACCES || errno == ENOTDIR)) {
+      /* The remembered file is gone (or no longer executable): search the
+       * PATH again, as the access() check used to before each spawn. */
+      last_prog[0] = 0;
+      if (resolve(o->argv[0], o->envp, path, sizeof path, &cached, err) != 0) rc = -1;
+      else pid = spawn_child(&a);
+    }
+    if (rc == 0 && pid < 0) rc = fsn_fail_errno(err, errno, "spawn '%s'", o->argv[0]);
   }
-  if (in_fd >= 0) close(in_fd);
+  if (own_in) close(in_fd);
   if (outp[1] >= 0) close(outp[1]);
   if (errp[1] >= 0) close(errp[1]);
   if (rc != 0) {
@@ -336,10 +407,8 @@ int fsn_proc_spawn(fsn_proc *p, const fsn_spawn_opts *o, fsn_err *err) {
   p->pid = pid;
   p->out_fd = outp[0];
   p->err_fd = errp[0];
-  fcntl(p->out_fd, F_SETFL, O_NONBLOCK);
-  fcntl(p->err_fd, F_SETFL, O_NONBLOCK);
+  /* pidfd_open(2): the descriptor is always close-on-exec. */
   p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (p->pidfd >= 0) fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
   p->start_ms = fsn_now_ms();
   p->deadline_ms = o->timeout_ms > 0 ? p->start_ms + o->timeout_ms : 0;
   p->grace_ms = o->kill_grace_ms > 0 ? o->kill_grace_ms : 2000;
@@ -446,7 +515,10 @@ static int step_all(fsn_proc *const *ps, size_t n) {
  * all of them on every wakeup made each wakeup cost a read and a waitpid
  * per running command: O(running) system calls per event, which at a few
  * dozen commands in flight was most of the scheduler's CPU. The first poll
- * of a call does not sleep, so a call sees what already happened at once. */
+ * of a call with a zero timeout does not sleep; any other call sleeps at
+ * once for its computed time (a poll returns at once for what already
+ * happened, so a first non-sleeping poll only cost a ppoll and two
+ * sigprocmask per wait). */
 int fsn_wait_any(fsn_proc *const *ps, size_t n, const int *tfds, size_t nt,
                  long timeout_ms, int *sig) {
   long long end = timeout_ms >= 0 ? fsn_now_ms() + timeout_ms : 0;
@@ -499,7 +571,7 @@ int fsn_wait_any(fsn_proc *const *ps, size_t n, const int *tfds, size_t nt,
         else { hot[i] = 1; need_tick = 1; }
       }
     }
-    long long wait = first ? 0 : (wake ? wake - now : -1);
+    long long wait = first && timeout_ms == 0 ? 0 : (wake ? wake - now : -1);
     if (wait < 0 && wake) wait = 0;
     if (need_tick && (wait < 0 || wait > 10)) wait = 10;
     if (wait > INT_MAX) wait = INT_MAX;
@@ -526,7 +598,7 @@ int fsn_wait_any(fsn_proc *const *ps, size_t n, const int *tfds, size_t nt,
     for (size_t j = 0; j < nt && found < 0; j++)
       if (r > 0 && fds[j].revents) found = (int)(n + j);
     if (found >= 0) break;
-    if (!first && timeout_ms >= 0 && now >= end) break;
+    if (timeout_ms > 0 && now >= end) break;
     if (first && timeout_ms == 0) break;
   }
 done:

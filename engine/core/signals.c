@@ -6,8 +6,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 static const int SIGNALS[] = {SIGINT, SIGTERM, SIGHUP};
 #define NSIGNALS (sizeof SIGNALS / sizeof SIGNALS[0])
@@ -20,10 +23,30 @@ static volatile sig_atomic_t caught_count = 0;
 static struct sigaction previous[NSIGNALS];
 static struct sigaction previous_pipe;
 static int installed = 0;
+/* Made readable by the handler, after the flag: part of every wait's poll
+ * set, it closes the window between checking the flag and starting to wait
+ * without blocking the signals around each wait (a sigprocmask pair per
+ * scheduler wakeup). Made once by catch and never closed, so a handler
+ * (on any thread) never writes to a reused number. -1: the blocking way. */
+static int wake_fd = -1;
 
 static void on_signal(int sig) {
   if (!first_caught) first_caught = sig;
   if (caught_count < 1000000) caught_count++;
+  if (wake_fd >= 0) {
+    int e = errno; /* async-signal-safe: write(2), errno kept */
+    uint64_t one = 1;
+    ssize_t r = write(wake_fd, &one, sizeof one);
+    (void)r; /* full (EAGAIN) is still readable */
+    errno = e;
+  }
+}
+
+/* Empties the wake-up descriptor (non-blocking). */
+static void drain_wake(void) {
+  uint64_t v;
+  if (wake_fd >= 0)
+    while (read(wake_fd, &v, sizeof v) < 0 && errno == EINTR) {}
 }
 
 static void signal_set(sigset_t *set) {
@@ -33,6 +56,8 @@ static void signal_set(sigset_t *set) {
 
 int fsn_signals_catch(fsn_err *err) {
   if (installed) return 0;
+  /* Before the handler can run; without one, waits block the signals. */
+  if (wake_fd < 0) wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
@@ -89,6 +114,7 @@ void fsn_signals_clear(void) {
   pthread_sigmask(SIG_BLOCK, &set, &old);
   first_caught = 0;
   caught_count = 0;
+  drain_wake();
   pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -101,9 +127,46 @@ const char *fsn_signal_name(int sig) {
   }
 }
 
+/* How many descriptors the wake-up way copies on the stack; a larger set
+ * takes the blocking way. */
+#define WAKE_MAX 512
+
 int fsn_signals_ppoll(struct pollfd *fds, nfds_t n, int timeout_ms, int *sig) {
   *sig = 0;
   if (!installed) return poll(fds, n, timeout_ms); /* EINTR: not one of ours */
+  if (wake_fd >= 0 && n < WAKE_MAX) {
+    /* A signal caught before this check is seen here; one caught after it
+     * has made wake_fd readable, so the poll does not sleep through it
+     * (and one caught during the poll interrupts it: no SA_RESTART). */
+    if (first_caught) {
+      *sig = (int)first_caught;
+      errno = EINTR;
+      return -1;
+    }
+    struct pollfd all[WAKE_MAX];
+    if (n) memcpy(all, fds, n * sizeof *fds);
+    all[n] = (struct pollfd){wake_fd, POLLIN, 0};
+    int r = poll(all, n + 1, timeout_ms);
+    int e = errno;
+    if (r < 0) {
+      if (e == EINTR) *sig = (int)first_caught;
+      errno = e;
+      return r;
+    }
+    for (nfds_t i = 0; i < n; i++) fds[i].revents = all[i].revents;
+    if (all[n].revents) {
+      if (first_caught) {
+        *sig = (int)first_caught;
+        errno = EINTR;
+        return -1;
+      }
+      /* Left over from signals since cleared: not a wake-up. The caller
+       * polls again (a count of 0 reads as an early timeout). */
+      drain_wake();
+      r--;
+    }
+    return r;
+  }
   sigset_t set, old;
   signal_set(&set);
   pthread_sigmask(SIG_BLOCK, &set, &old);

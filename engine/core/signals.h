@@ -6,7 +6,8 @@
  * The handler only records the signal (the first one since the last clear,
  * and a count). It is installed without SA_RESTART, so a blocking wait
  * returns EINTR; fsn_signals_ppoll closes the window between checking the
- * flag and starting to wait. This is the engine's one piece of mutable
+ * flag and starting to wait (the handler also writes to an eventfd the wait
+ * polls). This is the engine's one piece of mutable
  * process-wide state: a signal handler has no other place to write to, and
  * dispositions are per process anyway. */
 #ifndef FSN_SIGNALS_H
@@ -33,8 +34,10 @@ void fsn_signals_clear(void);
 const char *fsn_signal_name(int sig);
 
 /* poll(2) that also stops for a caught signal, without a lost wakeup: with
- * the handler installed, the three signals are blocked, the flag checked,
- * then ppoll unblocks them atomically. Returns poll's result; -1 with errno
+ * the handler installed, the flag is checked, then the poll also watches a
+ * descriptor the handler makes readable (where that descriptor could not be
+ * made, or the set is large: the three signals are blocked, the flag
+ * checked, then ppoll unblocks them atomically). Returns poll's result; -1 with errno
  * EINTR when interrupted, and then *sig is the pending signal (0 when some
  * other handler interrupted it, e.g. lua5.4's own SIGINT one). */
 int fsn_signals_ppoll(struct pollfd *fds, nfds_t n, int timeout_ms, int *sig);

@@ -41,15 +41,17 @@ static int l_acquire(lua_State *L) {
   return 1;
 }
 
+/* probe(path [, {wait_ms, create}]): true when the lock is free. create
+ * false: a missing file counts as free and is not made (one lstat fewer
+ * than a caller's own existence check). */
 static int l_probe(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  static const char *const allowed[] = {"wait_ms", NULL};
+  static const char *const allowed[] = {"wait_ms", "create", NULL};
   fsn_lua_check_options(L, 2, allowed);
   lua_Integer wait_ms = fsn_lua_opt_integer(L, 2, "wait_ms", -1);
-  fsn_lock l;
+  int create = fsn_lua_opt_boolean(L, 2, "create", 1);
   fsn_err err;
-  if (fsn_lock_acquire(&l, path, (long)wait_ms, NULL, &err) != 0) return fsn_lua_fail(L, &err);
-  fsn_lock_release(&l);
+  if (fsn_lock_probe(path, (long)wait_ms, create, &err) != 0) return fsn_lua_fail(L, &err);
   lua_pushboolean(L, 1);
   return 1;
 }

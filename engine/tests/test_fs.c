@@ -1,11 +1,13 @@
 /* Unit tests of durable writes, create-only publication, directory
  * publication, private dirs, no-follow removal and path checks. */
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "fs.h"
+#include "pathwalk.h"
 
 static char P[4][512];
 static const char *at(int slot, const char *dir, const char *rel) {
@@ -135,8 +137,57 @@ static void test_read(const char *tmp) {
   fsn_buf_free(&b);
 }
 
+/* Directory entries read straight from the descriptor: every name once,
+ * across several reads, never "." or "..", the descriptor left open and
+ * no other one made; a descriptor that is no directory fails. */
+static void test_dir_entries(const char *tmp) {
+  char dir[600], name[700];
+  snprintf(dir, sizeof dir, "%s/entries", tmp);
+  CHECK(mkdir(dir, 0700) == 0);
+  enum { N = 1500 }; /* some 90 KiB of entries: three reads of 32 KiB */
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof name, "%s/entry-%04d-with-a-name-long-enough-to-fill", dir, i);
+    int fd = open(name, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    CHECK(fd >= 0);
+    close(fd);
+  }
+  static unsigned char seen[N];
+  memset(seen, 0, sizeof seen);
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int next_fd = dup(0);
+  close(next_fd); /* the lowest free number, before the walk */
+  fsn_dir *d = fsn_dir_open(fd);
+  CHECK(d != NULL);
+  int total = 0, bad = 0;
+  const char *n;
+  while ((n = fsn_dir_next(d)) != NULL) {
+    int i;
+    total++;
+    if (sscanf(n, "entry-%d-", &i) == 1 && i >= 0 && i < N) seen[i]++;
+    else bad++;
+  }
+  CHECK(errno == 0);
+  fsn_dir_close(d);
+  CHECK(total == N && bad == 0);
+  int once = 1;
+  for (int i = 0; i < N; i++) once &= seen[i] == 1;
+  CHECK(once);
+  CHECK(fcntl(fd, F_GETFD) >= 0); /* still the caller's */
+  int probe = dup(0);
+  CHECK(probe == next_fd);        /* nothing left open */
+  close(probe);
+  close(fd);
+  snprintf(name, sizeof name, "%s/entry-0000-with-a-name-long-enough-to-fill", dir);
+  fd = open(name, O_RDONLY | O_CLOEXEC);
+  d = fsn_dir_open(fd);
+  CHECK(d != NULL && fsn_dir_next(d) == NULL && errno == ENOTDIR);
+  fsn_dir_close(d);
+  close(fd);
+}
+
 int main(void) {
   const char *tmp = check_tmpdir();
+  test_dir_entries(tmp);
   test_replace(tmp);
   test_create(tmp);
   test_publish(tmp);

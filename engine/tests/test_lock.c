@@ -1,5 +1,6 @@
 /* Unit tests of locks: exclusion, owner text, unsafe sidecars, a dead
  * holder, and a lock kept alive by a child that inherited it. */
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@ int main(void) {
   snprintf(link, sizeof link, "%s/l.lock", tmp);
   fsn_lock a, b;
   fsn_err err;
+  int st_child;
 
   CHECK(fsn_lock_acquire(&a, path, -1, "pid=1\nhost=h\nstarted=t\nargv=fleetsnap backup\n", &err) == 0);
   CHECK(fsn_lock_acquire(&b, path, -1, "pid=2\n", &err) == -1);
@@ -69,6 +71,65 @@ int main(void) {
   snprintf(link, sizeof link, "%s/no/such/x.lock", tmp);
   CHECK(fsn_lock_acquire(&a, link, -1, NULL, &err) == -1);
   CHECK_STR(err.code, "ENOENT");
+
+  /* The holder's text replaces an earlier owner's whole: cut where the old
+   * one was longer, written over where it was as long or shorter. */
+  const char *texts[] = {"pid=1\nhost=a-long-host-name\n", "pid=2\n", "pid=3\n", "pid=44\nhost=b\n"};
+  for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+    CHECK(fsn_lock_acquire(&a, path, -1, texts[i], &err) == 0);
+    fsn_buf_init(&owner);
+    CHECK(fsn_lock_owner(path, &owner, &err) == 0);
+    CHECK(owner.len == strlen(texts[i]) && memcmp(owner.data, texts[i], owner.len) == 0);
+    fsn_buf_free(&owner);
+    fsn_lock_release(&a);
+  }
+
+  /* Probing: free, held, and (create 0) missing without making it. */
+  CHECK(fsn_lock_probe(path, -1, 1, &err) == 0);
+  CHECK(fsn_lock_acquire(&a, path, -1, NULL, &err) == 0);
+  CHECK(fsn_lock_probe(path, -1, 0, &err) == -1);
+  CHECK_STR(err.code, "ELOCKED");
+  fsn_lock_release(&a);
+  CHECK(fsn_lock_probe(path, -1, 0, &err) == 0);
+  char missing[512];
+  snprintf(missing, sizeof missing, "%s/m.lock", tmp);
+  struct stat sb;
+  CHECK(fsn_lock_probe(missing, -1, 0, &err) == 0);
+  CHECK(lstat(missing, &sb) == -1 && errno == ENOENT);
+  snprintf(missing, sizeof missing, "%s/no/such/m.lock", tmp);
+  CHECK(fsn_lock_probe(missing, -1, 0, &err) == 0);
+  CHECK(fsn_lock_probe(missing, -1, 1, &err) == -1);
+  CHECK_STR(err.code, "ENOENT");
+  snprintf(link, sizeof link, "%s/l.lock", tmp);
+  CHECK(fsn_lock_probe(link, -1, 0, &err) == -1);
+  CHECK_STR(err.code, "EUNSAFE");
+  CHECK(fsn_lock_probe(tmp, -1, 0, &err) == -1);
+  CHECK_STR(err.code, "EUNSAFE");
+  char fifo[512];
+  snprintf(fifo, sizeof fifo, "%s/f.lock", tmp);
+  CHECK(mkfifo(fifo, 0600) == 0);
+  CHECK(fsn_lock_probe(fifo, -1, 0, &err) == -1);
+  CHECK_STR(err.code, "EUNSAFE");
+
+  /* The default owner text names this process, and a forked child (the
+   * pid is remembered between texts) names itself. */
+  char want[64];
+  fsn_buf_init(&owner);
+  fsn_lock_default_owner(&owner);
+  fsn_lock_default_owner(&owner);
+  snprintf(want, sizeof want, "pid=%ld\n", (long)getpid());
+  CHECK(owner.len > strlen(want) && strncmp(owner.data, want, strlen(want)) == 0);
+  fsn_buf_free(&owner);
+  pid = fork();
+  if (pid == 0) {
+    fsn_buf o;
+    fsn_buf_init(&o);
+    fsn_lock_default_owner(&o);
+    char w[64];
+    snprintf(w, sizeof w, "pid=%ld\n", (long)getpid());
+    _exit(o.len > strlen(w) && strncmp(o.data, w, strlen(w)) == 0 ? 0 : 1);
+  }
+  CHECK(waitpid(pid, &st_child, 0) == pid && WIFEXITED(st_child) && WEXITSTATUS(st_child) == 0);
 
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

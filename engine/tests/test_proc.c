@@ -1,6 +1,8 @@
 /* Unit tests of child processes: capture, exit status, timeout with group
  * kill, tail capture, stdin, env, exec failure, wait_any over several, a
  * child of a large parent holding an inherited lock. */
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
@@ -66,9 +68,120 @@ static void ring_case(size_t limit, const size_t *sizes, size_t nsizes) {
   free(out);
 }
 
+static int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  while (readdir(d)) n++;
+  closedir(d);
+  return n;
+}
+
+/* What the spawn machinery itself promises, beyond capture and status:
+ * stdin is /dev/null and stdout a blocking pipe in the child, no
+ * descriptor is left behind in the parent, a lock the parent holds without
+ * handing it over is free again as soon as the parent lets go after a
+ * spawn, and a program remembered from an earlier PATH search that has gone
+ * is searched for again. */
+static void spawn_promises(void) {
+  fsn_proc p;
+  fsn_err err;
+  for (int i = 0; i < 2; i++) { /* the second spawn reuses what the first opened */
+    char *stdin_argv[] = {"readlink", "/proc/self/fd/0", NULL};
+    CHECK(run(stdin_argv, NULL, 1024, 0, &p, &err) == 0);
+    CHECK_STR(tail(&p.out), "/dev/null\n");
+    fsn_proc_close(&p);
+  }
+  /* Octal flags of the child's stdout: O_NONBLOCK (04000) must be clear,
+   * though the parent's read end has it. */
+  char *flags_argv[] = {"sh", "-c", "sed -n 's/^flags:[[:space:]]*//p' /proc/self/fdinfo/1", NULL};
+  CHECK(run(flags_argv, NULL, 1024, 0, &p, &err) == 0);
+  long flags = strtol(tail(&p.out), NULL, 8);
+  CHECK(p.status == 0 && p.out.total > 0 && !(flags & O_NONBLOCK));
+  CHECK(p.out_fd < 0 || (fcntl(p.out_fd, F_GETFL) & O_NONBLOCK));
+  fsn_proc_close(&p);
+
+  int before = count_fds();
+  char dir[] = "/tmp/fsn-spawn-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  char lock_path[64];
+  snprintf(lock_path, sizeof lock_path, "%s/own.lock", dir);
+  char *true_argv[] = {"true", NULL};
+  fsn_spawn_opts to;
+  memset(&to, 0, sizeof to);
+  to.argv = true_argv;
+  to.envp = environ;
+  to.capture_limit = 64;
+  int busy = 0;
+  for (int i = 0; i < 100; i++) {
+    fsn_lock lk, probe;
+    CHECK(fsn_lock_acquire(&lk, lock_path, -1, NULL, &err) == 0);
+    CHECK(fsn_proc_spawn(&p, &to, &err) == 0);
+    /* Not inherited: the child must not hold it once spawn has returned
+     * (the exec itself may still be under way). */
+    fsn_lock_release(&lk);
+    if (fsn_lock_acquire(&probe, lock_path, -1, NULL, &err) != 0) busy++;
+    else fsn_lock_release(&probe);
+    fsn_proc *pp = &p;
+    fsn_proc_wait_any(&pp, 1, -1, NULL);
+    fsn_proc_close(&p);
+  }
+  CHECK(busy == 0);
+  char *missing_argv[] = {"fleetsnap-no-such-program", NULL};
+  CHECK(run(missing_argv, NULL, 64, 0, &p, &err) == -1);
+  CHECK_STR(err.code, "ENOENT");
+  CHECK(strstr(err.msg, "fleetsnap-no-such-program") != NULL);
+  CHECK(count_fds() == before);
+
+  /* A program found in PATH, then removed: found again in a later entry,
+   * then reported missing by name. */
+  char d1[128], d2[128], prog1[160], prog2[160], path[300];
+  snprintf(d1, sizeof d1, "%s/a", dir);
+  snprintf(d2, sizeof d2, "%s/b", dir);
+  mkdir(d1, 0700);
+  mkdir(d2, 0700);
+  snprintf(prog1, sizeof prog1, "%s/fsn-prog", d1);
+  snprintf(prog2, sizeof prog2, "%s/fsn-prog", d2);
+  FILE *f = fopen(prog1, "w");
+  fputs("#!/bin/sh\necho one\n", f);
+  fclose(f);
+  f = fopen(prog2, "w");
+  fputs("#!/bin/sh\necho two\n", f);
+  fclose(f);
+  chmod(prog1, 0700);
+  chmod(prog2, 0700);
+  snprintf(path, sizeof path, "PATH=%s:%s:/usr/bin:/bin", d1, d2);
+  char *envp[] = {path, NULL};
+  char *prog_argv[] = {"fsn-prog", NULL};
+  fsn_spawn_opts o;
+  memset(&o, 0, sizeof o);
+  o.argv = prog_argv;
+  o.envp = envp;
+  o.capture_limit = 64;
+  fsn_proc *one = &p;
+  CHECK(fsn_proc_spawn(&p, &o, &err) == 0);
+  fsn_proc_wait_any(&one, 1, -1, NULL);
+  CHECK_STR(tail(&p.out), "one\n");
+  fsn_proc_close(&p);
+  unlink(prog1);
+  CHECK(fsn_proc_spawn(&p, &o, &err) == 0);
+  fsn_proc_wait_any(&one, 1, -1, NULL);
+  CHECK_STR(tail(&p.out), "two\n");
+  fsn_proc_close(&p);
+  unlink(prog2);
+  CHECK(fsn_proc_spawn(&p, &o, &err) == -1);
+  CHECK_STR(err.code, "ENOENT");
+  CHECK(strstr(err.msg, "fsn-prog") != NULL);
+  rmdir(d1);
+  rmdir(d2);
+  unlink(lock_path);
+  rmdir(dir);
+}
+
 int main(void) {
   fsn_proc p;
   fsn_err err;
+  spawn_promises();
   char *echo_argv[] = {"sh", "-c", "printf out; printf err >&2; exit 7", NULL};
   CHECK(run(echo_argv, NULL, 1024, 0, &p, &err) == 0);
   CHECK(p.status == 7 && p.signal == 0 && !p.timed_out);

@@ -3,6 +3,7 @@
  * children come first, uninterruptible waits go on), default dispositions in
  * children, and release restoring exactly what was there. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +20,13 @@ static void prev_hup(int sig) {
   prev_hup_seen = 1;
 }
 static void foreign(int sig) { (void)sig; }
+
+static void *raise_term_later(void *arg) {
+  (void)arg;
+  usleep(200 * 1000);
+  raise(SIGTERM); /* to this thread: its handler runs here */
+  return NULL;
+}
 
 static int spawn(fsn_proc *p, char **argv) {
   fsn_spawn_opts o;
@@ -108,6 +116,16 @@ int main(void) {
   CHECK(fsn_signals_pending(&count) == SIGHUP && count == 1 && !prev_hup_seen);
   fsn_signals_clear();
   fsn_proc_close(&killer);
+
+  /* A signal handled on another thread (a process-directed one may land on
+   * any thread that does not block it) ends the wait too. */
+  pthread_t other;
+  CHECK(pthread_create(&other, NULL, raise_term_later, NULL) == 0);
+  sig = -1;
+  CHECK(fsn_proc_wait_any(ps, 1, 20000, &sig) == -2 && sig == SIGTERM);
+  pthread_join(other, NULL);
+  fsn_signals_clear();
+  CHECK(fsn_proc_wait_any(ps, 1, 30, &sig) == -1); /* nothing left over */
 
   /* An uninterruptible wait (proc.run, Process:result) goes on to the end;
    * the signal stays pending for the caller's next safe point. */

@@ -162,8 +162,9 @@ end
 --- Whether a command of op started by an earlier (dead) run still runs:
 -- nil, or the holder's description.
 function M:in_flight(op)
-  if not fs.lstat(self:command_lock_path(op)) then return nil end
-  local ok, msg, code = engine.lock.probe(self:command_lock_path(op), { wait_ms = 250 })
+  -- A missing lock file (no command started, or its directory removed):
+  -- nothing runs. The probe tells so itself, without creating the file.
+  local ok, msg, code = engine.lock.probe(self:command_lock_path(op), { wait_ms = 250, create = false })
   if ok then return nil end
   if code ~= "ELOCKED" then error(errors.from_engine("command lock of " .. op.id, msg, code), 0) end
   return msg
