@@ -31,6 +31,10 @@ function M.manifest(x, plan)
     end
   end
   local artifacts, members = {}, {}
+  local recorded = {}
+  for _, e in ipairs(x.state.attempt_record and x.state.attempt_record.settings or {}) do
+    if e.settings ~= json.null then recorded[e.canister_id] = e.settings end
+  end
   local first_stop, last_start
   for _, t in ipairs(plan.targets) do
     local d = x.state.ops["download-" .. t.canister_id]
@@ -47,8 +51,10 @@ function M.manifest(x, plan)
     members[#members + 1] = json.ordered({ canister_id = t.canister_id, snapshot_id = rec.snapshot_id,
       stopped_at = stopped_at or json.null, started_at = started_at or json.null,
       downtime_ns = (stopped_at and started_at) and (started_at - stopped_at) or json.null,
-      digest = rec.digest, bytes = rec.bytes, files = json.array(rec.files) },
-      { "canister_id", "snapshot_id", "stopped_at", "started_at", "downtime_ns", "digest", "bytes", "files" })
+      digest = rec.digest, bytes = rec.bytes, files = json.array(rec.files),
+      settings = recorded[t.canister_id] },
+      { "canister_id", "snapshot_id", "stopped_at", "started_at", "downtime_ns", "digest", "bytes", "files",
+        "settings" })
   end
   if not x.state.created_at then
     -- Derived once and journaled, so a retried finalize writes the same bytes.
