@@ -56,14 +56,67 @@ local function sorted_strings(list)
   return out
 end
 
+-- A visibility as icp prints it ({type = "Controllers"|"Public"|
+-- "AllowedViewers", value}) in the record's terms ({type, viewers}).
 local function visibility(v)
   if type(v) ~= "table" then return nil end
   local t = VIS_TYPES[v.type]
   if not t then return nil end
-  if t ~= "allowed_viewers" then return json.ordered({ type = t }, { "type" }) end
-  local viewers = sorted_strings(type(v.value) == "table" and v.value or {})
+  if t ~= "allowed_viewers" then return { type = t } end
+  return { type = t, viewers = type(v.value) == "table" and v.value or {} }
+end
+
+-- A record's visibility in its canonical shape.
+local function record_visibility(v)
+  if type(v) ~= "table" then return nil end
+  if v.type == "controllers" or v.type == "public" then return json.ordered({ type = v.type }, { "type" }) end
+  if v.type ~= "allowed_viewers" then return nil end
+  local viewers = sorted_strings(type(v.viewers) == "table" and v.viewers or {})
   if not viewers then return nil end
-  return json.ordered({ type = t, viewers = json.array(viewers) }, { "type", "viewers" })
+  return json.ordered({ type = "allowed_viewers", viewers = json.array(viewers) }, { "type", "viewers" })
+end
+
+-- The sorted {name, value} array of a list of variables; nil if one is not.
+local function variables(ev)
+  local vars = {}
+  for i, v in ipairs(ev) do
+    if type(v) ~= "table" or type(v.name) ~= "string" or type(v.value) ~= "string" then return nil end
+    vars[i] = json.ordered({ name = v.name, value = v.value }, { "name", "value" })
+  end
+  table.sort(vars, function(a, b) return a.name < b.name end)
+  return json.array(vars)
+end
+
+--- The canonical record of a record: the same values in the one shape the
+-- manifest prints (keys in KEYS order, arrays marked, principals and
+-- variables sorted), whether the record was just built from a status or
+-- decoded back from a journal (where key order and markers are lost).
+-- Equal records give equal bytes, so a resumed backup rebuilds the very
+-- manifest it may already have linked. Returns the record, or nil and the
+-- field that is not a record's.
+function M.canonical(rec)
+  if type(rec) ~= "table" then return nil, "settings" end
+  local r = {}
+  local controllers = type(rec.controllers) == "table" and sorted_strings(rec.controllers)
+  if not controllers then return nil, "controllers" end
+  r.controllers = json.array(controllers)
+  for _, k in ipairs(M.NATS) do
+    r[k] = nat_text(rec[k])
+    if not r[k] then return nil, k end
+  end
+  for _, k in ipairs(M.VISIBILITIES) do
+    r[k] = record_visibility(rec[k])
+    if not r[k] then return nil, k end
+  end
+  r.environment_variables = type(rec.environment_variables) == "table" and variables(rec.environment_variables)
+  if not r.environment_variables then return nil, "environment_variables" end
+  if rec.cycles == nil or rec.cycles == json.null then
+    r.cycles = json.null
+  else
+    r.cycles = nat_text(rec.cycles)
+    if not r.cycles then return nil, "cycles" end
+  end
+  return json.ordered(r, KEYS)
 end
 
 --- The record of a status's settings (icp 1.5.0's `canister status
@@ -71,32 +124,17 @@ end
 -- nil and the field that did not parse.
 function M.from_status(settings, cycles)
   if type(settings) ~= "table" then return nil, "settings" end
-  local r = {}
-  local controllers = type(settings.controllers) == "table" and sorted_strings(settings.controllers)
-  if not controllers then return nil, "controllers" end
-  r.controllers = json.array(controllers)
-  for _, k in ipairs(M.NATS) do
-    r[k] = nat_text(settings[k])
-    if not r[k] then return nil, k end
-  end
+  local r = { controllers = settings.controllers, cycles = nat_text(cycles) or json.null }
+  for _, k in ipairs(M.NATS) do r[k] = settings[k] end
   for _, k in ipairs(M.VISIBILITIES) do
     r[k] = visibility(settings[k])
     if not r[k] then return nil, k end
   end
-  local vars = {}
   -- icp prints the Candid vec as an array; null (older icp-sim) is none.
   local ev = settings.environment_variables
   if ev ~= nil and ev ~= json.null and type(ev) ~= "table" then return nil, "environment_variables" end
-  for i, v in ipairs(type(ev) == "table" and ev or {}) do
-    if type(v) ~= "table" or type(v.name) ~= "string" or type(v.value) ~= "string" then
-      return nil, "environment_variables"
-    end
-    vars[i] = json.ordered({ name = v.name, value = v.value }, { "name", "value" })
-  end
-  table.sort(vars, function(a, b) return a.name < b.name end)
-  r.environment_variables = json.array(vars)
-  r.cycles = nat_text(cycles) or json.null
-  return json.ordered(r, KEYS)
+  r.environment_variables = type(ev) == "table" and ev or {}
+  return M.canonical(r)
 end
 
 -- The text of a field's value, for messages and the JSON differences.

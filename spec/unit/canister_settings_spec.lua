@@ -1,6 +1,11 @@
 -- The canonical settings record: parsed from icp's status JSON, compared
 -- field by field, cycles never.
 local canister_settings = require "fleetsnap.canister_settings"
+local engine = require "fleetsnap.engine"
+local finalize = require "fleetsnap.backup.finalize"
+local helpers = require "helpers"
+
+local json = engine.json
 
 -- A sorts before B.
 local A, B = "rrkah-fqaaa-aaaaa-aaaaq-cai", "ryjl3-tyaaa-aaaaa-aaaba-cai"
@@ -48,5 +53,43 @@ describe("canister settings", function()
       { field = "environment_variables", backup = "A=2, Z=1", target = "(none)" },
     }, d)
     assert.same({}, canister_settings.compare(a, a))
+  end)
+
+  it("a manifest's settings are the same bytes fresh and read back from the journal", function()
+    -- A backup killed after it linked its manifest rebuilds the manifest
+    -- on resume from the journal's attempt record, and publishes only if
+    -- the bytes are the ones linked.
+    local with_vars = assert(canister_settings.from_status(status_settings(), "3_000_000_000_000"))
+    local bare = assert(canister_settings.from_status(status_settings({ environment_variables = json.null,
+      snapshot_visibility = { type = "AllowedViewers", value = {} } })))
+    local attempt = { t = "attempt", n = 1, stopped_before = json.array({}), settings = json.array({
+      json.ordered({ canister_id = A, settings = with_vars }, { "canister_id", "settings" }),
+      json.ordered({ canister_id = B, settings = bare }, { "canister_id", "settings" }) }) }
+    local path = helpers.tmpdir() .. "/journal.wal"
+    local j = assert(engine.journal.open(path))
+    assert(j:append(attempt))
+    j:close()
+    j = assert(engine.journal.open(path))
+    local replayed
+    for r in j:records() do replayed = r end
+    j:close()
+    local fresh, back = finalize.recorded_settings(attempt), finalize.recorded_settings(replayed)
+    for _, cid in ipairs({ A, B }) do
+      assert.equal(json.encode(fresh[cid], { pretty = true }), json.encode(back[cid], { pretty = true }), cid)
+    end
+    -- Both are the record as the status gave it, in the record's key order
+    -- (not the decoder's sorted one).
+    assert.equal(json.encode(with_vars, { pretty = true }), json.encode(back[A], { pretty = true }))
+    assert.equal(json.encode(bare, { pretty = true }), json.encode(back[B], { pretty = true }))
+    assert.truthy(json.encode(back[A]):find('^{"controllers":'))
+    assert.truthy(json.encode(back[B]):find('"environment_variables":%[%],"cycles":null}$'))
+  end)
+
+  it("a journal's settings that do not parse are a corrupt journal", function()
+    local ok, e = pcall(finalize.recorded_settings, { settings = { { canister_id = A,
+      settings = { controllers = { A }, compute_allocation = "lots" } } } })
+    assert.is_false(ok)
+    assert.equal("ECORRUPT", e.code)
+    assert.truthy(e.message:find("compute_allocation", 1, true))
   end)
 end)
