@@ -100,6 +100,44 @@ describe("restore --settings", function()
       field = "log_visibility", backup = "controllers", target = "public" } } }, doc.settings)
   end)
 
+  it("shows the differences while the restore runs, before its first stop, when a later step fails", function()
+    icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--freezing-threshold", "86400" })
+    assert.equal(0, helpers.fleetsnap(home, { "restore", "plan", out }).status)
+    -- The load fails: the run ends with an error, never with a result.
+    local r = helpers.fleetsnap(home, { "--json", "restore", "run", out, "--execute" },
+      { ICP_SIM_FAIL = "snapshot.restore" })
+    assert.not_equal(0, r.status)
+    local docs = {}
+    for line in r.stdout:gmatch("[^\n]+") do docs[#docs + 1] = json.decode(line) end
+    assert.equal("error", docs[#docs].type)
+    local check_at, first_stop
+    for i, d in ipairs(docs) do
+      if d.type == "settings-check" then
+        assert.is_nil(check_at, "one settings-check event")
+        check_at = i
+        assert.same({ mode = "check", recorded = true, differences = { { target_canister = c, source_canister = c,
+          field = "freezing_threshold", backup = "2592000", target = "86400" } } },
+          { mode = d.mode, recorded = d.recorded, differences = d.differences })
+      elseif d.type == "operation-started" and d.kind == "stop" and not first_stop then
+        first_stop = i
+      end
+    end
+    assert.is_number(check_at)
+    assert.is_number(first_stop)
+    assert.is_true(check_at < first_stop)
+  end)
+
+  it("prints the warnings on stderr as the check is made, when the run fails later too", function()
+    icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--freezing-threshold", "86400" })
+    assert.equal(0, helpers.fleetsnap(home, { "restore", "plan", out }).status)
+    local r = helpers.fleetsnap(home, { "restore", "run", out, "--execute" }, { ICP_SIM_FAIL = "snapshot.restore" })
+    assert.not_equal(0, r.status)
+    assert.matches("warning: " .. c:gsub("%-", "%%-") .. ": setting freezing_threshold differs from the backup "
+      .. "%(backup 2592000, target 86400%)", r.stderr)
+    -- The warning comes before the failure it preceded.
+    assert.is_true(r.stderr:find("warning: ", 1, true) < r.stderr:find("failed", 1, true))
+  end)
+
   it("ignore checks nothing", function()
     icp_ok(home, { "canister", "settings", "update", c, "-e", "local", "--freezing-threshold", "86400" })
     local r = restore({ "--settings", "ignore" })

@@ -3,6 +3,7 @@
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local connection = require "fleetsnap.cli.connection"
+local output = require "fleetsnap.cli.output"
 local settings = require "fleetsnap.cli.settings"
 local summary = require "fleetsnap.cli.summary"
 local backup_cli = require "fleetsnap.cli.backup"
@@ -87,17 +88,6 @@ end
 
 -- The settings check's warnings (and its note for a backup without
 -- settings), one line each.
-local function settings_text(check)
-  if not check then return "" end
-  local lines = {}
-  if check.note then lines[#lines + 1] = "note: " .. check.note end
-  for _, d in ipairs(check.differences or {}) do
-    lines[#lines + 1] = string.format("warning: %s: setting %s differs from the backup (backup %s, target %s)",
-      d.target_canister, d.field, d.backup, d.target)
-  end
-  return #lines > 0 and (table.concat(lines, "\n") .. "\n") or ""
-end
-
 local function run_text(res)
   if res.aborted then
     return string.format("restore %s aborted: started %d target(s) again, deleted %d uploaded snapshot(s)\n",
@@ -158,7 +148,7 @@ function M.handlers.run(args, ui)
     restore_id = res.plan.restore_id, window_ns = res.window_ns, completed = res.completed,
     operations = res.operations, started = res.started, deleted = res.deleted, summary = sum,
     settings = res.settings },
-    settings_text(res.settings) .. run_text(res)
+    output.settings_text(res.settings) .. run_text(res)
       .. (complete and not res.already and summary.text(sum, "stopped window") or ""))
 end
 

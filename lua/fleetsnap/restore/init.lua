@@ -676,6 +676,12 @@ function M.run(dir, opts)
           and rsettings.check(doc, rsettings.recorded(doc), current, options) or nil
         x:record({ t = "begin", options = options, operator = me, uploads = uploads,
           stopped_before = json.array(stopped), settings_check = check })
+        -- Shown as it is made, not only with the result: a run that fails
+        -- later still showed the differences before its first stop.
+        if check then
+          x:emit("settings-check", { mode = check.mode, recorded = check.recorded, note = check.note,
+            differences = check.differences })
+        end
         x:set_limit("transfer", math.min(doc.options.uploads, uploads))
       end
       local res = drive(x, doc, state, ops, opts, "restore " .. doc.restore_id)
