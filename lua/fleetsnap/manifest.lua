@@ -7,6 +7,7 @@
 local engine = require "fleetsnap.engine"
 local paths = require "fleetsnap.paths"
 local schema = require "fleetsnap.schema"
+local canister_settings = require "fleetsnap.canister_settings"
 
 local json = engine.json
 
@@ -187,6 +188,8 @@ local FLEETSNAP = S.object({
     { "bytes", S.integer({ min = 0 }) },
     { "files", S.array(S.object({ { "path", NONEMPTY }, { "size", S.integer({ min = 0 }) },
       { "sha256", S.hex64() } })) },
+    -- Absent in backups made before settings were recorded.
+    { "settings", S.optional(canister_settings.SCHEMA) },
   })) },
 })
 

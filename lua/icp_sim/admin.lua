@@ -347,7 +347,15 @@ local function effects(home, a)
   for _, c in ipairs(members(home)) do
     local e = {}
     for _, k in ipairs(EFFECTS) do e[k] = (c.effects or {})[k] or 0 end
-    doc[c.id] = json.ordered(e, EFFECTS)
+    -- Settings updates are listed only once one happened: the fixed
+    -- counts above are what every lifecycle spec compares whole.
+    local keys = EFFECTS
+    if c.effects and c.effects.settings_update then
+      e.settings_update = c.effects.settings_update
+      keys = { table.unpack(EFFECTS) }
+      keys[#keys + 1] = "settings_update"
+    end
+    doc[c.id] = json.ordered(e, keys)
   end
   if a.json then
     io.stdout:write(json.encode(json.object(doc)) .. "\n")

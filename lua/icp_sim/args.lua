@@ -72,6 +72,12 @@ local function leaf(path, positionals, options, conflicts, extra)
     extra = extra }
 end
 
+-- icp's visibility parser (a value_parser function, not a clap enum:
+-- its message is its own).
+local function visibility_error(v)
+  if v ~= "controllers" and v ~= "public" then return "Must be `controllers` or `public`." end
+end
+
 local CANISTER = { name = "CANISTER", required = true }
 local SNAPSHOT_ID = { name = "SNAPSHOT_ID", required = true, check = hex_error }
 local JSON = { long = "json" }
@@ -115,6 +121,35 @@ M.COMMANDS = {
     QUIET, JSON, { long = "detached" }, PROXY,
   }, { { "json", "quiet" } }, { either = { option = "detached", label = "<CANISTER|--detached>" } }),
   ["canister delete"] = leaf("canister delete", { CANISTER }, { { long = "no-recover-cycles" }, PROXY }),
+  ["canister settings update"] = leaf("canister settings update", { CANISTER }, {
+    { long = "force", short = "f" },
+    { long = "add-controller", value = "ADD_CONTROLLER", check = principal_error, multiple = true },
+    { long = "remove-controller", value = "REMOVE_CONTROLLER", check = principal_error, multiple = true },
+    { long = "remove-all-controllers" },
+    { long = "compute-allocation", value = "COMPUTE_ALLOCATION" },
+    { long = "memory-allocation", value = "MEMORY_ALLOCATION" },
+    { long = "freezing-threshold", value = "FREEZING_THRESHOLD" },
+    { long = "reserved-cycles-limit", value = "RESERVED_CYCLES_LIMIT" },
+    { long = "wasm-memory-limit", value = "WASM_MEMORY_LIMIT" },
+    { long = "wasm-memory-threshold", value = "WASM_MEMORY_THRESHOLD" },
+    { long = "log-memory-limit", value = "LOG_MEMORY_LIMIT" },
+    { long = "log-visibility", value = "LOG_VISIBILITY", check = visibility_error },
+    { long = "add-log-viewer", value = "ADD_LOG_VIEWER", check = principal_error, multiple = true },
+    { long = "remove-log-viewer", value = "REMOVE_LOG_VIEWER", check = principal_error, multiple = true },
+    { long = "set-log-viewer", value = "SET_LOG_VIEWER", check = principal_error, multiple = true },
+    { long = "snapshot-visibility", value = "SNAPSHOT_VISIBILITY", check = visibility_error },
+    { long = "add-snapshot-viewer", value = "ADD_SNAPSHOT_VIEWER", check = principal_error, multiple = true },
+    { long = "remove-snapshot-viewer", value = "REMOVE_SNAPSHOT_VIEWER", check = principal_error, multiple = true },
+    { long = "set-snapshot-viewer", value = "SET_SNAPSHOT_VIEWER", check = principal_error, multiple = true },
+    { long = "status-visibility", value = "STATUS_VISIBILITY", check = visibility_error },
+    { long = "add-status-viewer", value = "ADD_STATUS_VIEWER", check = principal_error, multiple = true },
+    { long = "remove-status-viewer", value = "REMOVE_STATUS_VIEWER", check = principal_error, multiple = true },
+    { long = "set-status-viewer", value = "SET_STATUS_VIEWER", check = principal_error, multiple = true },
+    { long = "add-environment-variable", value = "ADD_ENVIRONMENT_VARIABLE", multiple = true },
+    { long = "remove-environment-variable", value = "REMOVE_ENVIRONMENT_VARIABLE", multiple = true },
+    PROXY,
+  }, { { "log-visibility", "set-log-viewer" }, { "snapshot-visibility", "set-snapshot-viewer" },
+    { "status-visibility", "set-status-viewer" } }),
   ["identity principal"] = { path = "identity principal", positionals = {}, options = IDENTITY, conflicts = {} },
 }
 
@@ -126,6 +161,7 @@ local GROUPS = {
   canister = { "call", "create", "delete", "install", "link", "list", "logs", "metadata", "migrate-id", "settings",
     "snapshot", "start", "status", "stop", "top-up", "help" },
   ["canister snapshot"] = { "create", "delete", "download", "list", "restore", "upload", "help" },
+  ["canister settings"] = { "show", "update", "help" },
   identity = { "default", "delete", "export", "import", "link", "list", "new", "principal", "rename", "help" },
 }
 
@@ -133,6 +169,7 @@ local GROUPS = {
 local ABOUT = {
   canister = "Perform canister operations against a network",
   ["canister snapshot"] = "Commands to manage canister snapshots",
+  ["canister settings"] = "Commands to manage canister settings",
   identity = "Manage your identities",
 }
 
@@ -276,16 +313,7 @@ function M.parse_leaf(cmd, argv, i, common)
   local values, positionals, seen_order = {}, {}, {}
   local only_positional = false
   local function set(o, v)
-    if o.multiple then
-      -- A repeatable option (`--controller A --controller B`) gathers a list.
-      local bad = o.check and o.check(v)
-      if bad then return false, "invalid value '" .. v .. "' for '" .. option_label(o) .. "': " .. bad, true end
-      values[o.long] = values[o.long] or {}
-      table.insert(values[o.long], v)
-      seen_order[#seen_order + 1] = o.long
-      return true
-    end
-    if values[o.long] ~= nil then
+    if values[o.long] ~= nil and not o.multiple then
       return false, "the argument '" .. option_label(o) .. "' cannot be used multiple times"
     end
     if o.value and o.check then
@@ -297,7 +325,13 @@ function M.parse_leaf(cmd, argv, i, common)
         return false, msg, true
       end
     end
-    values[o.long] = o.value and v or true
+    if o.multiple then
+      -- A repeatable option (clap's Vec): every occurrence, in order.
+      values[o.long] = values[o.long] or {}
+      table.insert(values[o.long], v)
+    else
+      values[o.long] = o.value and v or true
+    end
     seen_order[#seen_order + 1] = o.long
     return true
   end

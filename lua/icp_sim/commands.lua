@@ -127,27 +127,55 @@ local function environment_variables(c)
   return json.array(out)
 end
 
+-- A canister's settings: the defaults of a fresh canister, overridden by
+-- what `canister settings update` stored in `canister.json` (`settings`:
+-- nats as integers, visibilities as "controllers"|"public"|{viewers}).
+M.DEFAULT_SETTINGS = { compute_allocation = 0, memory_allocation = 0, freezing_threshold = 2592000,
+  reserved_cycles_limit = 5000000000000, wasm_memory_limit = 3221225472, wasm_memory_threshold = 0,
+  log_memory_limit = 4096, log_visibility = "controllers", snapshot_visibility = "controllers",
+  status_visibility = "controllers" }
+
+function M.setting(c, k)
+  local s = c.settings or {}
+  if s[k] ~= nil then return s[k] end
+  return M.DEFAULT_SETTINGS[k]
+end
+
+local function visibility_doc(v)
+  if type(v) == "table" then
+    local viewers = {}
+    for i, p in ipairs(v) do viewers[i] = p end
+    return json.ordered({ type = "AllowedViewers", value = json.array(viewers) }, { "type", "value" })
+  end
+  return json.ordered({ type = v == "public" and "Public" or "Controllers" }, { "type" })
+end
+
+local function visibility_text(v)
+  if type(v) == "table" then return "Allowed viewers: " .. table.concat(v, ", ") end
+  return v == "public" and "Public" or "Controllers"
+end
+
 local function status_doc(ctx, c, module_hash, memory_size)
   local controllers = {}
   for i, p in ipairs(c.controllers) do controllers[i] = p end
-  local vis = json.ordered({ type = "Controllers" }, { "type" })
   local g = text.grouped
+  local function nat(k) return g(M.setting(c, k)) end
   return json.ordered({
     id = ctx.canister,
     name = ctx.canister_label ~= ctx.canister and ctx.canister_label or nil,
     status = STATUS_NAME[effective_status(ctx, c)],
     settings = json.ordered({
       controllers = json.array(controllers),
-      compute_allocation = "0",
-      memory_allocation = "0",
-      freezing_threshold = g(2592000),
-      reserved_cycles_limit = g(5000000000000),
-      wasm_memory_limit = g(3221225472),
-      wasm_memory_threshold = "0",
-      log_memory_limit = g(4096),
-      log_visibility = vis,
-      snapshot_visibility = vis,
-      status_visibility = vis,
+      compute_allocation = nat("compute_allocation"),
+      memory_allocation = nat("memory_allocation"),
+      freezing_threshold = nat("freezing_threshold"),
+      reserved_cycles_limit = nat("reserved_cycles_limit"),
+      wasm_memory_limit = nat("wasm_memory_limit"),
+      wasm_memory_threshold = nat("wasm_memory_threshold"),
+      log_memory_limit = nat("log_memory_limit"),
+      log_visibility = visibility_doc(M.setting(c, "log_visibility")),
+      snapshot_visibility = visibility_doc(M.setting(c, "snapshot_visibility")),
+      status_visibility = visibility_doc(M.setting(c, "status_visibility")),
       -- icp prints the Candid vec as an array, `[]` when empty (observed
       -- through the test replica), never null.
       environment_variables = environment_variables(c),
@@ -179,8 +207,9 @@ local function status_text(doc)
     { "Compute allocation", s.compute_allocation }, { "Memory allocation", s.memory_allocation },
     { "Freezing threshold", s.freezing_threshold }, { "Reserved cycles limit", s.reserved_cycles_limit },
     { "Wasm memory limit", s.wasm_memory_limit }, { "Wasm memory threshold", s.wasm_memory_threshold },
-    { "Log memory limit", s.log_memory_limit }, { "Log visibility", "Controllers" },
-    { "Snapshot visibility", "Controllers" }, { "Status visibility", "Controllers" },
+    { "Log memory limit", s.log_memory_limit }, { "Log visibility", visibility_text(doc.vis.log_visibility) },
+    { "Snapshot visibility", visibility_text(doc.vis.snapshot_visibility) },
+    { "Status visibility", visibility_text(doc.vis.status_visibility) },
     { "Environment Variables", #s.environment_variables == 0 and "N/A" or nil },
     { "Module hash", doc.module_hash == json.null and "<none>" or doc.module_hash },
     { "Memory size", doc.memory_size }, { "Cycles", doc.cycles }, { "Reserved cycles", doc.reserved_cycles },
@@ -243,7 +272,13 @@ function M.status(ctx)
     end
     return 0
   end
-  ctx.stdout(o.json and (json.encode(doc) .. "\n") or status_text(doc))
+  if o.json then
+    ctx.stdout(json.encode(doc) .. "\n")
+  else
+    doc.vis = { log_visibility = M.setting(c, "log_visibility"), snapshot_visibility = M.setting(c,
+      "snapshot_visibility"), status_visibility = M.setting(c, "status_visibility") }
+    ctx.stdout(status_text(doc))
+  end
   return 0
 end
 
@@ -655,6 +690,102 @@ function M.call(ctx)
   return 0
 end
 
+-- {=== settings update ===}
+
+local SIZE = { [""] = 1, kb = 1000, kib = 1024, mb = 1000 ^ 2, mib = 1024 ^ 2, gb = 1000 ^ 3, gib = 1024 ^ 3 }
+local DURATION = { [""] = 1, s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
+local CYCLES = { [""] = 1, k = 1e3, m = 1e6, b = 1e9, t = 1e12 }
+
+-- A number with icp's suffixes (sizes, durations, cycle counts).
+local function amount(v, units)
+  local num, unit = v:lower():match("^([%d%.]+)(%a*)$")
+  local mult = num and units[unit]
+  local n = mult and tonumber(num)
+  if not n then return nil end
+  return math.tointeger(math.floor(n * mult + 0.5))
+end
+
+local NAT_OPTIONS = {
+  { "compute-allocation", "compute_allocation", { [""] = 1 } },
+  { "memory-allocation", "memory_allocation", SIZE },
+  { "freezing-threshold", "freezing_threshold", DURATION },
+  { "reserved-cycles-limit", "reserved_cycles_limit", CYCLES },
+  { "wasm-memory-limit", "wasm_memory_limit", SIZE },
+  { "wasm-memory-threshold", "wasm_memory_threshold", SIZE },
+  { "log-memory-limit", "log_memory_limit", SIZE },
+}
+
+local function remove(list, x)
+  for i = #list, 1, -1 do if list[i] == x then table.remove(list, i) end end
+end
+
+local function add(list, x)
+  for _, y in ipairs(list) do if y == x then return end end
+  list[#list + 1] = x
+end
+
+-- A visibility's new value from --X-visibility / --set-X-viewer /
+-- --add-X-viewer / --remove-X-viewer; nil and an error when refused.
+local function new_visibility(ctx, o, name, current)
+  if o[name .. "-visibility"] then return o[name .. "-visibility"] end
+  if o["set-" .. name .. "-viewer"] then return json.array(o["set-" .. name .. "-viewer"]) end
+  local adds, removes = o["add-" .. name .. "-viewer"], o["remove-" .. name .. "-viewer"]
+  if not (adds or removes) then return current end
+  if current == "public" then
+    return nil, ctx.fail("Error: " .. name .. " visibility is public, which has no viewers list\n")
+  end
+  local list = {}
+  if type(current) == "table" then for i, p in ipairs(current) do list[i] = p end end
+  for _, p in ipairs(adds or {}) do add(list, p) end
+  for _, p in ipairs(removes or {}) do remove(list, p) end
+  return json.array(list)
+end
+
+--- `canister settings update`: one update_settings call changing what
+-- the status reports (unchanged fields keep their values).
+function M.settings_update(ctx)
+  local o = ctx.cmd.options
+  local parsed = {}
+  for _, n in ipairs(NAT_OPTIONS) do
+    if o[n[1]] then
+      parsed[n[2]] = amount(o[n[1]], n[3])
+      if not parsed[n[2]] then
+        return ctx.fail("Error: invalid value '" .. o[n[1]] .. "' for '--" .. n[1] .. "'\n")
+      end
+    end
+  end
+  return mutation(ctx, function(sim, c)
+    Home.tick(sim)
+    local settings = c.settings or {}
+    for k, v in pairs(parsed) do settings[k] = v end
+    for _, name in ipairs({ "log", "snapshot", "status" }) do
+      local v, rc = new_visibility(ctx, o, name, M.setting(c, name .. "_visibility"))
+      if v == nil then return rc end
+      settings[name .. "_visibility"] = v
+    end
+    if o["remove-all-controllers"] then c.controllers = json.array({}) end
+    for _, p in ipairs(o["remove-controller"] or {}) do remove(c.controllers, p) end
+    for _, p in ipairs(o["add-controller"] or {}) do add(c.controllers, p) end
+    local vars = c.environment_variables or {}
+    for _, k in ipairs(o["remove-environment-variable"] or {}) do
+      for i = #vars, 1, -1 do if vars[i].name == k then table.remove(vars, i) end end
+    end
+    for _, kv in ipairs(o["add-environment-variable"] or {}) do
+      local k, v = kv:match("^([^=]+)=(.*)$")
+      if not k then return ctx.fail("Error: environment variable '" .. kv .. "' is not KEY=VALUE\n") end
+      local found = false
+      for _, e in ipairs(vars) do
+        if e.name == k then e.value, found = v, true end
+      end
+      if not found then vars[#vars + 1] = { name = k, value = v } end
+    end
+    c.settings, c.environment_variables = json.object(settings), json.array(vars)
+    Home.count_effect(c, "settings_update")
+    ctx.home:save_canister(c)
+    return 0
+  end)
+end
+
 function M.identity(ctx)
   ctx.stdout(ctx.caller .. "\n")
   return 0
@@ -673,6 +804,7 @@ local HANDLERS = {
   ["canister call"] = M.call,
   ["canister create"] = M.create_canister,
   ["canister delete"] = M.delete_canister,
+  ["canister settings update"] = M.settings_update,
   ["identity principal"] = M.identity,
 }
 

@@ -10,6 +10,7 @@ local KEY = string.rep("ab", 133)
 local NET = { "-n", "http://127.0.0.1:9", "-k", KEY }
 local C = "ryjl3-tyaaa-aaaaa-aaaba-cai"
 local SID = "000000000000000200000000000000020101"
+local SID_P = "rrkah-fqaaa-aaaaa-aaaaq-cai"
 
 local function v(...)
   return { ... }
@@ -91,6 +92,9 @@ local CORPUS = {
   v("canister", "create", "--detached", "--controller", "bad", "-e", "local"),
   v("canister", "delete", "-e", "local"),
   v("canister", "delete", C, "--no-recover-cycles=yes", "-e", "local"),
+  v("canister", "settings", "update", C, "--log-visibility", "all", "-e", "local"),
+  v("canister", "settings", "update", C, "--log-visibility", "public", "--set-log-viewer", C, "-e", "local"),
+  v("canister", "settings", "update", C, "--add-controller", "bad", "-e", "local"),
 }
 
 -- Every command line the driver renders, in both target forms, with an
@@ -109,6 +113,13 @@ do
     call = { canister = C, method = "canic_subnet_registry", args = "()", query = true },
     identity = {},
     canister_create = {}, canister_delete = { canister = C },
+    settings_update = { canister = C, change = { nats = { compute_allocation = "3", memory_allocation = "0",
+      freezing_threshold = "86400", reserved_cycles_limit = "5000000000000", wasm_memory_limit = "3221225472",
+      wasm_memory_threshold = "0", log_memory_limit = "4096" },
+      visibility = { log = { type = "public" }, snapshot = { type = "allowed_viewers", viewers = { C, SID_P } },
+        status = { type = "controllers" } },
+      add_controllers = { C, SID_P }, remove_controllers = { SID_P },
+      add_env = { "A=1", "B=x=y" }, remove_env = { "C" } } },
   }
   for _, d in ipairs(forms) do
     for kind, p in pairs(params) do CORPUS[#CORPUS + 1] = d:args(kind, p) end

@@ -2,6 +2,7 @@
 -- once every artifact is durable (each checked against its receipt first),
 -- and on-canister retention afterwards.
 local engine = require "fleetsnap.engine"
+local canister_settings = require "fleetsnap.canister_settings"
 local download = require "fleetsnap.backup.download"
 local errors = require "fleetsnap.errors"
 local manifest = require "fleetsnap.manifest"
@@ -15,6 +16,25 @@ local M = {}
 local raise = errors.raise
 
 -- {=== finalize ===}
+
+--- The settings an attempt record holds, by canister id, each in its
+-- canonical shape: a resumed run reads the record back from the journal
+-- (a decoded object has lost its key order and prints its keys sorted)
+-- and must print the bytes the first run may already have linked. A record that does not parse is
+-- a corrupt journal.
+function M.recorded_settings(attempt_record)
+  local recorded = {}
+  for _, e in ipairs(attempt_record and attempt_record.settings or {}) do
+    if e.settings ~= json.null then
+      local rec, bad = canister_settings.canonical(e.settings)
+      if not rec then
+        raise("ECORRUPT", string.format("the journal's settings of %s do not parse (%s)", tostring(e.canister_id), bad))
+      end
+      recorded[e.canister_id] = rec
+    end
+  end
+  return recorded
+end
 
 function M.manifest(x, plan)
   -- Every published artifact is checked against its receipt before the
@@ -31,6 +51,7 @@ function M.manifest(x, plan)
     end
   end
   local artifacts, members = {}, {}
+  local recorded = M.recorded_settings(x.state.attempt_record)
   local first_stop, last_start
   for _, t in ipairs(plan.targets) do
     local d = x.state.ops["download-" .. t.canister_id]
@@ -47,8 +68,10 @@ function M.manifest(x, plan)
     members[#members + 1] = json.ordered({ canister_id = t.canister_id, snapshot_id = rec.snapshot_id,
       stopped_at = stopped_at or json.null, started_at = started_at or json.null,
       downtime_ns = (stopped_at and started_at) and (started_at - stopped_at) or json.null,
-      digest = rec.digest, bytes = rec.bytes, files = json.array(rec.files) },
-      { "canister_id", "snapshot_id", "stopped_at", "started_at", "downtime_ns", "digest", "bytes", "files" })
+      digest = rec.digest, bytes = rec.bytes, files = json.array(rec.files),
+      settings = recorded[t.canister_id] },
+      { "canister_id", "snapshot_id", "stopped_at", "started_at", "downtime_ns", "digest", "bytes", "files",
+        "settings" })
   end
   if not x.state.created_at then
     -- Derived once and journaled, so a retried finalize writes the same bytes.

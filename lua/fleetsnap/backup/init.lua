@@ -147,7 +147,17 @@ local function new_attempt(x, plan, dir, ctx)
   end
   preflight.check_drift(x.driver, plan)
   local before = stopped_before(plan, st, pf.statuses)
-  x:record({ t = "attempt", n = st.attempt + 1, stopped_before = json.array(before) })
+  -- Each member's settings, from this attempt's preflight status: the
+  -- last status read before the window, of the attempt whose window the
+  -- manifest records. Nothing fleetsnap does in the window changes
+  -- settings, and the attempt record keeps them across a resume.
+  local settings = {}
+  for _, t in ipairs(plan.targets) do
+    settings[#settings + 1] = json.ordered({ canister_id = t.canister_id,
+      settings = pf.settings[t.canister_id] or json.null }, { "canister_id", "settings" })
+  end
+  x:record({ t = "attempt", n = st.attempt + 1, stopped_before = json.array(before),
+    settings = json.array(settings) })
   ctx.stopped_before = set_of(before)
   x:emit("attempt", { n = x.state.attempt })
 end

@@ -24,7 +24,7 @@ function M.parent(dir)
 end
 
 --- Surveys the targets. Returns {me, baselines, lists, module_hashes,
--- statuses, replace_full} or raises (nothing was stopped):
+-- statuses, settings, replace_full} or raises (nothing was stopped):
 -- EPRECONDITION for the fleet's refusals, EICP when icp could not ask.
 function M.run(driver, dir, plan)
   local canisters = {}
@@ -33,13 +33,15 @@ function M.run(driver, dir, plan)
     "preflight")
   local memory = 0
   local known = ownership.known(M.parent(dir), plan.connection)
-  local out = { me = me, baselines = {}, lists = {}, module_hashes = {}, statuses = {}, replace_full = {} }
+  local out = { me = me, baselines = {}, lists = {}, module_hashes = {}, statuses = {}, settings = {},
+    replace_full = {} }
   for _, row in ipairs(rows) do
     local cid, st, list = row.canister, row.status, row.list
     if st then
       memory = memory + (st.memory_size or 0)
       out.module_hashes[cid] = st.module_hash
       out.statuses[cid] = st.status
+      out.settings[cid] = st.settings
     end
     if list then
       out.lists[cid] = list

@@ -78,6 +78,19 @@ function M.progress_line(t, now_ns)
   return table.concat(parts, "  ")
 end
 
+--- The text of a restore's settings check ({note?, differences}): a note,
+-- then one warning line per difference; "" when there is neither.
+function M.settings_text(check)
+  if not check then return "" end
+  local lines = {}
+  if check.note then lines[#lines + 1] = "note: " .. check.note end
+  for _, d in ipairs(check.differences or {}) do
+    lines[#lines + 1] = string.format("warning: %s: setting %s differs from the backup (backup %s, target %s)",
+      d.target_canister, d.field, d.backup, d.target)
+  end
+  return #lines > 0 and (table.concat(lines, "\n") .. "\n") or ""
+end
+
 --- The event sink of a long run: NDJSON with --json (with `progress`
 -- events at most 10 a second); on a terminal one progress line rewritten
 -- in place at most 10 times a second; otherwise nothing until the
@@ -119,6 +132,9 @@ function M:events()
     elseif e.type == "contained" then
       self:clear_progress()
       stderr(string.format("started %d stopped canister(s) again\n", #e.started))
+    elseif e.type == "settings-check" then
+      self:clear_progress()
+      stderr(M.settings_text(e))
     end
     if self.tty and moved and t:due(now) then
       stderr("\r\27[K" .. M.progress_line(t, now))

@@ -3,6 +3,7 @@
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local connection = require "fleetsnap.cli.connection"
+local output = require "fleetsnap.cli.output"
 local settings = require "fleetsnap.cli.settings"
 local summary = require "fleetsnap.cli.summary"
 local backup_cli = require "fleetsnap.cli.backup"
@@ -37,6 +38,11 @@ function M.add(p, cli)
   rrun:flag("--safety-snapshot", "Snapshot each target after stopping it, before loading (for `restore undo`).")
   rrun:flag("--verify-data", "After each load, snapshot, download and compare the data with the backup.")
   rrun:flag("--keep-uploaded", "Keep the uploaded snapshots after a verified restore.")
+  rrun:option("--settings", "Canister settings: check (warn about differences from the backup, before the first "
+    .. "stop; the default), apply (set them after the load, before the start) or ignore.")
+    :choices({ "check", "apply", "ignore" })
+  rrun:flag("--settings-controllers", "With --settings apply: apply the backup's controllers too (never removing "
+    .. "the operator's own principal).")
   local rstatus = cli.command(restore, "status", "Progress, next operations and failures of a restore.")
   rstatus:argument("ref", backup_cli.REF_HELP)
   local rundo = cli.command(restore, "undo", "Load the safety snapshots back (parents stopped first, children started "
@@ -80,6 +86,8 @@ function M.handlers.plan(args, ui)
     table.concat(lines, "\n") .. "\n")
 end
 
+-- The settings check's warnings (and its note for a backup without
+-- settings), one line each.
 local function run_text(res)
   if res.aborted then
     return string.format("restore %s aborted: started %d target(s) again, deleted %d uploaded snapshot(s)\n",
@@ -111,6 +119,9 @@ function M.handlers.run(args, ui)
   if args.dry_run and args.retry_failed then
     errors.raise("EUSAGE", "--retry-failed executes; it cannot be combined with --dry-run")
   end
+  if args.settings_controllers and args.settings ~= "apply" and not args.abort then
+    errors.raise("EUSAGE", "--settings-controllers needs --settings apply")
+  end
   if args.abort and (args.retry_failed or args.max_steps or args.safety_snapshot or args.verify_data) then
     errors.raise("EUSAGE", "--abort takes no other option")
   end
@@ -119,6 +130,7 @@ function M.handlers.run(args, ui)
   local res = restore_mod().run(dir, { driver = connection.driver(args), events = ui:events(), state = args.state,
     max_steps = args.max_steps, retry_failed = args.retry_failed, abort = args.abort,
     safety_snapshot = args.safety_snapshot, verify_data = args.verify_data, keep_uploaded = args.keep_uploaded,
+    settings = args.settings, settings_controllers = args.settings_controllers,
     dry_run = not (args.execute or args.retry_failed or args.abort), verbose = args.verbose })
   if res.dry_run then
     local rows = {}
@@ -134,8 +146,10 @@ function M.handlers.run(args, ui)
   local complete = not (res.aborted or res.paused)
   ui:doc({ type = "result", status = res.aborted and "aborted" or res.paused and "paused" or "complete",
     restore_id = res.plan.restore_id, window_ns = res.window_ns, completed = res.completed,
-    operations = res.operations, started = res.started, deleted = res.deleted, summary = sum },
-    run_text(res) .. (complete and not res.already and summary.text(sum, "stopped window") or ""))
+    operations = res.operations, started = res.started, deleted = res.deleted, summary = sum,
+    settings = res.settings },
+    output.settings_text(res.settings) .. run_text(res)
+      .. (complete and not res.already and summary.text(sum, "stopped window") or ""))
 end
 
 function M.handlers.status(args, ui)

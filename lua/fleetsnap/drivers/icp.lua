@@ -5,6 +5,7 @@
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local principal = require "fleetsnap.principal"
+local canister_settings = require "fleetsnap.canister_settings"
 local hex_codec = require "fleetsnap.hex"
 
 local json = engine.json
@@ -18,13 +19,21 @@ local MiB = 1024 * 1024
 M.DEFAULT_TIMEOUTS = {
   status = 300, stop = 600, start = 300, snapshot_create = 300, snapshot_list = 300, snapshot_delete = 300,
   snapshot_restore = 300, call = 300, identity = 300, canister_create = 300, canister_delete = 600,
-  transfer_base = 120, transfer_per_mib = 1,
+  settings_update = 300, transfer_base = 120, transfer_per_mib = 1,
 }
 
 -- Kinds that change the network: a failpoint pair surrounds each.
 local EFFECTS = {
   stop = true, start = true, snapshot_create = true, snapshot_delete = true, snapshot_restore = true,
-  snapshot_upload = true, call = true, canister_create = true, canister_delete = true,
+  snapshot_upload = true, call = true, canister_create = true, canister_delete = true, settings_update = true,
+}
+
+-- icp 1.5.0's flag of each nat setting (`canister settings update`).
+local NAT_FLAGS = {
+  { "compute_allocation", "--compute-allocation" }, { "memory_allocation", "--memory-allocation" },
+  { "freezing_threshold", "--freezing-threshold" }, { "reserved_cycles_limit", "--reserved-cycles-limit" },
+  { "wasm_memory_limit", "--wasm-memory-limit" }, { "wasm_memory_threshold", "--wasm-memory-threshold" },
+  { "log_memory_limit", "--log-memory-limit" },
 }
 
 --- A driver. opts: `icp` (program path, default "icp") or `command` (an
@@ -124,6 +133,29 @@ function M:args(kind, p)
   elseif kind == "canister_delete" then
     a = { "canister", "delete", c }
     if p.burn_cycles then push(a, "--no-recover-cycles") end
+  elseif kind == "settings_update" then
+    -- p.change: {nats = {field = decimal}, visibility = {log|snapshot|status
+    -- = {type, viewers}}, add_controllers, remove_controllers, add_env =
+    -- {"K=V"}, remove_env = {K}}. Bare numbers are bytes, seconds and
+    -- cycles to icp. --force: icp would otherwise prompt, and there is no
+    -- terminal.
+    local ch = p.change or {}
+    a = { "canister", "settings", "update", c, "--force" }
+    for _, f in ipairs(NAT_FLAGS) do
+      if ch.nats and ch.nats[f[1]] then push(a, f[2], ch.nats[f[1]]) end
+    end
+    for _, name in ipairs({ "log", "snapshot", "status" }) do
+      local vis = ch.visibility and ch.visibility[name]
+      if vis and vis.type == "allowed_viewers" then
+        for _, viewer in ipairs(vis.viewers or {}) do push(a, "--set-" .. name .. "-viewer", viewer) end
+      elseif vis then
+        push(a, "--" .. name .. "-visibility", vis.type)
+      end
+    end
+    for _, x in ipairs(ch.remove_controllers or {}) do push(a, "--remove-controller", x) end
+    for _, x in ipairs(ch.add_controllers or {}) do push(a, "--add-controller", x) end
+    for _, x in ipairs(ch.remove_env or {}) do push(a, "--remove-environment-variable", x) end
+    for _, x in ipairs(ch.add_env or {}) do push(a, "--add-environment-variable", x) end
   elseif kind == "identity" then
     return self:identity_flags({ "identity", "principal" })
   else
@@ -388,9 +420,15 @@ function M.parse(kind, p, stdout)
       return nil, bad_output(kind, p, "status " .. tostring(doc.status), stdout)
     end
     local mh = doc.module_hash
+    -- The public view has no settings; a full one must parse.
+    local settings, bad
+    if doc.settings ~= nil then
+      settings, bad = canister_settings.from_status(doc.settings, doc.cycles)
+      if not settings then return nil, bad_output(kind, p, "settings." .. bad, stdout) end
+    end
     return { status = status, public_only = doc.status == nil,
       module_hash = type(mh) == "string" and mh:gsub("^0x", ""):lower() or nil,
-      memory_size = nat(doc.memory_size), controllers = controllers or {} }
+      memory_size = nat(doc.memory_size), controllers = controllers or {}, settings = settings }
   elseif kind == "snapshot_create" or kind == "snapshot_upload" then
     local doc, err = json.decode(stdout)
     if type(doc) ~= "table" or type(doc.snapshot_id) ~= "string" or not doc.snapshot_id:match("^%x+$") then

@@ -20,6 +20,7 @@ local kinds = require "fleetsnap.restore.kinds"
 local operations = require "fleetsnap.restore.operations"
 local plan_mod = require "fleetsnap.restore.plan"
 local rstate = require "fleetsnap.restore.state"
+local rsettings = require "fleetsnap.restore.settings"
 
 local json, fs = engine.json, engine.fs
 
@@ -220,7 +221,12 @@ function M.preflight(driver, state, doc, options)
     raise(code, "restore preflight " .. (code == "EICP" and "failed" or "refused")
       .. ", nothing was uploaded or stopped:\n  " .. table.concat(refusals, "\n  "), { refusals = refusals })
   end
-  return me, uploads, stopped
+  -- Each target's settings as its status reported them (for the check).
+  local current = {}
+  for _, row in ipairs(rows) do
+    if row.status then current[row.canister] = row.status.settings end
+  end
+  return me, uploads, stopped, current
 end
 
 -- {=== commands to run (dry run) ===}
@@ -255,19 +261,36 @@ function M.commands(x, op)
     return out
   elseif op.kind == "delete" then
     return { d:render("snapshot_delete", { canister = c, snapshot_id = uploaded }) }
+  elseif op.kind == "settings" then
+    -- The update sets only the fields that differ when it runs; the
+    -- preview shows every recorded one.
+    local ctx = x.context.settings
+    local want = ctx and ctx.want[c]
+    if not want then return {} end
+    local ch = rsettings.change(want, { controllers = {}, environment_variables = {} },
+      { controllers = ctx.controllers[c] })
+    return { d:render("status", { canister = c }), d:render("settings_update", { canister = c, change = ch }) }
   end
   return {}
 end
 
 -- {=== run ===}
 
-local OPTION_NAMES = { "safety_snapshot", "verify_data", "keep_uploaded" }
+local OPTION_NAMES = { "safety_snapshot", "verify_data", "keep_uploaded", "settings_controllers" }
 
 --- The run options: the ones the restore began with, which later runs may
--- not change.
+-- not change. `settings` is the settings mode (check, apply, ignore); a
+-- restore begun before it existed ran no check and applies nothing.
 local function options_of(st, opts)
   local given = {}
   for _, k in ipairs(OPTION_NAMES) do given[k] = opts[k] or false end
+  given.settings = opts.settings or "check"
+  if not rsettings.MODES[given.settings] then
+    raise("EUSAGE", "unknown settings mode " .. tostring(given.settings) .. " (check, apply or ignore)")
+  end
+  if given.settings_controllers and given.settings ~= "apply" then
+    raise("EUSAGE", "applying controllers needs the settings mode apply")
+  end
   if not st.begin then return given, false end
   local began = st.begin.options
   for _, k in ipairs(OPTION_NAMES) do
@@ -276,7 +299,17 @@ local function options_of(st, opts)
         .. "begun", k), { option = k })
     end
   end
+  if opts.settings and opts.settings ~= (began.settings or "ignore") then
+    raise("EUSAGE", string.format("this restore began with the settings mode %s; options cannot change once it has "
+      .. "begun", tostring(began.settings or "ignore")), { option = "settings" })
+  end
   return began, true
+end
+
+--- The executor context of --settings apply (nil otherwise).
+local function settings_extra(doc, options)
+  if options.settings ~= "apply" then return nil end
+  return { settings = rsettings.context(doc, options) }
 end
 
 --- The stopped window: from the first stop issued to the last start.
@@ -591,7 +624,7 @@ function M.run(dir, opts)
     local st = peek(jpath)
     local options = options_of(st, opts)
     local ops = operations.restore(doc, options)
-    local x = new_executor(doc, state, {}, st, opts, ops)
+    local x = new_executor(doc, state, {}, st, opts, ops, settings_extra(doc, options))
     local out = {}
     for _, op in ipairs(ops) do
       local o = st.ops[op.id]
@@ -625,7 +658,7 @@ function M.run(dir, opts)
     return { already = true, complete = true, plan = doc, state = state, window_ns = st.finalized.window_ns }
   end
   local _fleets <close> = lock_fleets(doc, opts.driver, "restore")
-  local x = new_executor(doc, state, j, st, opts, ops)
+  local x = new_executor(doc, state, j, st, opts, ops, settings_extra(doc, options))
   if opts.abort or st.abort then
     if not opts.abort then
       raise("EPRECONDITION", "an abort of this restore was begun; finish it",
@@ -636,9 +669,19 @@ function M.run(dir, opts)
   local result = executor.with_signals(function()
     return guarded(x, doc, state, ops, function()
       if not begun then
-        local me, uploads, stopped = M.preflight(opts.driver, state, doc, options)
+        local me, uploads, stopped, current = M.preflight(opts.driver, state, doc, options)
+        -- Before the first stop: the targets' settings against the
+        -- backup's, reported as warnings (never a refusal).
+        local check = options.settings ~= "ignore"
+          and rsettings.check(doc, rsettings.recorded(doc), current, options) or nil
         x:record({ t = "begin", options = options, operator = me, uploads = uploads,
-          stopped_before = json.array(stopped) })
+          stopped_before = json.array(stopped), settings_check = check })
+        -- Shown as it is made, not only with the result: a run that fails
+        -- later still showed the differences before its first stop.
+        if check then
+          x:emit("settings-check", { mode = check.mode, recorded = check.recorded, note = check.note,
+            differences = check.differences })
+        end
         x:set_limit("transfer", math.min(doc.options.uploads, uploads))
       end
       local res = drive(x, doc, state, ops, opts, "restore " .. doc.restore_id)
@@ -647,6 +690,7 @@ function M.run(dir, opts)
     end)
   end)
   result.plan, result.state, result.options = doc, state, options
+  result.settings = x.state.begin and x.state.begin.settings_check
   return result
 end
 

@@ -14,6 +14,7 @@ local lifecycle = require "fleetsnap.exec.lifecycle"
 local ownership = require "fleetsnap.exec.ownership"
 local paths = require "fleetsnap.paths"
 local operations = require "fleetsnap.restore.operations"
+local rsettings = require "fleetsnap.restore.settings"
 
 local json, fs = engine.json, engine.fs
 
@@ -406,8 +407,58 @@ M.delete = {
   end,
 }
 
+-- {=== settings ===}
+
+-- What the apply of op's target needs: the recorded settings (nil when
+-- the backup has none for its source) and the rule for controllers.
+local function settings_goal(x, op)
+  local ctx = x.context.settings or { want = {}, controllers = {} }
+  local begin = x.state.begin or {}
+  return ctx.want[op.canister], { controllers = ctx.controllers[op.canister], operator = begin.operator }
+end
+
+--- --settings apply: after the load, before the start, the target's
+-- settings are set to the backup's with one `canister settings update`
+-- of the fields that differ (read from a status first). A claim found
+-- without its record is settled by reading the status back: already as
+-- recorded -> completed without a second update; else the update runs
+-- again (it sets values, so running it twice is harmless).
+M.settings = {
+  bucket = "lifecycle",
+  run = function(x, op, pending)
+    if not pending then x:claim(op) end
+    local want, opts = settings_goal(x, op)
+    if not want then
+      return { applied = json.array({}), not_applied = json.array({}), note = "no recorded settings" }
+    end
+    local st, err = x:status(op)
+    if not st then return nil, err end
+    if not st.settings then
+      return fail("ICP_OUTPUT", "settings of " .. op.canister .. ": its status shows no settings")
+    end
+    local ch, not_applied = rsettings.change(want, st.settings, opts)
+    if ch then
+      local _, uerr = x:command(op, "settings_update", { canister = op.canister, change = ch })
+      if uerr then return nil, uerr end
+    end
+    return { applied = json.array(rsettings.fields(ch)), not_applied = json.array(not_applied),
+      applied_at = x:now() }
+  end,
+  reconcile = function(x, op)
+    local want, opts = settings_goal(x, op)
+    if not want then return end
+    local st, err = x:status(op)
+    if not st then return x:complete(op, nil, err) end
+    if st.settings and rsettings.applied(want, st.settings, opts) then
+      return x:complete(op, { applied = json.array({}), not_applied = json.array({}), reconciled = true })
+    end
+    -- Not in effect: the claim stands and the update runs again.
+  end,
+}
+
 --- Every kind a restore (or its undo) runs.
 M.KINDS = { stop = lifecycle.stop, start = lifecycle.start, snapshot = lifecycle.snapshot, upload = M.upload,
-  load = M.load, verify = M.verify, verify_data = M.verify_data, delete = M.delete, barrier = lifecycle.barrier }
+  load = M.load, verify = M.verify, verify_data = M.verify_data, delete = M.delete, barrier = lifecycle.barrier,
+  settings = M.settings }
 
 return M

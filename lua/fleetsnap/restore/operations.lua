@@ -10,10 +10,10 @@ local json = engine.json
 
 local M = {}
 
-local PHASES = { "upload", "stop", "snapshot", "load", "verify_data", "start", "verify", "delete" }
+local PHASES = { "upload", "stop", "snapshot", "load", "verify_data", "settings", "start", "verify", "delete" }
 
 local PREFIX = { upload = "upload", stop = "stop", snapshot = "safety", load = "load", verify_data = "verify-data",
-  start = "start", verify = "verify", delete = "delete-uploaded" }
+  start = "start", verify = "verify", delete = "delete-uploaded", settings = "settings" }
 
 --- The id of a member's operation of `kind`.
 function M.id(kind, target)
@@ -58,6 +58,7 @@ function M.build(rows, serial)
     for _, row in ipairs(rows) do
       if has(row, "load") then chain("load", row) end
       if has(row, "verify_data") then chain("verify_data", row) end
+      if has(row, "settings") then chain("settings", row) end
     end
     for i = #rows, 1, -1 do if has(rows[i], "start") then chain("start", rows[i]) end end
     for _, row in ipairs(rows) do if has(row, "verify") then chain("verify", row) end end
@@ -109,10 +110,19 @@ function M.build(rows, serial)
   for _, row in ipairs(rows) do
     if has(row, "verify_data") then add("verify_data", row, { M.id("load", row.target) }) end
   end
-  -- Children first, and only once every load (and data check) is in, and
-  -- every stop (a plan without loads still starts after its stops).
-  local loaded = barrier("loaded", "verify_data",
-    with(with(all("load"), table.unpack(all("verify_data"))), table.unpack(all("stop"))))
+  -- Settings after the load (and its data check), before any start.
+  for _, row in ipairs(rows) do
+    if has(row, "settings") then
+      local after = { M.id("load", row.target) }
+      if has(row, "verify_data") then after[#after + 1] = M.id("verify_data", row.target) end
+      add("settings", row, after)
+    end
+  end
+  -- Children first, and only once every load (data check, settings) is
+  -- in, and every stop (a plan without loads still starts after its stops).
+  local loaded = barrier("loaded", "settings",
+    with(with(with(all("load"), table.unpack(all("verify_data"))), table.unpack(all("settings"))),
+      table.unpack(all("stop"))))
   local children = {}
   for _, row in ipairs(rows) do
     if row.parent and has(row, "start") then
@@ -149,14 +159,15 @@ function M.build(rows, serial)
 end
 
 --- The operations of a restore plan under the run options
--- {safety_snapshot, verify_data, keep_uploaded}.
+-- {safety_snapshot, verify_data, keep_uploaded, settings}.
 function M.restore(plan, options)
   local rows = {}
   for i, m in ipairs(plan.members) do
     rows[i] = { target = m.target_canister,
       parent = m.parent_target_canister ~= json.null and m.parent_target_canister or nil,
       steps = { upload = true, stop = true, snapshot = options.safety_snapshot or nil, load = true,
-        verify_data = options.verify_data or nil, start = true, verify = true,
+        verify_data = options.verify_data or nil, settings = options.settings == "apply" or nil, start = true,
+        verify = true,
         delete = not options.keep_uploaded or nil } }
   end
   return M.build(rows, plan.policy.serial)
