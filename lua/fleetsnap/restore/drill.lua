@@ -64,10 +64,12 @@ local function scratch_of(st, src)
   return o and o.state == "completed" and o.receipt and o.receipt.canister_id or nil
 end
 
--- icp exits 2 on a usage error before it reaches the network: only then is
--- it known that no canister was made.
-local function may_have_created(err)
-  return not (err and err.code == "ICP_USAGE")
+-- Whether a create's outcome may have left a canister whose id nobody
+-- knows: a claim never recorded, or a failure after icp may have reached
+-- the network (icp exits 2 on a usage error before it does: only then is
+-- it known that no canister was made).
+local function unidentified(o)
+  return o.state == "pending" or (o.state == "failed" and not (o.error and o.error.code == "ICP_USAGE"))
 end
 
 local KINDS = {}
@@ -79,17 +81,14 @@ KINDS.scratch_create = {
   run = function(x, op)
     x:claim(op, { member = op.canister })
     local cid, err = x:command(op, "canister_create", { cycles = x.context.cycles })
-    if not cid then
-      err.unidentified = may_have_created(err) or nil
-      return nil, err
-    end
+    if not cid then return nil, err end
     return { canister_id = cid, created_at = x:now() }
   end,
   -- A claim without its record: icp may have made a canister whose id
   -- nobody kept, and no command lists it. It is never created again
   -- blindly; the report names it.
   reconcile = function(x, op, o)
-    return x:complete(op, nil, { code = "OPERATOR", unidentified = true, message = string.format("the scratch "
+    return x:complete(op, nil, { code = "OPERATOR", message = string.format("the scratch "
       .. "canister for %s was claimed at %s but its id was never recorded (the run ended while icp created it); "
       .. "a canister controlled by this identity may exist that no drill can find: look for it and delete it",
       op.canister, os.date("!%Y-%m-%dT%H:%M:%SZ", (o.claim.at or 0) // 1000000000)) })
@@ -132,13 +131,15 @@ local function new_executor(state, j, st, ops, opts, ctx)
     was_running = function() return false end, may_contain = function() return false end })
 end
 
---- Creates the scratch canisters of the members not created yet.
+--- Creates the scratch canisters of the members not created yet, one at a
+-- time: a crash then leaves at most one create whose id is unknown.
 local function create_phase(state, j, st, members, opts)
   local ops = {}
   for _, src in ipairs(members) do
     ops[#ops + 1] = { id = create_id(src), kind = "scratch_create", canister = src, after = json.array({}) }
   end
   local x = new_executor(state, j, st, ops, opts, { cycles = opts.cycles })
+  x:set_limit("lifecycle", 1)
   x:reconcile()
   x:schedule()
   x:flush()
@@ -234,9 +235,8 @@ local function report_rows(state, st, roles)
       r.deleted = d ~= nil and d.state == "completed"
       if d and d.state == "failed" then r.problems[#r.problems + 1] = "delete: " .. d.error.message end
     elseif c and c.state then
-      local e = c.error or {}
-      r.unidentified = c.state == "pending" or e.unidentified == true
-      r.problems[#r.problems + 1] = "create: " .. tostring(e.message or "claimed, never recorded")
+      r.unidentified = unidentified(c)
+      r.problems[#r.problems + 1] = "create: " .. tostring((c.error or {}).message or "claimed, never recorded")
     end
   end
   return rows
@@ -286,13 +286,25 @@ end
 
 --- Finishes the drill in the journal (its copies deleted, or an error
 -- raised naming the ones left): the final record holds the report.
-local function finish(state, j, st, man, opts, ended)
+local function finish(state, j, st, man, opts, ended, restore_error)
   local all_gone = delete_phase(state, j, st, opts)
   local rows = report_rows(state, st, roles_of(man))
   local result = { drill_id = st.begin.drill_id, backup_id = man.doc.backup_id, state = state,
     members = json.array(rows),
     outcome = ended and (ended.code == "EINTERRUPTED" and "interrupted" or "failed") or outcome(rows),
     unidentified = json.array({}) }
+  if restore_error then
+    -- A member's failure is in its row already; the error of the restore
+    -- run itself (a refused preflight) is reported once, beside them.
+    local explained = false
+    for _, r in ipairs(rows) do
+      if r.scratch_canister ~= json.null and #r.problems > 0 then explained = true end
+    end
+    if not explained then
+      result.error = { code = restore_error.code, message = restore_error.message }
+      if result.outcome == "passed" then result.outcome = "failed" end
+    end
+  end
   for _, r in ipairs(rows) do
     if r.unidentified then
       local c = st.ops[create_id(r.canister_id)]
@@ -310,7 +322,7 @@ local function finish(state, j, st, man, opts, ended)
       { result = result })
   end
   local rec = { t = "finalized", outcome = result.outcome, members = result.members,
-    unidentified = result.unidentified }
+    unidentified = result.unidentified, error = result.error }
   local ok, err, code = j:append(rec, "finalized")
   if not ok then error(errors.from_engine("journal", err, code), 0) end
   exec_state.apply(st, rec)
@@ -404,12 +416,8 @@ function M.run(dir, opts)
       if engine.signals then engine.signals.catch() end
     end
     if ended and engine.signals then engine.signals.clear() end
-    local result = finish(state, j, st, man, opts, ended)
+    local result = finish(state, j, st, man, opts, ended, restore_error)
     result.earlier = earlier
-    if restore_error then
-      result.outcome = "failed"
-      result.error = { code = restore_error.code, message = restore_error.message }
-    end
     if ended then
       ended.message = ended.message .. "; the drill's scratch canisters were deleted"
       ended.result = result
