@@ -240,6 +240,25 @@ describe("restore drill", function()
     assert.equal(0, r.status, r.stderr)
   end)
 
+  it("deletes its copies when interrupted (SIGTERM during an upload), and says the next step is another drill",
+    function()
+      local home, b = fresh()
+      local out = helpers.tmpdir()
+      -- The upload hangs until the runner kills it; SIGTERM once icp-sim
+      -- logged an upload.
+      local rc = helpers.sh(string.format("cd %s && { ICP_SIM_HANG=snapshot.upload %s/scripts/fleetsnap --sim %s restore "
+        .. "drill %s >%s/out 2>%s/err & p=$!; for i in $(seq 1 300); do grep -q '\"upload\"' %s/log.jsonl 2>/dev/null "
+        .. "&& break; sleep 0.1; done; kill -TERM $p; wait $p; echo $?; }", helpers.root, helpers.root, home, b, out,
+        out, home))
+      assert.equal("130", rc:match("%d+"))
+      local err = helpers.read(out .. "/err")
+      assert.matches("interrupted by SIGTERM; its scratch canisters were deleted", err, 1, true)
+      assert.matches("next: [^\n]*restore drill", err)
+      assert.is_true(sim(home).detached_counter > 0)
+      assert.same({}, scratch_alive(home))
+      assert_never_started(home)
+    end)
+
   it("refuses a second drill of the same state directory while one runs", function()
     local home, b = fresh()
     local dir = b .. "/drill"

@@ -319,7 +319,8 @@ local function finish(state, j, st, man, opts, ended, restore_error)
     end
     raise("EFAILED", string.format("drill %s: %d scratch canister(s) could not be deleted yet: %s; the next drill "
       .. "of this state directory deletes them first", st.begin.drill_id, #left, table.concat(left, ", ")),
-      { result = result })
+      { result = result, next = { command = "restore drill", ref = st.begin.backup_dir,
+        options = { cleanup = true, state = opts.state } } })
   end
   local rec = { t = "finalized", outcome = result.outcome, members = result.members,
     unidentified = result.unidentified, error = result.error }
@@ -393,7 +394,7 @@ function M.run(dir, opts)
     end
     local now = engine.realtime_ns()
     local rec = { t = "begin", drill_id = string.format("drill-%s-%s", os.date("!%Y%m%d-%H%M%S", now // 1000000000),
-      engine.hash.sha256(tostring(now) .. tostring({})):sub(1, 4)), backup_id = man.doc.backup_id,
+      engine.hash.sha256(tostring(now) .. tostring({})):sub(1, 4)), backup_id = man.doc.backup_id, backup_dir = dir,
       members = json.array(members), skipped = json.array(skipped) }
     local ok, aerr, acode = j:append(rec, "begin")
     if not ok then error(errors.from_engine("journal", aerr, acode), 0) end
@@ -419,9 +420,11 @@ function M.run(dir, opts)
     local result = finish(state, j, st, man, opts, ended, restore_error)
     result.earlier = earlier
     if ended then
-      ended.message = ended.message .. "; the drill's scratch canisters were deleted"
-      ended.result = result
-      error(ended, 0)
+      -- The restore's own advice (retry, abort) is not the drill's: its
+      -- copies are gone, and the way on is another drill.
+      error(errors.new(ended.code, string.format("drill %s: %s; its scratch canisters were deleted",
+        st.begin.drill_id, (ended.message:match("^[^\n]*"))), { signal = ended.signal, result = result,
+        next = { command = "restore drill", ref = dir, options = opts.state and { state = opts.state } or nil } }), 0)
     end
     return result
   end)
