@@ -1,8 +1,9 @@
 -- Crash safety of restore drills: SIGKILL at the failpoints a drill of a
 -- 3-member backup reaches, then `restore drill --cleanup`, and check: no
--- scratch canister is left but the unidentified creates the cleanup
--- reports (a kill between icp's create and its record), none was ever
--- started, and the state directory is free for the next drill.
+-- scratch canister is left but those of the unidentified creates the
+-- cleanup reports (a kill between a create's claim and its record: icp
+-- may or may not have made one), none was ever started, and the state
+-- directory is free for the next drill.
 --
 -- Every site is killed at (`helpers.choose_failpoints`) plus a seeded
 -- sample of the repeats; FLEETSNAP_CRASH_ALL=1 kills at every failpoint,
@@ -80,7 +81,9 @@ describe("restore drill crash safety", function()
       assert.equal(unidentified > 0 and 5 or 0, r.status, case.point .. ": " .. r.stderr)
       assert.is_true(unidentified <= 1, case.point .. ": more than one create in flight")
       local alive = scratch_alive(case.home)
-      assert.equal(unidentified, #alive, case.point .. ": scratch canisters left: " .. table.concat(alive, ", "))
+      -- A create claimed may not have run (killed before icp started):
+      -- reported all the same, since nothing tells. What exists is reported.
+      assert.is_true(#alive <= unidentified, case.point .. ": scratch canisters left: " .. table.concat(alive, ", "))
       local s = started(case.home)
       for _, id in ipairs(json.decode(helpers.read(case.home .. "/sim.json")).deleted or {}) do
         assert.is_nil(s[id], case.point .. ": scratch canister " .. id .. " was started")

@@ -202,8 +202,13 @@ describe("restore drill", function()
         local r = drill(home, b, {}, { FLEETSNAP_FAILPOINT = point:format(base.members[1]) })
         assert.equal(9, r.signal, r.stderr)
         assert.is_true(#scratch_alive(home) > 0)
+        -- Its journal is the only record of the copies: pruning keeps the
+        -- backup until a drill has deleted them.
+        local in_use = require("fleetsnap.restore.state").in_use
+        assert.is_true(in_use(b))
         r = again(home, b, { "--cleanup", "--json" })
         assert.equal(0, r.status, r.stderr)
+        assert.is_false(in_use(b))
         local doc = result_doc(r)
         assert.is_true(doc.cleanup)
         assert.equal("interrupted", doc.earlier.outcome)

@@ -37,7 +37,7 @@ local json, fs = engine.json, engine.fs
 
 local M = {}
 
-M.JOURNAL = "fleetsnap-drill.wal"
+M.JOURNAL = rstate.DRILL_JOURNAL
 M.MAPPING = "fleetsnap-drill-mapping.json"
 M.RESTORE = "restore"
 
@@ -45,7 +45,7 @@ local raise = errors.raise
 
 --- The drill state directory of the backup in `backup_dir`.
 function M.state_dir(backup_dir, state)
-  return state or (backup_dir .. "/drill")
+  return state or (backup_dir .. "/" .. rstate.DRILL_DIR)
 end
 
 -- The drill's own records, seen by the executor's replay.
@@ -89,8 +89,9 @@ KINDS.scratch_create = {
   -- blindly; the report names it.
   reconcile = function(x, op, o)
     return x:complete(op, nil, { code = "OPERATOR", message = string.format("the scratch "
-      .. "canister for %s was claimed at %s but its id was never recorded (the run ended while icp created it); "
-      .. "a canister controlled by this identity may exist that no drill can find: look for it and delete it",
+      .. "canister for %s was claimed at %s but its id was never recorded (the run ended between the claim and "
+      .. "the record); icp may have made a canister, controlled by this identity, that no drill can find: look "
+      .. "for it and delete it",
       op.canister, os.date("!%Y-%m-%dT%H:%M:%SZ", (o.claim.at or 0) // 1000000000)) })
   end,
 }
