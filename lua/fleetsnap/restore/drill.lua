@@ -342,6 +342,8 @@ function M.run(dir, opts)
   dir = dirs.realpath(dir)
   local man, merr, mcode = manifest.read(dir)
   if not man then raise(mcode == "ENOENT" and "ENOTFOUND" or "ECORRUPT", merr) end
+  -- The members named are checked before anything is touched.
+  local chosen = plan_mod.choose(man.members, { members = opts.members })
   local state = M.state_dir(dir, opts.state)
   if opts.state then dirs.make_parents(state) end
   local made, derr, dcode = fs.mkdir_private(state)
@@ -377,7 +379,6 @@ function M.run(dir, opts)
     local _journal <close> = j
     -- The members chosen, their artifacts verified first: a member whose
     -- artifact does not verify is reported, and not drilled.
-    local chosen = plan_mod.choose(man.members, { members = opts.members })
     local ids = {}
     for i, m in ipairs(chosen) do ids[i] = m.canister_id end
     local report = verify.backup(dir, man, { members = ids })
