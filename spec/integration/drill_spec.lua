@@ -192,6 +192,21 @@ describe("restore drill", function()
     assert.equal(#base.members, assert_never_started(home))
   end)
 
+  it("fails (not corrupt) when the data check cannot run, and still deletes every copy", function()
+    local home, b = fresh()
+    local r = drill(home, b, { "--json" }, { ICP_SIM_FAIL = "snapshot.download#1+" })
+    assert.equal(5, r.status, r.stderr)
+    local doc = result_doc(r)
+    assert.equal("failed", doc.outcome)
+    for _, row in ipairs(doc.members) do
+      assert.is_true(row.restored)
+      assert.is_false(row.data_equal)
+      assert.is_true(row.deleted)
+    end
+    assert.same({}, scratch_alive(home))
+    assert.equal(#base.members, assert_never_started(home))
+  end)
+
   -- After the creates, mid-restore (every copy stopped), mid-deletion (a
   -- delete claimed, not run). Delete claims are keyed by the member.
   for _, point in ipairs({ "after-link@fleetsnap-drill-mapping.json:1", "after-append@barrier-stopped:1",

@@ -201,10 +201,13 @@ end
 -- {=== the report ===}
 
 --- One row per member of the drill: {canister_id, role, scratch_canister,
--- restored, data_equal, time_ms, deleted, unidentified, problems}.
+-- restored, data_equal, time_ms, deleted, unidentified, problems}; and the
+-- set of members whose data was found to differ from the backup (an
+-- artifact that does not verify, a copy that differs), as opposed to a
+-- check that could not run.
 local function report_rows(state, st, roles)
   local rst = rstate.peek(state .. "/" .. M.RESTORE .. "/" .. rstate.JOURNAL)
-  local rows = {}
+  local rows, differs = {}, {}
   local function row(src)
     local r = { canister_id = src, role = roles[src] or json.null, scratch_canister = json.null, restored = false,
       data_equal = false, time_ms = json.null, deleted = false, unidentified = false, problems = json.array({}) }
@@ -213,6 +216,7 @@ local function report_rows(state, st, roles)
   end
   for _, s in ipairs(st.begin.skipped or {}) do
     local r = row(s.canister_id)
+    differs[s.canister_id] = true
     for _, p in ipairs(s.problems) do r.problems[#r.problems + 1] = "artifact: " .. p end
   end
   for _, src in ipairs(st.begin.members) do
@@ -225,6 +229,7 @@ local function report_rows(state, st, roles)
       local check = rst.ops[operations.id("verify_data", cid)]
       r.restored = load ~= nil and load.state == "completed"
       r.data_equal = check ~= nil and check.state == "completed"
+      differs[src] = check ~= nil and check.state == "failed" and check.error.code == "EVERIFY" or nil
       if r.data_equal and c.claim and c.claim.at and check.receipt.checked_at then
         r.time_ms = (check.receipt.checked_at - c.claim.at) // 1000000
       end
@@ -240,19 +245,18 @@ local function report_rows(state, st, roles)
       r.problems[#r.problems + 1] = "create: " .. tostring((c.error or {}).message or "claimed, never recorded")
     end
   end
-  return rows
+  return rows, differs
 end
 
 --- The outcome of rows: "passed" (every member restored, data equal,
 -- every copy deleted), "corrupt" (an artifact or a restored copy differs
 -- from the backup), "failed" (anything else).
-local function outcome(rows)
+local function outcome(rows, differs)
   local corrupt, failed = false, false
   for _, r in ipairs(rows) do
     if r.unidentified or (r.scratch_canister ~= json.null and not r.deleted) then failed = true end
     if not (r.restored and r.data_equal) then
-      local artifact = #r.problems > 0 and r.problems[1]:find("^artifact: ") ~= nil
-      if artifact or (r.restored and not r.data_equal) then corrupt = true else failed = true end
+      if differs[r.canister_id] then corrupt = true else failed = true end
     end
   end
   return failed and "failed" or corrupt and "corrupt" or "passed"
@@ -289,10 +293,10 @@ end
 -- raised naming the ones left): the final record holds the report.
 local function finish(state, j, st, man, opts, ended, restore_error)
   local all_gone = delete_phase(state, j, st, opts)
-  local rows = report_rows(state, st, roles_of(man))
+  local rows, differs = report_rows(state, st, roles_of(man))
   local result = { drill_id = st.begin.drill_id, backup_id = man.doc.backup_id, state = state,
     members = json.array(rows),
-    outcome = ended and (ended.code == "EINTERRUPTED" and "interrupted" or "failed") or outcome(rows),
+    outcome = ended and (ended.code == "EINTERRUPTED" and "interrupted" or "failed") or outcome(rows, differs),
     unidentified = json.array({}) }
   if restore_error then
     -- A member's failure is in its row already; the error of the restore
