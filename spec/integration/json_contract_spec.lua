@@ -95,6 +95,23 @@ describe("the --json output of", function()
     assert_valid("restore-status", run(nil, { "--json", "restore", "status", work .. "/b1" })[1])
   end)
 
+  it("restore drill: a passing drill's stream, a corrupt one, and a clean-up with nothing to do", function()
+    local b = work .. "/drill-b"
+    helpers.sh("cp -a " .. work .. "/b1 " .. b)
+    local docs, r = run(home, { "--json", "restore", "drill", b })
+    assert.equal(0, r.status, r.stderr)
+    assert_stream(docs, "restore-drill")
+    local m = json.decode(engine.fs.read(b .. "/fleet-backup-manifest.json")).fleet.members[1]
+    helpers.write(b .. "/" .. m.source_snapshot.artifact_path .. "/metadata.json", "{}")
+    docs, r = run(home, { "--json", "restore", "drill", b })
+    assert.equal(6, r.status, r.stderr)
+    assert.equal("corrupt", docs[#docs].outcome)
+    assert_valid("restore-drill", docs[#docs])
+    docs, r = run(home, { "--json", "restore", "drill", b, "--cleanup" })
+    assert.equal(0, r.status, r.stderr)
+    assert_valid("restore-drill", docs[#docs])
+  end)
+
   it("policy list, show and check", function()
     assert_valid("policies", run(nil, { "--json", "policy", "list" })[1])
     assert_valid("policy", run(nil, { "--json", "policy", "show", "consistent" })[1])

@@ -186,7 +186,7 @@ describe("cli.main messages", function()
   it("refuses `fleetsnap restore` and `fleetsnap policy` alone the same way", function()
     local r = run({ "restore" })
     assert.equal(2, r.status)
-    assert.equal("fleetsnap: restore needs a command: plan, run, status, undo\nnext: fleetsnap restore --help\n",
+    assert.equal("fleetsnap: restore needs a command: drill, plan, run, status, undo\nnext: fleetsnap restore --help\n",
       r.stderr)
     r = run({ "policy" })
     assert.equal(2, r.status)

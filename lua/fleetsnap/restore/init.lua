@@ -77,11 +77,18 @@ end
 
 --- Plans a restore of the backup in `dir`. opts: state, mapping, members,
 -- subtree, policy, concurrency, uploads, snapshot_limit, environment,
--- network. Returns {plan, state, status = "created"|"adopted"|"replaced"|
+-- network, scratch (a drill's), verified ({manifest, report}: the backup
+-- as a drill verified it, members that failed left out by the drill).
+-- Returns {plan, state, status = "created"|"adopted"|"replaced"|
 -- "archived", archived}.
 function M.plan(dir, opts)
   dir = dirs.realpath(dir)
-  local man, report = verified(dir)
+  local man, report
+  if opts.verified then
+    man, report = opts.verified.manifest, opts.verified.report
+  else
+    man, report = verified(dir)
+  end
   if not opts.policy then
     -- The policy the backup was taken with (its manifest says), when it is
     -- a bundled one.
@@ -509,6 +516,9 @@ local function new_executor(doc, state, j, st, opts, ops, extra)
   local ctx = { members = {}, backup_dir = doc.backup.dir, prove_snapshots = true }
   for _, m in ipairs(doc.members) do ctx.members[m.target_canister] = m end
   for k, v in pairs(extra or {}) do ctx[k] = v end
+  -- A drill's targets are scratch copies: containment never starts one
+  -- (a started copy would run its timers and call the real fleet).
+  local scratch = opts.drill
   x = executor.new({
     dir = state, journal = j, state = st, operations = ops, kinds = M.KINDS, driver = opts.driver,
     extra = rstate.extra,
@@ -517,10 +527,11 @@ local function new_executor(doc, state, j, st, opts, ops, extra)
     events = opts.events, verbose = opts.verbose, max_steps = opts.max_steps,
     lock_prefix = extra and extra.lock_prefix,
     keep_output = true, context = ctx,
-    was_running = function(cid) return was_running(x, cid) end,
+    was_running = function(cid) return not scratch and was_running(x, cid) end,
     -- Once a load has begun, starting targets again would run a mixed
     -- fleet: the operator decides (continue, or undo).
     may_contain = function(self)
+      if scratch then return false end
       for _, op in ipairs(ops) do
         if op.kind == "load" and self:may_have_run(op, "snapshot_restore") then return false end
       end
@@ -616,7 +627,8 @@ end
 
 --- Runs (or resumes) the restore planned in the state directory.
 -- opts: driver, events, state, dry_run, max_steps, retry_failed, abort,
--- safety_snapshot, verify_data, keep_uploaded.
+-- safety_snapshot, verify_data, keep_uploaded, drill (the drill's restore
+-- into scratch copies: operations.drill, no fleet locks, never a start).
 function M.run(dir, opts)
   local doc, state = M.open(dir, opts.state)
   local jpath = state .. "/" .. M.JOURNAL
@@ -652,12 +664,14 @@ function M.run(dir, opts)
       { next = step("restore plan", doc, state_opt(doc, state)) })
   end
   local options, begun = options_of(st, opts)
-  local ops = operations.restore(doc, options)
+  local ops = opts.drill and operations.drill(doc) or operations.restore(doc, options)
   if st.finalized then
     tidy(state)
     return { already = true, complete = true, plan = doc, state = state, window_ns = st.finalized.window_ns }
   end
-  local _fleets <close> = lock_fleets(doc, opts.driver, "restore")
+  -- A drill holds the backup's fleet lock itself, for its whole run; its
+  -- scratch copies are no fleet of anybody's.
+  local _fleets <close> = not opts.drill and lock_fleets(doc, opts.driver, "restore") or nil
   local x = new_executor(doc, state, j, st, opts, ops, settings_extra(doc, options))
   if opts.abort or st.abort then
     if not opts.abort then

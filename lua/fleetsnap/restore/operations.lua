@@ -173,4 +173,19 @@ function M.restore(plan, options)
   return M.build(rows, plan.policy.serial)
 end
 
+--- The operations of a drill's restore into scratch copies: upload, stop
+-- (a new canister runs, a load needs it stopped), load and the data
+-- check, and nothing that starts a copy (a started copy of a production
+-- canister would run its timers and call the real fleet) or only tidies
+-- it (the copy is deleted with its snapshots).
+function M.drill(plan)
+  local rows = {}
+  for i, m in ipairs(plan.members) do
+    rows[i] = { target = m.target_canister,
+      parent = m.parent_target_canister ~= json.null and m.parent_target_canister or nil,
+      steps = { upload = true, stop = true, load = true, verify_data = true } }
+  end
+  return M.build(rows, plan.policy.serial)
+end
+
 return M

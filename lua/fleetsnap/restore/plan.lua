@@ -161,7 +161,8 @@ end
 
 --- Builds the plan document. b: {dir (absolute), manifest (manifest.read),
 -- report (backup.verify)}; opts: mapping (file), members, subtree, policy,
--- concurrency, uploads, snapshot_limit, environment, network.
+-- concurrency, uploads, snapshot_limit, environment, network, scratch
+-- (a drill's: the targets are scratch copies, fixed identities too).
 function M.build(b, opts)
   local man = b.manifest
   local chosen = M.choose(man.members, opts)
@@ -196,7 +197,8 @@ function M.build(b, opts)
       end
     end
     local mode = m.identity_mode or "relocatable"
-    if mode == "fixed" and target ~= m.canister_id then
+    -- A drill's scratch copy is never started: who it is does not matter.
+    if mode == "fixed" and target ~= m.canister_id and not opts.scratch then
       raise("EMAPPING", string.format("%s: member %s (%s) has a fixed identity and cannot be restored into %s",
         opts.mapping, m.canister_id, m.role, target))
     end

@@ -13,6 +13,9 @@ local M = {}
 M.PLAN = "fleetsnap-restore-plan.json"
 M.JOURNAL = "fleetsnap-restore.wal"
 M.UNDO_JOURNAL = "fleetsnap-restore-undo.wal"
+-- A restore drill's journal, in `<backup>/drill/` by default (restore/drill.lua).
+M.DRILL_DIR = "drill"
+M.DRILL_JOURNAL = "fleetsnap-drill.wal"
 
 function M.dir(backup_dir, state)
   return state or (backup_dir .. "/restore")
@@ -51,10 +54,24 @@ function M.progress(state)
   return "unfinished"
 end
 
+--- Whether a drill of the backup in `dir` (default drill state directory)
+-- is running, or did not finish: its journal is the only record of the
+-- scratch canisters it made, so the backup is in use until they are gone.
+local function drill_in_use(dir)
+  local path = dir .. "/" .. M.DRILL_DIR .. "/" .. M.DRILL_JOURNAL
+  if not fs.lstat(path) then return false end
+  if not engine.lock.probe(path .. ".lock") then return true end
+  local st = exec_state.peek(path, function(s, r) if r.t == "begin" then s.begin = r end end)
+  return st.begin ~= nil and st.finalized == nil
+end
+
 --- Whether a restore from the backup in `dir` (default state directory)
--- is running or unfinished: then the backup is in use (X-08). A restore
+-- is running or unfinished, or a drill of it (default drill state
+-- directory) is: then the backup is in use (X-08). A restore or drill
 -- state that cannot be read counts as in use.
 function M.in_use(dir)
+  local dok, drilling = pcall(drill_in_use, dir)
+  if not dok or drilling then return true end
   local state = M.dir(dir)
   if not fs.lstat(state .. "/" .. M.PLAN) then return false end
   if not engine.lock.probe(state .. "/" .. M.JOURNAL .. ".lock") then return true end
