@@ -10,18 +10,12 @@
 -- FLEETSNAP_CRASH_SEED=<n> repeats a printed sample.
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
+local support = require "drill_support"
 
-local json, fs = engine.json, engine.fs
+local json = engine.json
+local scratch_alive, started, last_doc = support.scratch_alive, support.started, support.last_doc
 
 local base
-
-local function prepare()
-  local dir = helpers.sh("mktemp -d /tmp/fsn-dcrash-XXXXXX"):gsub("%s+$", "")
-  local home, b = dir .. "/home", dir .. "/b"
-  helpers.sh("cp -a " .. helpers.sim_home({ members = 3, depth = 2, heap = 4096, stable = 2048 }) .. " " .. home)
-  assert(helpers.fleetsnap(home, { "backup", "create", "--out", b }).status == 0)
-  return { dir = dir, home = home, backup = b }
-end
 
 local function drill_argv(home, b, extra)
   local argv = { helpers.root .. "/scripts/fleetsnap", "--sim", home, "restore", "drill", b }
@@ -29,32 +23,8 @@ local function drill_argv(home, b, extra)
   return argv
 end
 
-local function scratch_alive(home)
-  local out = {}
-  for _, id in ipairs(fs.list(home .. "/canisters") or {}) do
-    local c = json.decode(helpers.read(home .. "/canisters/" .. id .. "/canister.json") or "null")
-    if type(c) == "table" and c.detached then out[#out + 1] = id end
-  end
-  return out
-end
-
-local function started(home)
-  local out = {}
-  for line in (helpers.read(home .. "/log.jsonl") or ""):gmatch("[^\n]+") do
-    local argv = json.decode(line).argv
-    if argv[1] == "canister" and argv[2] == "start" then out[argv[3]] = true end
-  end
-  return out
-end
-
-local function last_doc(stdout)
-  local last
-  for line in stdout:gmatch("[^\n]+") do last = line end
-  return assert(json.decode(last), stdout)
-end
-
 describe("restore drill crash safety", function()
-  setup(function() base = prepare() end)
+  setup(function() base = support.prepare({ members = 3, depth = 2, heap = 4096, stable = 2048 }) end)
   teardown(function() helpers.sh("rm -rf " .. base.dir) end)
   after_each(function() helpers.cleanup() end)
 

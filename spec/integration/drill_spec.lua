@@ -5,22 +5,12 @@
 -- recorded, reported).
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
+local support = require "drill_support"
 
 local json, fs = engine.json, engine.fs
+local sim, scratch_alive = support.sim, support.scratch_alive
 
 local base
-
-local function prepare()
-  local dir = helpers.sh("mktemp -d /tmp/fsn-drill-base-XXXXXX"):gsub("%s+$", "")
-  local home = dir .. "/home"
-  helpers.sh("cp -a " .. helpers.sim_home({ members = 3 }) .. " " .. home)
-  local r = helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/b" })
-  assert(r.status == 0, r.stderr)
-  local man = json.decode(helpers.read(dir .. "/b/fleet-backup-manifest.json"))
-  local members = {}
-  for i, m in ipairs(man.fleet.members) do members[i] = m.canister_id end
-  return { dir = dir, home = home, backup = dir .. "/b", members = members }
-end
 
 local function fresh()
   local work = helpers.tmpdir()
@@ -48,39 +38,12 @@ end
 
 -- The last line of --json output: the result document.
 local function result_doc(r)
-  local last
-  for line in r.stdout:gmatch("[^\n]+") do last = line end
-  return assert(json.decode(last), r.stdout)
-end
-
-local function sim(home)
-  return json.decode(helpers.read(home .. "/sim.json"))
-end
-
--- Canisters made by `canister create --detached` that still exist.
-local function scratch_alive(home)
-  local out = {}
-  for _, id in ipairs(fs.list(home .. "/canisters") or {}) do
-    local c = json.decode(helpers.read(home .. "/canisters/" .. id .. "/canister.json") or "null")
-    if type(c) == "table" and c.detached then out[#out + 1] = id end
-  end
-  table.sort(out)
-  return out
-end
-
--- Every icp command line icp-sim served, in order.
-local function log(home)
-  local out = {}
-  for line in (helpers.read(home .. "/log.jsonl") or ""):gmatch("[^\n]+") do out[#out + 1] = json.decode(line).argv end
-  return out
+  return support.last_doc(r.stdout)
 end
 
 -- The canisters `canister start` was run on, and those made by create.
 local function started_and_created(home)
-  local started, created = {}, {}
-  for _, argv in ipairs(log(home)) do
-    if argv[1] == "canister" and argv[2] == "start" then started[argv[3]] = true end
-  end
+  local started, created = support.started(home), {}
   for _, id in ipairs(sim(home).deleted or {}) do created[id] = true end
   for _, id in ipairs(scratch_alive(home)) do created[id] = true end
   return started, created
@@ -103,7 +66,7 @@ local function row_of(doc, cid)
 end
 
 describe("restore drill", function()
-  setup(function() base = prepare() end)
+  setup(function() base = support.prepare({ members = 3 }) end)
   teardown(function() helpers.sh("rm -rf " .. base.dir) end)
   after_each(function() helpers.cleanup() end)
 
