@@ -76,7 +76,20 @@ static void describe_owner(int fd, char *out, size_t cap) {
            argv[0] ? " (" : "", argv, argv[0] ? ")" : "");
 }
 
-static int acquire(fsn_lock *l, const char *path, long wait_ms, int create,
+/* One attempt at the lock: the whole file (flock) when range < 0, else an
+ * open-file-description lock on the one byte at range. Both belong to the
+ * open file description, so a child that inherits the descriptor holds
+ * either kind until it exits. 0, or -1 with errno (EWOULDBLOCK when
+ * another description holds it). */
+static int try_lock(int fd, long long range) {
+  if (range < 0) return flock(fd, LOCK_EX | LOCK_NB);
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)range, .l_len = 1};
+  if (fcntl(fd, F_OFD_SETLK, &fl) == 0) return 0;
+  if (errno == EACCES || errno == EAGAIN) errno = EWOULDBLOCK;
+  return -1;
+}
+
+static int acquire(fsn_lock *l, const char *path, long long range, long wait_ms, int create,
                    const char *owner_text, fsn_err *err) {
   l->fd = -1;
   int fd = open_lock_file(path, create, err);
@@ -86,7 +99,7 @@ static int acquire(fsn_lock *l, const char *path, long wait_ms, int create,
   long long deadline = now_ms() + (wait_ms > 0 ? wait_ms : 0);
   long step = 1;
   for (;;) {
-    if (flock(fd, LOCK_EX | LOCK_NB) == 0) break;
+    if (try_lock(fd, range) == 0) break;
     int e = errno;
     if (e == EINTR) continue;
     if (e != EWOULDBLOCK) {
@@ -99,9 +112,11 @@ static int acquire(fsn_lock *l, const char *path, long wait_ms, int create,
     checked = 1;
     long long left = deadline - now_ms();
     if (wait_ms < 0 || left <= 0) {
-      char who[1600];
-      describe_owner(fd, who, sizeof who);
+      /* A byte of a shared file has no owner text of its own. */
+      char who[1600] = "a process that inherited it";
+      if (range < 0) describe_owner(fd, who, sizeof who);
       close(fd);
+      if (range >= 0) return fsn_fail(err, "ELOCKED", "'%s' (byte %lld) is locked by %s", path, range, who);
       return fsn_fail(err, "ELOCKED", "'%s' is locked by %s", path, who);
     }
     long sleep_ms = step < left ? step : (long)left;
@@ -136,12 +151,21 @@ static int acquire(fsn_lock *l, const char *path, long wait_ms, int create,
 
 int fsn_lock_acquire(fsn_lock *l, const char *path, long wait_ms,
                      const char *owner_text, fsn_err *err) {
-  return acquire(l, path, wait_ms, 1, owner_text, err);
+  return acquire(l, path, -1, wait_ms, 1, owner_text, err);
+}
+
+int fsn_lock_acquire_range(fsn_lock *l, const char *path, long long range, long wait_ms, fsn_err *err) {
+  if (range < 0) return fsn_fail(err, "EINVAL", "lock '%s': negative byte %lld", path, range);
+  return acquire(l, path, range, wait_ms, 1, NULL, err);
 }
 
 int fsn_lock_probe(const char *path, long wait_ms, int create, fsn_err *err) {
+  return fsn_lock_probe_range(path, -1, wait_ms, create, err);
+}
+
+int fsn_lock_probe_range(const char *path, long long range, long wait_ms, int create, fsn_err *err) {
   fsn_lock l;
-  int r = acquire(&l, path, wait_ms, create, NULL, err);
+  int r = acquire(&l, path, range, wait_ms, create, NULL, err);
   if (r == -2) return 0;
   if (r != 0) return -1;
   fsn_lock_release(&l);

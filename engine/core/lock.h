@@ -22,11 +22,20 @@ int fsn_lock_acquire(fsn_lock *l, const char *path, long wait_ms,
                      const char *owner_text, fsn_err *err);
 void fsn_lock_release(fsn_lock *l);
 
+/* A lock on the one byte at range (>= 0) of a file that many locks share
+ * (an open-file-description lock, F_OFD_SETLK): many locks for one new
+ * file instead of a new file each. Inherited by a child like a whole-file
+ * lock; no owner text (the file is shared). */
+int fsn_lock_acquire_range(fsn_lock *l, const char *path, long long range, long wait_ms, fsn_err *err);
+
 /* Whether the lock at path is free, without keeping it: 0 when it is (it
  * was taken and let go at once), -1 with ELOCKED when it stays held for
  * wait_ms (< 0: one try), or another error. create 0: a missing file (or
  * directory) counts as free and is not created. */
 int fsn_lock_probe(const char *path, long wait_ms, int create, fsn_err *err);
+
+/* fsn_lock_probe for the byte at range (< 0: the whole file). */
+int fsn_lock_probe_range(const char *path, long long range, long wait_ms, int create, fsn_err *err);
 
 /* The owner text of a lock file (possibly stale), for messages. */
 int fsn_lock_owner(const char *path, fsn_buf *out, fsn_err *err);

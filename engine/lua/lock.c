@@ -20,38 +20,47 @@ static int lock_close(lua_State *L) {
 
 static int l_acquire(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  static const char *const allowed[] = {"wait_ms", "owner", NULL};
+  static const char *const allowed[] = {"wait_ms", "owner", "range", NULL};
   fsn_lua_check_options(L, 2, allowed);
   lua_Integer wait_ms = fsn_lua_opt_integer(L, 2, "wait_ms", -1);
   const char *owner = fsn_lua_opt_string(L, 2, "owner", NULL);
+  lua_Integer range = fsn_lua_opt_integer(L, 2, "range", -1);
+  if (range < -1 || (range >= 0 && owner)) return luaL_error(L, "option 'range' must be >= 0, without 'owner'");
   /* Created closed first, so the descriptor always has an owner. */
   lock_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
   u->l.fd = -1;
   luaL_setmetatable(L, LOCK_TYPE);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
+  fsn_err err;
+  if (range >= 0) {
+    if (fsn_lock_acquire_range(&u->l, path, (long long)range, (long)wait_ms, &err) != 0) return fsn_lua_fail(L, &err);
+    return 1;
+  }
   fsn_buf *text = fsn_lua_newbuf(L);
   if (owner) fsn_buf_adds(text, owner);
   else fsn_lock_default_owner(text);
   fsn_buf_addc(text, 0);
   if (text->oom) return luaL_error(L, "out of memory");
-  fsn_err err;
   if (fsn_lock_acquire(&u->l, path, (long)wait_ms, text->data, &err) != 0) return fsn_lua_fail(L, &err);
   lua_pop(L, 1);
   return 1;
 }
 
-/* probe(path [, {wait_ms, create}]): true when the lock is free. create
+/* probe(path [, {wait_ms, create, range}]): true when the lock (the byte at
+ * range of a shared file, or the whole file) is free. create
  * false: a missing file counts as free and is not made (one lstat fewer
  * than a caller's own existence check). */
 static int l_probe(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  static const char *const allowed[] = {"wait_ms", "create", NULL};
+  static const char *const allowed[] = {"wait_ms", "create", "range", NULL};
   fsn_lua_check_options(L, 2, allowed);
   lua_Integer wait_ms = fsn_lua_opt_integer(L, 2, "wait_ms", -1);
   int create = fsn_lua_opt_boolean(L, 2, "create", 1);
+  lua_Integer range = fsn_lua_opt_integer(L, 2, "range", -1);
+  if (range < -1) return luaL_error(L, "option 'range' must be >= 0");
   fsn_err err;
-  if (fsn_lock_probe(path, (long)wait_ms, create, &err) != 0) return fsn_lua_fail(L, &err);
+  if (fsn_lock_probe_range(path, (long long)range, (long)wait_ms, create, &err) != 0) return fsn_lua_fail(L, &err);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -131,6 +131,58 @@ int main(void) {
   }
   CHECK(waitpid(pid, &st_child, 0) == pid && WIFEXITED(st_child) && WEXITSTATUS(st_child) == 0);
 
+  /* Byte-range locks of one shared file: bytes are independent of each
+   * other, exclusive between open file descriptions, kept by a child that
+   * inherited the descriptor, free again when a holder dies, and probed
+   * without creating the file. */
+  char shared[512];
+  snprintf(shared, sizeof shared, "%s/commands.lock", tmp);
+  CHECK(fsn_lock_probe_range(shared, 7, -1, 0, &err) == 0);
+  CHECK(lstat(shared, &sb) == -1 && errno == ENOENT);
+  CHECK(fsn_lock_acquire_range(&a, shared, 7, -1, &err) == 0);
+  CHECK(fsn_lock_acquire_range(&b, shared, 8, -1, &err) == 0);
+  fsn_lock c2;
+  CHECK(fsn_lock_acquire_range(&c2, shared, 7, 30, &err) == -1);
+  CHECK_STR(err.code, "ELOCKED");
+  CHECK(strstr(err.msg, "byte 7") != NULL);
+  CHECK(fsn_lock_probe_range(shared, 7, -1, 0, &err) == -1);
+  CHECK_STR(err.code, "ELOCKED");
+  /* A byte far past the end (a hash of an operation's id) is lockable and
+   * leaves the file empty. */
+  CHECK(fsn_lock_acquire_range(&c2, shared, (1LL << 62) - 1, -1, &err) == 0);
+  CHECK(lstat(shared, &sb) == 0 && sb.st_size == 0);
+  fsn_lock_release(&c2);
+  fsn_lock_release(&b);
+  CHECK(fsn_lock_probe_range(shared, 8, -1, 0, &err) == 0);
+  /* Inherited: held after we let go, until the child exits. */
+  pid = fork();
+  if (pid == 0) {
+    usleep(300 * 1000);
+    _exit(0);
+  }
+  fsn_lock_release(&a);
+  CHECK(fsn_lock_probe_range(shared, 7, -1, 0, &err) == -1);
+  CHECK_STR(err.code, "ELOCKED");
+  /* The whole-file lock of the same file is another lock altogether. */
+  CHECK(fsn_lock_probe(shared, -1, 0, &err) == 0);
+  waitpid(pid, &st, 0);
+  CHECK(fsn_lock_probe_range(shared, 7, 100, 0, &err) == 0);
+  /* A SIGKILLed holder never blocks. */
+  pid = fork();
+  if (pid == 0) {
+    fsn_lock c;
+    if (fsn_lock_acquire_range(&c, shared, 9, -1, NULL) != 0) _exit(1);
+    kill(getpid(), SIGKILL);
+  }
+  waitpid(pid, &st, 0);
+  CHECK(WIFSIGNALED(st));
+  CHECK(fsn_lock_acquire_range(&a, shared, 9, -1, &err) == 0);
+  fsn_lock_release(&a);
+  CHECK(fsn_lock_acquire_range(&a, shared, -1, -1, &err) == -1);
+  CHECK_STR(err.code, "EINVAL");
+  CHECK(fsn_lock_acquire_range(&a, link, 1, -1, &err) == -1);
+  CHECK_STR(err.code, "EUNSAFE");
+
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
   if (system(cmd) != 0) return 2;

@@ -2,6 +2,7 @@
 -- resume, locks and verification.
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
+local executor = require "fleetsnap.exec.executor"
 local units = require "fleetsnap.units"
 
 local json, fs = engine.json, engine.fs
@@ -860,7 +861,26 @@ describe("fleetsnap backup catalogue scenarios", function()
     local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
       { FLEETSNAP_FAILPOINT = "after-effect@stop-" .. c .. ":1" })
     assert.equal(9, r.signal)
-    -- A descendant of that icp command still alive: it holds the lock.
+    -- A descendant of that icp command still alive: it holds the
+    -- operation's byte of the run's command lock file.
+    local path = out .. "/.fleetsnap-commands/commands.lock"
+    local lock = assert(engine.lock.acquire(path, { range = executor.lock_byte("stop-" .. c) }))
+    -- Another operation's byte is not that one.
+    assert.is_true(engine.lock.probe(path, { range = executor.lock_byte("stop-" .. fleet.members[3].canister_id) }))
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(4, r.status)
+    assert.matches("still running", r.stderr)
+    lock:close()
+    r = helpers.fleetsnap(home, { "backup", "resume", out })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(1, helpers.effects(home)[c].stop)
+  end)
+
+  it("BK-49: a command lock file of an earlier version (one file per operation) still held blocks resume", function()
+    local c = fleet.members[2].canister_id
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
+      { FLEETSNAP_FAILPOINT = "after-effect@stop-" .. c .. ":1" })
+    assert.equal(9, r.signal)
     local lock = assert(engine.lock.acquire(out .. "/.fleetsnap-commands/stop-" .. c .. ".lock"))
     r = helpers.fleetsnap(home, { "backup", "resume", out })
     assert.equal(4, r.status)

@@ -3,6 +3,7 @@
 -- data check, upstream layouts, preflight refusals.
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
+local executor = require "fleetsnap.exec.executor"
 
 local json, fs = engine.json, engine.fs
 
@@ -751,7 +752,8 @@ describe("fleetsnap restore", function()
         { FLEETSNAP_FAILPOINT = "after-effect@snapshot_upload-" .. cid .. ":1" })
       assert.equal(9, r.signal)
       local journal = helpers.read(b .. "/restore/fleetsnap-restore.wal")
-      local lock = assert(engine.lock.acquire(b .. "/restore/.fleetsnap-commands/upload-" .. cid .. ".lock"))
+      local lock = assert(engine.lock.acquire(b .. "/restore/.fleetsnap-commands/commands.lock",
+        { range = executor.lock_byte("upload-" .. cid) }))
       r = restore(home, b, { "run", b, "--execute" })
       lock:close()
       assert.equal(4, r.status)

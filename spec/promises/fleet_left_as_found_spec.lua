@@ -70,19 +70,25 @@ describe("the fleet is left as found: backup", function()
     support.assert_as_found(home)
   end)
 
-  it("after a symlink planted where a command lock belongs (exit 7) while members are stopped", function()
+  it("after a symlink planted where the command lock belongs (exit 7) while members are stopped", function()
     local members = support.members(home)
     local b = work .. "/b"
-    -- A first attempt fails (contained), leaving a resumable backup.
-    local r = helpers.fleetsnap(home, backup_argv(b), { ICP_SIM_FAIL = "snapshot.create@" .. members[1] })
-    assert.equal(1, r.status, r.stderr)
-    helpers.sh("mkdir -p " .. b .. "/.fleetsnap-commands && chmod 700 " .. b .. "/.fleetsnap-commands && ln -s "
-      .. work .. "/elsewhere " .. b .. "/.fleetsnap-commands/start-" .. members[2] .. ".lock")
-    local stops = support.stops(home)
-    r = helpers.fleetsnap(home, { "backup", "resume", b })
+    -- Stopped, the first snapshot hanging: then the run's command lock file
+    -- is swapped for a symlink and the hanging command dies, so the next
+    -- command (the check of whether that snapshot was taken) meets it.
+    local h = support.spawn(home, backup_argv(b), { ICP_SIM_HANG = "snapshot.create@" .. members[1] })
+    support.wait_for(function() return support.stops(home) >= 4 end, "the stops")
+    local lock = b .. "/.fleetsnap-commands/commands.lock"
+    assert.is_not_nil(engine.fs.lstat(lock), "the run holds its command locks in " .. lock)
+    -- Swapped by a rename: a command taking its lock between an unlink
+    -- and a symlink would make the file again.
+    helpers.sh("ln -s " .. work .. "/elsewhere " .. lock .. ".new && mv -f " .. lock .. ".new " .. lock)
+    support.kill_sims(home)
+    local r = h:result()
+    h:close()
     assert.equal(7, r.status, r.stderr)
     assert.matches("symbolic link", r.stderr)
-    assert.is_true(support.stops(home) >= stops + 4, "the members were stopped again")
+    assert.is_true(support.stops(home) >= 4, "the members were stopped")
     support.assert_as_found(home)
     assert.is_nil(engine.fs.lstat(work .. "/elsewhere"), "nothing was written through the symlink")
   end)
@@ -158,14 +164,14 @@ describe("the fleet is left as found: restore", function()
     assert.equal(0, r.status, r.stderr)
   end)
 
-  it("restarts the targets it stopped after a full disk (ENOSPC in its state directory) before the first load",
-    function()
+  it("after a full disk (ENOSPC in its state directory) while targets are stopped: restarted before any load, "
+    .. "else resumable", function()
       local mnt = work .. "/small"
       helpers.sh("mkdir -p " .. mnt .. " && mount -t tmpfs -o size=24m tmpfs " .. mnt)
       finally(function() engine.proc.run({ argv = { "umount", "-l", mnt } }) end)
       local state = mnt .. "/state"
       assert.equal(0, helpers.fleetsnap(home, { "restore", "plan", b, "--state", state }).status)
-      local stops = support.stops(home)
+      local stops, loads = support.stops(home), support.count(home, "snapshot_load")
       local h = support.spawn(home, { "restore", "run", b, "--execute", "--state", state },
         { ICP_SIM_LATENCY_MS = "1500" })
       support.wait_for(function() return support.stops(home) > stops end, "the first stop")
@@ -174,10 +180,20 @@ describe("the fleet is left as found: restore", function()
       h:close()
       assert.equal(8, r.status, r.stderr)
       assert.matches("No space left on device", r.stderr)
-      support.assert_as_found(home, {}, "after ENOSPC: " .. r.stderr)
+      -- The run meets the full disk when a journal append needs a new page,
+      -- which the journal's slack may put after the first load: then the
+      -- targets may hold the backup's state already, and the restore says
+      -- how it continues instead of restarting a mixed fleet.
+      if support.count(home, "snapshot_load") == loads then
+        support.assert_as_found(home, {}, "after ENOSPC: " .. r.stderr)
+      else
+        assert.matches("loads have begun", r.stderr)
+        assert.matches("next: .*restore run", r.stderr)
+      end
       os.remove(mnt .. "/fill")
       r = helpers.fleetsnap(home, { "restore", "run", b, "--execute", "--state", state })
       assert.equal(0, r.status, r.stderr)
+      support.assert_as_found(home, {}, "after the restore ran to its end")
     end)
 
   it("after the first load names the one command that continues, with the backup and connection", function()

@@ -44,11 +44,17 @@ function M.wait_for(pred, what)
   end
 end
 
+--- The number of `kind` effects (stop, snapshot_load...) committed on the
+-- fleet so far.
+function M.count(home, kind)
+  local n = 0
+  for _, e in pairs(helpers.effects(home)) do n = n + (e[kind] or 0) end
+  return n
+end
+
 --- The number of stop effects committed on the fleet so far.
 function M.stops(home)
-  local n = 0
-  for _, e in pairs(helpers.effects(home)) do n = n + e.stop end
-  return n
+  return M.count(home, "stop")
 end
 
 --- canister -> status ("running", "stopped", ...).

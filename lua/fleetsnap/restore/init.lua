@@ -727,7 +727,7 @@ function M.abort(x, doc, ops, state)
   for _, op in ipairs(ops) do
     local o = x.state.ops[op.id]
     if o and o.state == "pending" then
-      local busy = x:in_flight(op)
+      local busy = x:in_flight(op, true)
       if busy then raise("EINFLIGHT", op.id .. ": a command of an earlier run is still running: " .. busy) end
     end
   end
