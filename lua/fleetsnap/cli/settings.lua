@@ -27,6 +27,7 @@ M.VARIABLES = {
   root_key = "FLEETSNAP_ROOT_KEY", identity = "FLEETSNAP_IDENTITY",
   identity_password_file = "FLEETSNAP_IDENTITY_PASSWORD_FILE", project_root_override = "FLEETSNAP_PROJECT_ROOT",
   dir = "FLEETSNAP_DIR", root = "FLEETSNAP_ROOT",
+  cache_dir = "FLEETSNAP_CACHE_DIR", cache_limit = "FLEETSNAP_CACHE_LIMIT",
 }
 
 -- Settings that exclude each other: the source that gives one of a group
@@ -159,6 +160,10 @@ local ALL = {}
 for _, k in ipairs(M.CONNECTION) do ALL[#ALL + 1] = k end
 ALL[#ALL + 1] = "dir"
 ALL[#ALL + 1] = "root"
+-- The cache of backups pulled from a restic repository (no flag: a
+-- variable or the config file).
+ALL[#ALL + 1] = "cache_dir"
+ALL[#ALL + 1] = "cache_limit"
 
 --- Resolves args in place: every setting a flag did not give is taken from
 -- the variables, then the config file, then its default. The sources are
