@@ -57,10 +57,15 @@ function M.in_use(dir)
   if catalog.running(dir) then return true end
   local ok, used = pcall(restore_state.in_use, dir)
   if not ok or used then return true end
+  -- A planned restore that has not run yet counts too (restore/state.lua
+  -- says "none" for it, and for one aborted before it began).
   local state = restore_state.dir(dir)
   if not fs.lstat(state .. "/" .. restore_state.PLAN) then return false end
-  local pok, progress = pcall(restore_state.progress, state)
-  return not pok or progress ~= "finished"
+  local pok, st = pcall(restore_state.peek, state .. "/" .. restore_state.JOURNAL)
+  if not pok then return true end
+  if st.finalized or st.aborted then return false end
+  local uok, undo = pcall(restore_state.peek, state .. "/" .. restore_state.UNDO_JOURNAL)
+  return not (uok and undo.finalized)
 end
 
 -- The stamp of `id`, or nil.

@@ -51,6 +51,11 @@ local function remove(staging)
   if not ok then errors.raise(errors.engine_code(code), "pull staging " .. staging .. ": " .. tostring(err)) end
 end
 
+-- What restic 0.14 prints when a blob it reads does not match its
+-- hash or MAC: the repository's bytes are damaged.
+local DAMAGED = { "ciphertext verification failed", "hash mismatch", "Data has been tampered", "invalid data returned",
+  "wrong length" }
+
 -- A verify report's problems, one line each.
 local function problems(report)
   local lines = {}
@@ -66,6 +71,19 @@ local function stage(repo, b, s, staging)
   local ok, rerr = repo:restore(s.id, staging)
   if not ok then
     local e = errors.from_driver(rerr)
+    -- restic checks every blob it reads: a damaged pack is a failed
+    -- verification, not a failure to run (its lines name the files).
+    local tail = tostring(rerr.stderr_tail or "")
+    for _, text in ipairs(DAMAGED) do
+      if tail:find(text, 1, true) then
+        local lines = {}
+        for line in tail:gmatch("[^\n]+") do
+          if line:find(text, 1, true) then lines[#lines + 1] = line end
+        end
+        return nil, string.format("snapshot %s: the repository's data does not verify (restic: %s)", s.id,
+          table.concat(lines, "; ")), "EVERIFY"
+      end
+    end
     return nil, "restic restore of snapshot " .. s.id .. ": " .. e.message, e.code
   end
   -- `backup push` backs the directory up as `.`, so its files are at the
