@@ -81,6 +81,8 @@ function M.open(opts)
   local env = {}
   for k, v in pairs(opts.env or {}) do env[k] = v end
   env.RESTIC_REPOSITORY = repository
+  -- restic reads --time in the local zone: fleetsnap gives UTC.
+  env.TZ = "UTC"
   local unset = {}
   for _, k in ipairs(CLEARED) do unset[#unset + 1] = k end
   if opts.password_file then
