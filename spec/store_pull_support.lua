@@ -1,4 +1,4 @@
---- What the store specs (spec/store/) share: a tiny backed-up fleet, restic
+--- What the pull, restore plan and prune specs (spec/store/) share: a tiny backed-up fleet, restic
 -- repositories (local, and REST through `rclone serve restic` on loopback,
 -- started and stopped by the spec), pushes, and the repository's snapshots.
 local engine = require "fleetsnap.engine"
@@ -46,10 +46,20 @@ function M.fleet(names)
   return { home = home, dir = dir, root = helpers.fleet(home).root }
 end
 
---- Pushes the backup directory `path` into `repo` the way `backup push`
--- does (issue 14's tags, host = root, time = capture time, the backup
+--- Pushes the backup in `path` into `repo` with `fleetsnap backup push`;
+-- returns the snapshot id.
+function M.push_backup(repo, path)
+  local r = helpers.fleetsnap(nil, { "--json", "backup", "push", path, "--repo", repo }, M.env(repo))
+  assert(r.status == 0, r.stderr)
+  return json.decode(r.stdout).snapshot_id
+end
+
+--- Pushes the backup directory `path` into `repo` with restic itself, the
+-- way `backup push` does (issue 14's tags, host = root, time = capture time, the backup
 -- directory as `.`, the journal lock left out), as backup `id` at `time`
--- ("YYYY-MM-DD HH:MM:SS", UTC). Returns the snapshot id.
+-- ("YYYY-MM-DD HH:MM:SS", UTC): what a spec needs of backups taken at
+-- chosen times, or of a backup pushed under another id. Returns the
+-- snapshot id.
 function M.push(repo, path, id, root, time)
   local r = M.restic(repo, { "backup", "--json", "-q", "--tag", "fleetsnap", "--tag", "backup_id=" .. id,
     "--tag", "root=" .. root, "--tag", "policy=consistent", "--host", root, "--time", time,
