@@ -87,6 +87,17 @@ function M.cached(args, id)
   return require("fleetsnap.store.cache").find(M.cache_dir(args), id)
 end
 
+-- Runs fn(); an ambiguous `latest` (the domain says "name one") is told
+-- how to name one here: --root.
+local function naming_root(fn)
+  local ok, res, a, b = pcall(fn)
+  if ok then return res, a, b end
+  if errors.is(res) and res.code == "EUSAGE" and res.message:find("name one$") then
+    res.message = res.message .. " with --root"
+  end
+  error(res, 0)
+end
+
 -- {=== restore plan restic:<ref> ===}
 
 --- `restore plan` of a repository's backup: pulls it into the cache (or
@@ -101,8 +112,10 @@ function M.plan(args, ref, plan, open)
       .. "cached backup, so the cache knows it is in use)")
   end
   local cache_dir, limit = M.cache_dir(args), M.cache_limit(args)
-  local res = require("fleetsnap.store.cache").with(cache_dir, ref, { repo = M.opener(args, open),
-    root = settings.flag(args, "root"), limit = limit }, plan)
+  local res = naming_root(function()
+    return require("fleetsnap.store.cache").with(cache_dir, ref, { repo = M.opener(args, open),
+      root = settings.flag(args, "root"), limit = limit }, plan)
+  end)
   local doc = { dir = res.dir, backup_id = res.backup_id, reused = res.reused,
     snapshot_id = res.snapshot_id or json.null, evicted = json.array(res.evicted), bytes = res.bytes, limit = limit,
     over_limit = res.over_limit }
@@ -122,7 +135,7 @@ end
 function M.pull(args, ui, open_repo)
   local open = M.opener(args, open_repo)
   local pull = require "fleetsnap.store.pull"
-  local b = pull.find(open(), args.ref, { root = settings.flag(args, "root") })
+  local b = naming_root(function() return pull.find(open(), args.ref, { root = settings.flag(args, "root") }) end)
   local dest = args.out
   if not dest then
     local parts = require("fleetsnap.paths").components(b.backup_id)
