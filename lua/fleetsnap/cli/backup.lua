@@ -202,7 +202,15 @@ function M.repository(args, given)
   if not flags.repository_password_file and not os.getenv("RESTIC_PASSWORD_FILE") and env_password then
     password_file = nil
   end
-  return require("fleetsnap.store.restic").open({ repository = given or args.repository,
+  local restic = require "fleetsnap.store.restic"
+  local named = given or flags.repository
+  if named and restic.redact(named) ~= named then
+    -- The command line is in `ps` and in every lock's owner text.
+    errors.raise("EUSAGE", string.format("%s: a repository URL with a password does not go on the command line "
+      .. "(ps and lock owner texts show it): set RESTIC_REPOSITORY or the config file's repository",
+      given and "--push" or "--repo"))
+  end
+  return restic.open({ repository = given or args.repository,
     password_file = password_file,
     missing = function()
       errors.raise("EUSAGE", "no restic repository: give --repo R, set RESTIC_REPOSITORY or the config file's "
