@@ -6,6 +6,7 @@ local catalog = require "fleetsnap.catalog"
 local errors = require "fleetsnap.errors"
 local connection = require "fleetsnap.cli.connection"
 local settings = require "fleetsnap.cli.settings"
+local store_cli = require "fleetsnap.cli.store"
 local subset = require "fleetsnap.subset"
 local summary = require "fleetsnap.cli.summary"
 local units = require "fleetsnap.units"
@@ -33,6 +34,12 @@ function M.add(p, cli)
   int(create, "--keep-on-canister", "fleetsnap snapshots kept per canister.", 0, "2")
   int(create, "--snapshot-limit", "Snapshots the network allows per canister (icp cannot tell).", 1, "10")
   create:flag("--dry-run", "Print the plan and the icp command lines; change nothing.")
+  create:option("--push", "Push the complete backup to this restic repository as the last step (no value: the "
+    .. "default repository: RESTIC_REPOSITORY, else the config's repository).")
+    :argname("R"):args("?")
+  local push = cli.command(backup, "push", "Push a complete backup to a restic repository (idempotent: an earlier "
+    .. "push's snapshot is adopted).")
+  push:argument("ref", M.REF_HELP)
   local resume = cli.command(backup, "resume", "Resume an interrupted backup.")
   resume:argument("ref", M.REF_HELP)
   resume:flag("--retry-failed", "Run failed operations again (after checking what they did).")
@@ -57,6 +64,11 @@ function M.add(p, cli)
   local list = cli.command(backup, "list", "Backups in a directory, newest first.")
   list:option("--dir", "Backups directory (default FLEETSNAP_DIR, the config's dir, else ./backups).")
   list:option("--root", "Only the backups of this root (the flag only: FLEETSNAP_ROOT does not filter).")
+  list:option("--repo", "List the backups in this restic repository instead of a directory.")
+    :argname("R")
+  for _, c in ipairs({ create, push, list }) do M.password_file_option(c) end
+  push:option("--repo", "The restic repository (default RESTIC_REPOSITORY, else the config's repository).")
+    :argname("R")
   local inspect = cli.command(backup, "inspect", "Plan, members and artifacts of a backup.")
   inspect:argument("ref", M.REF_HELP)
   local diff = cli.command(backup, "diff", "What changed between two backups: members added and removed, module "
@@ -70,16 +82,40 @@ function M.add(p, cli)
   int(prune, "--keep-daily", "Days for which to keep the newest backup.", 0)
   int(prune, "--keep-weekly", "Weeks for which to keep the newest backup.", 0)
   prune:mutex(prune:flag("--dry-run", "Say what would be deleted (the default)."),
-    prune:flag("--execute", "Delete the backups and their snapshots on the canisters."))
+    prune:flag("--execute", "Delete the backups and their snapshots on the canisters (with --repo: forget the "
+      .. "backups' restic snapshots and prune their data)."))
+  prune:option("--repo", "Prune the fleetsnap backups of this restic repository instead of the backups directory "
+    .. "(the same keep rules, per root; never one a restore is using).")
+    :argname("R")
+  local pull = cli.command(backup, "pull", "Restore a backup from a restic repository into a local directory, "
+    .. "verify every artifact against its manifest, and publish it (never over an existing directory).")
+  pull:argument("ref", "Backup id in the repository, or latest (the newest capture time).")
+  pull:option("--repo", "The restic repository (default RESTIC_REPOSITORY, else the config's repository).")
+    :argname("R")
+  pull:option("--out", "Destination directory, which must not exist (default <backups directory>/<backup id>).")
+  pull:option("--dir", "Backups directory of the default destination (default FLEETSNAP_DIR, the config's dir, "
+    .. "else ./backups).")
+  pull:option("--root", "With latest: the root whose newest backup to take (needed when the repository holds "
+    .. "backups of several roots).")
+  for _, c in ipairs({ prune, pull }) do M.password_file_option(c) end
   local forget = cli.command(backup, "forget", "Forget an incomplete backup: delete the snapshots it made (that no "
     .. "complete backup records), then its directory.")
   forget:argument("ref", M.REF_HELP)
   forget:mutex(forget:flag("--dry-run", "Say what would be deleted (the default)."),
     forget:flag("--execute", "Delete."))
-  for _, c in ipairs({ resume, status, verify, inspect, diff, forget }) do
+  for _, c in ipairs({ resume, status, verify, inspect, diff, forget, push }) do
     c:option("--dir", "Backups directory for ids and latest (default as for list).")
     c:option("--root", M.ROOT_HELP)
   end
+end
+
+--- Adds --repo-password-file to command `c` (every command that opens a
+-- restic repository).
+function M.password_file_option(c)
+  c:option("--repo-password-file", "File holding the restic repository's password (default: restic's own "
+    .. "RESTIC_PASSWORD_FILE, RESTIC_PASSWORD, RESTIC_PASSWORD_COMMAND, else the config's "
+    .. "repository_password_file).")
+    :argname("F")
 end
 
 --- Help of a backup reference argument, and of the option that
@@ -92,6 +128,9 @@ M.ROOT_HELP = "With latest: the root whose newest complete backup to take (neede
 -- given on the command line for `latest`).
 function M.find(args, ref)
   ref = ref or args.ref
+  -- A backup of a restic repository that `restore plan` pulled.
+  local cached = store_cli.restic_ref(ref)
+  if cached then return store_cli.cached(args, cached) end
   local dir, err, code = catalog.resolve(ref, args.dir, { root = settings.flag(args, "root") })
   if dir then return dir end
   -- The domain names no flag; the way to name the root here is --root.
@@ -112,12 +151,33 @@ local function summary_text(dir, result, sum)
     .. (sum and summary.text(sum, "consistency window") or "")
 end
 
--- The result document of a finished backup, with its summary.
+-- The text and document of a push's result.
+local function push_doc(res)
+  return { state = "pushed", repository = res.repository, snapshot_id = res.snapshot_id, adopted = res.adopted,
+    files = res.files, bytes = res.bytes }
+end
+
+local function push_text(res)
+  return string.format("pushed backup %s to %s: restic snapshot %s (%s; %d files, %s)\n", res.backup_id,
+    res.repository, res.snapshot_id:sub(1, 8), res.adopted and "adopted an earlier push's snapshot" or "new",
+    res.files, units.bytes(res.bytes))
+end
+
+-- The result document of a finished backup, with its summary (and the
+-- push's outcome, when the backup ended with one).
 local function result(ui, dir, res, backup_id)
   local sum = res.manifest and summary.backup(res.manifest.fleetsnap, ui.tracker) or nil
-  ui:doc({ type = "result", status = "complete", dir = dir,
-    backup_id = backup_id or (res.manifest and res.manifest.backup_id), summary = sum or json.null },
-    summary_text(dir, res, sum))
+  local doc = { type = "result", status = "complete", dir = dir,
+    backup_id = backup_id or (res.manifest and res.manifest.backup_id), summary = sum or json.null }
+  local text = summary_text(dir, res, sum)
+  if res.push then
+    doc.push = push_doc(res.push)
+    text = text .. push_text(res.push)
+  elseif res.push_error then
+    local e = res.push_error
+    doc.push = { state = "failed", code = e.cause, message = e.message }
+  end
+  ui:doc(doc, text)
 end
 
 -- The plan and the icp command lines it will run (the domain renders
@@ -131,15 +191,56 @@ local function dry_run(ui, res)
   ui:doc({ type = "plan", plan = res.plan, commands = res.commands }, table.concat(lines, "\n") .. "\n")
 end
 
+--- The restic repository the command names: --repo (or create's --push
+-- R), else RESTIC_REPOSITORY, else the config file's repository (settings
+-- layered them into args.repository); its password file likewise, unless
+-- restic's own password variables are set and no flag named a file.
+function M.repository(args, given)
+  local flags = args.sources and args.sources.flags or {}
+  local password_file = args.repository_password_file
+  local env_password = os.getenv("RESTIC_PASSWORD") or os.getenv("RESTIC_PASSWORD_COMMAND")
+  if not flags.repository_password_file and not os.getenv("RESTIC_PASSWORD_FILE") and env_password then
+    password_file = nil
+  end
+  local restic = require "fleetsnap.store.restic"
+  local named = given or flags.repository
+  if named and restic.redact(named) ~= named then
+    -- The command line is in `ps` and in every lock's owner text.
+    errors.raise("EUSAGE", string.format("%s: a repository URL with a password does not go on the command line "
+      .. "(ps and lock owner texts show it): set RESTIC_REPOSITORY or the config file's repository",
+      given and "--push" or "--repo"))
+  end
+  return restic.open({ repository = given or args.repository,
+    password_file = password_file,
+    missing = function()
+      errors.raise("EUSAGE", "no restic repository: give --repo R, set RESTIC_REPOSITORY or the config file's "
+        .. "repository")
+    end })
+end
+
+function M.handlers.push(args, ui)
+  local dir = M.find(args)
+  local repo = M.repository(args)
+  local res = require("fleetsnap.store.push").push(dir, repo)
+  local doc = push_doc(res)
+  doc.type, doc.dir, doc.backup_id = "push", res.dir, res.backup_id
+  ui:doc(doc, push_text(res))
+end
+
 function M.handlers.create(args, ui)
+  -- The repository is named before the backup starts: a usage error then
+  -- costs no stop.
+  local repo = args.push and M.repository(args, args.push[1]) or nil
   local res = require("fleetsnap.backup").create({ driver = connection.driver(args), root = connection.root(args),
-    connection = settings.connection(args), backups = args.dir,
+    connection = settings.connection(args), backups = args.dir, push = repo,
     inventory = args.inventory, subtree = args.subtree, member = args.member, include_root = args.include_root,
     policy = args.policy, out = args.out, concurrency = args.concurrency, downloads = args.downloads,
     keep_on_canister = args.keep_on_canister, snapshot_limit = args.snapshot_limit, dry_run = args.dry_run,
     events = ui:events(), verbose = args.verbose })
   if res.dry_run then return dry_run(ui, res) end
   result(ui, res.dir, res, res.plan.backup_id)
+  -- The backup stands; the run still fails (EPUSH, next: backup push).
+  if res.push_error then error(res.push_error, 0) end
 end
 
 function M.handlers.resume(args, ui)
@@ -281,8 +382,26 @@ local function known_time(ns)
   if ns and ns ~= 0 then return ns end
 end
 
+-- `backup list --repo R`: the fleetsnap backups in a restic repository.
+local function list_repository(args, ui, root)
+  local repo = M.repository(args)
+  local rows = require("fleetsnap.store.listing").list(repo, { root = root })
+  local docs = {}
+  local text = { { "id", "time", "root", "policy", "snapshot" } }
+  for i, r in ipairs(rows) do
+    docs[i] = { backup_id = r.backup_id, root = value(r.root), policy = value(r.policy), time = value(r.time),
+      snapshot_id = r.snapshot_id, short_id = value(r.short_id) }
+    text[#text + 1] = { r.backup_id, tostring(r.time or "-"), r.root or "-", r.policy or "-", r.short_id or "-" }
+  end
+  local where = repo:name() .. (root and (", root " .. root) or "")
+  ui:doc({ type = "repository-list", repository = repo:name(), root = root, backups = json.array(docs) },
+    #rows == 0 and ("no fleetsnap backups in " .. where .. "\n")
+    or (string.format("%d backup(s) in %s, newest first\n", #rows, where) .. units.table(text)))
+end
+
 function M.handlers.list(args, ui)
   local root = settings.flag(args, "root")
+  if args.repo then return list_repository(args, ui, root) end
   local rows = catalog.list(args.dir, { root = root })
   local docs = {}
   local text = { { "id", "created", "status", "members", "size", "root", "policy", "window" } }
@@ -413,6 +532,10 @@ function M.handlers.prune(args, ui)
   if not (args.keep_last or args.keep_daily or args.keep_weekly) then
     errors.raise("EUSAGE", "prune needs --keep-last, --keep-daily or --keep-weekly")
   end
+  if args.repo then
+    return store_cli.prune(args, ui, { last = args.keep_last, daily = args.keep_daily, weekly = args.keep_weekly },
+      M.repository)
+  end
   local execute = args.execute or false
   local res = require("fleetsnap.cleanup").prune(args.dir, { last = args.keep_last, daily = args.keep_daily,
     weekly = args.keep_weekly }, { execute = execute, connect = connect(args) })
@@ -439,6 +562,10 @@ function M.handlers.prune(args, ui)
     (execute and "deleted " or "would delete ") .. n .. " backup(s)" .. (execute and "" or
       " (dry run; --execute to delete them and their snapshots)") .. "\n" .. table.concat(lines, "\n") .. "\n")
   if #res.failed > 0 then return "EICP" end
+end
+
+function M.handlers.pull(args, ui)
+  return store_cli.pull(args, ui, M.repository)
 end
 
 function M.handlers.forget(args, ui)
