@@ -1,18 +1,11 @@
---- The fleetsnap backups in a restic repository, from the tags their
--- pushes gave the snapshots (`fleetsnap`, `backup_id=`, `root=`,
--- `policy=`). A snapshot tagged `fleetsnap` without a `backup_id` tag is
--- not one of ours to describe, and is left out.
+--- The fleetsnap backups in a restic repository as `backup list --repo`
+-- shows them: one row per snapshot a push made, read through
+-- store/snapshots.lua (the tags `fleetsnap`, `backup_id=`, `root=`,
+-- `policy=`). A snapshot that is not one of ours is left out.
 local errors = require "fleetsnap.errors"
+local snapshots = require "fleetsnap.store.snapshots"
 
 local M = {}
-
--- The value of tag `key=` among tags, or nil.
-local function tag(tags, key)
-  for _, t in ipairs(tags or {}) do
-    local k, v = tostring(t):match("^([^=]+)=(.*)$")
-    if k == key then return v end
-  end
-end
 
 --- The backups in `repo` (a store.restic repository object), newest
 -- first: {backup_id, root, policy, time (restic's, UTC), snapshot_id,
@@ -20,24 +13,26 @@ end
 -- repository's error.
 function M.list(repo, o)
   o = o or {}
-  local tags = { "fleetsnap" }
+  local tags = { snapshots.TAG }
   if o.backup_id then tags[#tags + 1] = "backup_id=" .. o.backup_id end
   if o.root then tags[#tags + 1] = "root=" .. o.root end
   local snaps, err = repo:snapshots({ tags = tags })
   if not snaps then error(errors.from_driver(err), 0) end
   local out = {}
   for _, s in ipairs(snaps) do
-    local id = tag(s.tags, "backup_id")
-    if id then
-      out[#out + 1] = { backup_id = id, root = tag(s.tags, "root"), policy = tag(s.tags, "policy"),
-        time = s.time, snapshot_id = s.id, short_id = s.short_id or s.id:sub(1, 8), host = s.hostname,
+    local r = snapshots.row(s)
+    if r then
+      out[#out + 1] = { backup_id = r.backup_id, root = r.root, policy = r.policy, time = r.time,
+        time_ns = r.time_ns, snapshot_id = r.id, short_id = s.short_id or r.id:sub(1, 8), host = r.host,
         paths = s.paths }
     end
   end
   table.sort(out, function(a, b)
-    if a.time ~= b.time then return tostring(a.time) > tostring(b.time) end
-    return a.backup_id > b.backup_id
+    if a.time_ns ~= b.time_ns then return a.time_ns > b.time_ns end
+    if a.backup_id ~= b.backup_id then return a.backup_id > b.backup_id end
+    return a.snapshot_id > b.snapshot_id
   end)
+  for _, r in ipairs(out) do r.time_ns = nil end
   return out
 end
 
