@@ -31,6 +31,26 @@ function M.tmpdir()
   return dir
 end
 
+-- Directories made once per process (M.lasting), kept across cleanup()
+-- and removed when the process closes its Lua state.
+local lasting = setmetatable({}, { __gc = function(t)
+  for _, dir in pairs(t) do os.execute("rm -rf '" .. dir .. "'") end
+end })
+
+--- A directory made once per process by make(dir) and kept across
+-- cleanup(), for a fixture that is slow to build and copied per test
+-- (a restic repository: its key derivation takes a second).
+function M.lasting(key, make)
+  local dir = lasting[key]
+  if dir and engine.fs.lstat(dir) then return dir end
+  local r = run({ argv = { "mktemp", "-d", "/tmp/fsn-spec-lasting-XXXXXX" } })
+  assert(r.status == 0, r.stderr)
+  dir = r.stdout:gsub("%s+$", "")
+  make(dir)
+  lasting[key] = dir
+  return dir
+end
+
 function M.cleanup()
   for i = #tmp_dirs, 1, -1 do
     engine.proc.run({ argv = { "rm", "-rf", tmp_dirs[i] } })

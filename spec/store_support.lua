@@ -48,13 +48,19 @@ function M.password_file(dir, text)
   return path
 end
 
---- A new local repository: {repo, password_file}.
+--- A new local repository: {repo, password_file}. A copy of an empty
+-- repository made once per process (restic's key derivation takes a
+-- second per init; the copies share a repository id and keys, which no
+-- spec compares across repositories).
 function M.local_repo()
   local dir = helpers.tmpdir()
   local pw = M.password_file(dir)
   local repo = dir .. "/repo"
-  local r = M.restic(repo, { "init" }, pw)
-  assert(r.status == 0, r.stderr)
+  local template = helpers.lasting("push-repo", function(t)
+    local r = M.restic(t .. "/repo", { "init" }, M.password_file(t))
+    assert(r.status == 0, r.stderr)
+  end)
+  helpers.sh("cp -a " .. template .. "/repo " .. repo)
   return { repo = repo, password_file = pw, dir = dir }
 end
 

@@ -9,7 +9,7 @@ local store = require "store_pull_support"
 
 local json, fs = engine.json, engine.fs
 
-local fleet, work, repo, cache
+local fleet, work, repo, cache, pushed
 
 setup(function()
   fleet = store.fleet({ "b1", "b2" })
@@ -18,10 +18,15 @@ teardown(function() helpers.cleanup() end)
 
 before_each(function()
   work = helpers.tmpdir()
-  repo = store.init(work .. "/repo")
+  repo = work .. "/repo"
   cache = work .. "/cache"
-  store.push_backup(repo, fleet.dir .. "/b1")
-  store.push_backup(repo, fleet.dir .. "/b2")
+  -- Both backups pushed once per file; each test gets its own copy.
+  if not pushed then
+    pushed = store.init(helpers.tmpdir() .. "/pushed")
+    store.push_backup(pushed, fleet.dir .. "/b1")
+    store.push_backup(pushed, fleet.dir .. "/b2")
+  end
+  helpers.sh("cp -a " .. pushed .. " " .. repo)
 end)
 
 local function fleetsnap(argv, env)
