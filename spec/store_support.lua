@@ -13,7 +13,7 @@ M.PASSWORD = "store-spec-password-5e1f"
 
 -- restic's variables a test must not inherit from the shell that runs it.
 M.RESTIC_VARS = { "RESTIC_REPOSITORY", "RESTIC_REPOSITORY_FILE", "RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE",
-  "RESTIC_PASSWORD_COMMAND", "FLEETSNAP_CONFIG" }
+  "RESTIC_PASSWORD_COMMAND", "FLEETSNAP_CONFIG", "FLEETSNAP_PUSH" }
 
 local function unset(extra)
   local out = { "LD_PRELOAD" }

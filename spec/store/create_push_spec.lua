@@ -67,6 +67,27 @@ describe("backup create --push", function()
     assert.equal(1, #support.snapshots(repo.repo, repo.password_file, "backup_id=cp1"))
   end)
 
+  it("pushes every backup to the config file's push repository, without --push", function()
+    local config = helpers.tmpdir() .. "/config.lua"
+    helpers.write(config, string.format("return { push = %q, repository_password_file = %q }\n", repo.repo,
+      repo.password_file))
+    local r = create({}, { FLEETSNAP_CONFIG = config })
+    assert.equal(0, r.status, r.stderr)
+    assert.matches("pushed backup cp1 to", r.stdout)
+    assert.equal(1, #support.snapshots(repo.repo, repo.password_file, "backup_id=cp1"))
+  end)
+
+  it("pushes to FLEETSNAP_PUSH, and --push R on the command line wins over it", function()
+    local r = create({}, { FLEETSNAP_PUSH = repo.dir .. "/no-repository", RESTIC_PASSWORD_FILE = repo.password_file })
+    assert.equal(12, r.status, r.stderr)
+    assert.equal(0, #support.snapshots(repo.repo, repo.password_file, "backup_id=cp1"))
+    out = helpers.tmpdir() .. "/backups/cp1"
+    r = create({ "--push", repo.repo }, { FLEETSNAP_PUSH = repo.dir .. "/no-repository",
+      RESTIC_PASSWORD_FILE = repo.password_file })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(1, #support.snapshots(repo.repo, repo.password_file, "backup_id=cp1"))
+  end)
+
   it("without any repository is a usage error before any canister stops", function()
     local r = create({ "--push" })
     assert.equal(2, r.status, r.stderr)

@@ -35,7 +35,8 @@ function M.add(p, cli)
   int(create, "--snapshot-limit", "Snapshots the network allows per canister (icp cannot tell).", 1, "10")
   create:flag("--dry-run", "Print the plan and the icp command lines; change nothing.")
   create:option("--push", "Push the complete backup to this restic repository as the last step (no value: the "
-    .. "default repository: RESTIC_REPOSITORY, else the config's repository).")
+    .. "default repository: RESTIC_REPOSITORY, else the config's repository; default FLEETSNAP_PUSH, else the "
+    .. "config's push).")
     :argname("R"):args("?")
   local push = cli.command(backup, "push", "Push a complete backup to a restic repository (idempotent: an earlier "
     .. "push's snapshot is adopted).")
@@ -203,12 +204,15 @@ function M.repository(args, given)
     password_file = nil
   end
   local restic = require "fleetsnap.store.restic"
-  local named = given or flags.repository
+  -- Only what the command line named: FLEETSNAP_PUSH and the config's
+  -- push are not in `ps`.
+  local pushed = given ~= nil and given == flags.push
+  local named = pushed and given or flags.repository
   if named and restic.redact(named) ~= named then
     -- The command line is in `ps` and in every lock's owner text.
     errors.raise("EUSAGE", string.format("%s: a repository URL with a password does not go on the command line "
       .. "(ps and lock owner texts show it): set RESTIC_REPOSITORY or the config file's repository",
-      given and "--push" or "--repo"))
+      pushed and "--push" or "--repo"))
   end
   return restic.open({ repository = given or args.repository,
     password_file = password_file,
@@ -230,7 +234,9 @@ end
 function M.handlers.create(args, ui)
   -- The repository is named before the backup starts: a usage error then
   -- costs no stop.
-  local repo = args.push and M.repository(args, args.push[1]) or nil
+  -- args.push: --push R, FLEETSNAP_PUSH or the config's push (a
+  -- repository), or true (--push alone: the default repository).
+  local repo = args.push and M.repository(args, args.push ~= true and args.push or nil) or nil
   local res = require("fleetsnap.backup").create({ driver = connection.driver(args), root = connection.root(args),
     connection = settings.connection(args), backups = args.dir, push = repo,
     inventory = args.inventory, subtree = args.subtree, member = args.member, include_root = args.include_root,

@@ -31,6 +31,8 @@ M.VARIABLES = {
   -- own variables are the variable layer (a flag and the config file too).
   repository = "RESTIC_REPOSITORY", repository_password_file = "RESTIC_PASSWORD_FILE",
   cache_dir = "FLEETSNAP_CACHE_DIR", cache_limit = "FLEETSNAP_CACHE_LIMIT",
+  -- The repository every `backup create` pushes to (what --push R gives).
+  push = "FLEETSNAP_PUSH",
 }
 
 -- Settings that exclude each other: the source that gives one of a group
@@ -157,6 +159,8 @@ local function flags_of(args)
   for _, k in ipairs(M.CONNECTION) do out[k] = args[k] end
   out.dir, out.root = args.dir, args.root
   out.repository, out.repository_password_file = args.repo, args.repo_password_file
+  -- create's --push: its repository, or true for the default one.
+  if type(args.push) == "table" then out.push = args.push[1] or true end
   return out
 end
 
@@ -170,6 +174,7 @@ ALL[#ALL + 1] = "repository_password_file"
 -- variable or the config file).
 ALL[#ALL + 1] = "cache_dir"
 ALL[#ALL + 1] = "cache_limit"
+ALL[#ALL + 1] = "push"
 
 --- Resolves args in place: every setting a flag did not give is taken from
 -- the variables, then the config file, then its default. The sources are
