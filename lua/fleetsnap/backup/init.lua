@@ -257,6 +257,22 @@ function M.execute(dir, plan, j, st, opts)
   error(e, 0)
 end
 
+--- `backup resume`: runs the backup in dir to completion (M.run), then
+-- the push its `backup create --push` asked for, if that push has not
+-- ended (store/push.lua's pending). opts as M.run's, plus
+-- open_repository(name): the store.restic repository object for the name
+-- the push record holds. Returns M.run's result, with push or push_error
+-- (an EPUSH error object) when it pushed.
+function M.resume(dir, opts)
+  local result = M.run(dir, opts)
+  local push = require "fleetsnap.store.push"
+  local pending = push.pending(dir)
+  if pending then
+    result.push, result.push_error = push.after_backup(dir, opts.open_repository(pending.repository))
+  end
+  return result
+end
+
 --- The icp command lines a plan's operations run (a dry run): {op, after,
 -- command}. A barrier runs no command: it is listed without one, so that
 -- the `after` of what waits on it still names a listed operation.
@@ -316,6 +332,9 @@ function M.create(opts)
   local res
   res, err, code = fs.write_create(dir .. "/" .. M.PLAN, json.encode(plan, { pretty = true }))
   if not res then raise(errors.engine_code(code), dir .. "/" .. M.PLAN .. ": " .. tostring(err)) end
+  -- Asked for before any effect: whichever run completes the backup
+  -- (this one, or a resume after a crash) pushes it last.
+  if opts.push then require("fleetsnap.store.push").request(dir, plan.backup_id, opts.push) end
   if opts.events then
     local barriers = 0
     for _, op in ipairs(plan.operations) do if op.kind == "barrier" then barriers = barriers + 1 end end

@@ -255,9 +255,16 @@ function M.handlers.resume(args, ui)
   -- The connection the backup was created with, unless a flag says
   -- otherwise (never another network).
   settings.continuing(args, backup.recorded_connection(dir), "backup " .. dir)
-  local res = backup.run(dir, { driver = connection.driver(args), events = ui:events(), verbose = args.verbose,
-    retry_failed = args.retry_failed })
+  local res = backup.resume(dir, { driver = connection.driver(args), events = ui:events(), verbose = args.verbose,
+    retry_failed = args.retry_failed,
+    -- The repository the create named, unless its name hides a password
+    -- (then the default one: RESTIC_REPOSITORY or the config's).
+    open_repository = function(name)
+      local restic = require "fleetsnap.store.restic"
+      return M.repository(args, restic.redact(name) == name and name or nil)
+    end })
   result(ui, dir, res, nil)
+  if res.push_error then error(res.push_error, 0) end
 end
 
 function M.handlers.status(args, ui)

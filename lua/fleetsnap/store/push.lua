@@ -283,6 +283,25 @@ function M.push(dir, repo)
 end
 
 
+--- Records, before a `backup create --push` runs, that the backup in
+-- `dir` is to be pushed to `repo` once complete: the push record in state
+-- "requested". A run that resumes the backup after a crash (M.pending)
+-- then pushes it too, so the push is the backup's last step whichever
+-- run completes it.
+function M.request(dir, backup_id, repo)
+  write_record(dir, { format = M.FORMAT, backup_id = backup_id, state = "requested", repository = repo:name(),
+    started_at = now(), rejected = json.array({}) })
+end
+
+--- The push record of the backup in `dir` when a push that `backup create`
+-- asked for has not ended (requested, or pushing when a crash cut it
+-- short), else nil. A failed push is not pending: `backup push` retries
+-- it when the operator says so.
+function M.pending(dir)
+  local rec = M.read_record(dir)
+  if rec and (rec.state == "requested" or rec.state == "pushing") then return rec end
+end
+
 --- The push that ends `backup create` with a repository: the backup is
 -- complete and its locks are released. Returns the push's result, or nil
 -- and an EPUSH error object (the backup stays complete; its cause is the
