@@ -33,6 +33,18 @@ M.REGISTRY = {
     .. "unsafe path (a symlink where a file or directory of ours belongs)" },
   EIO = { exit = 8, again = true,
     meaning = "the local file system failed: disk full, permission, not a directory, I/O" },
+  ENOREPO = { exit = 3, meaning = "not found: no restic repository at the location given (restic: \"Is there a "
+    .. "repository at the following location?\")" },
+  EREPOLOCKED = { exit = 4, again = true, meaning = "locked: the restic repository is locked by another restic (a "
+    .. "dead holder's lock stays until `restic unlock`)" },
+  EREPO = { exit = 9, meaning = "a restic command failed otherwise (restic missing, an error restic names; its "
+    .. "message is quoted with credentials redacted)" },
+  EREPOKEY = { exit = 10, meaning = "the restic repository refused the password (wrong password or no key found), "
+    .. "or no password was given" },
+  EREPONET = { exit = 11, again = true, meaning = "the restic repository could not be reached (connection refused, "
+    .. "unknown host, timeout)" },
+  EPUSH = { exit = 12, again = true, meaning = "the backup is complete here but its push to the restic repository "
+    .. "failed (`backup push` pushes it again)" },
   EINTERNAL = { exit = 70, meaning = "internal error (a bug; the debug option prints its traceback)" },
   EINTERRUPTED = { exit = 130, again = true, meaning = "interrupted (SIGINT, SIGTERM, SIGHUP): running commands "
     .. "are killed, canisters this run stopped are started again" },

@@ -2,6 +2,8 @@
 # fleetsnap needs, only those missing (apt-get update first, once).
 # Node.js and npm come from the machine, never from apt. clang is for the
 # fuzz build alone (libFuzzer ships with it); the other builds use cc.
+# restic is the off-machine store (`backup push`); rclone serves the REST
+# repository the store specs push to.
 
 FLEETSNAP_DEBIAN_PACKAGES=(
   build-essential cmake pkg-config
@@ -9,6 +11,7 @@ FLEETSNAP_DEBIAN_PACKAGES=(
   lua-busted lua-argparse lua-check
   groff-base
   clang
+  restic rclone
 )
 
 # The packages of the list that are not installed, on one line.

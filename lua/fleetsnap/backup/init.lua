@@ -288,7 +288,8 @@ end
 -- <backups>/<id>), backups (the backups directory), connection (recorded
 -- in the plan), root, inventory, subtree, member, include_root, policy,
 -- concurrency, downloads, keep_on_canister, snapshot_limit, dry_run,
--- events.
+-- events, push (a store.restic repository: push the complete backup there
+-- last; result.push or result.push_error, an EPUSH error object).
 function M.create(opts)
   local plan = backup_plan.build(opts.driver, opts)
   local dir = opts.out or ((opts.backups or "backups") .. "/" .. plan.backup_id)
@@ -324,6 +325,11 @@ function M.create(opts)
   local result = M.run(dir, opts)
   result.dir = dir
   result.plan = plan
+  if opts.push then
+    -- The last step, after the fleet's and the directory's locks are
+    -- released: the backup is complete whatever the push does.
+    result.push, result.push_error = require("fleetsnap.store.push").after_backup(dir, opts.push)
+  end
   return result
 end
 

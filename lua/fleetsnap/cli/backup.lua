@@ -33,6 +33,12 @@ function M.add(p, cli)
   int(create, "--keep-on-canister", "fleetsnap snapshots kept per canister.", 0, "2")
   int(create, "--snapshot-limit", "Snapshots the network allows per canister (icp cannot tell).", 1, "10")
   create:flag("--dry-run", "Print the plan and the icp command lines; change nothing.")
+  create:option("--push", "Push the complete backup to this restic repository as the last step (no value: the "
+    .. "default repository: RESTIC_REPOSITORY, else the config's repository).")
+    :argname("R"):args("?")
+  local push = cli.command(backup, "push", "Push a complete backup to a restic repository (idempotent: an earlier "
+    .. "push's snapshot is adopted).")
+  push:argument("ref", M.REF_HELP)
   local resume = cli.command(backup, "resume", "Resume an interrupted backup.")
   resume:argument("ref", M.REF_HELP)
   resume:flag("--retry-failed", "Run failed operations again (after checking what they did).")
@@ -57,6 +63,16 @@ function M.add(p, cli)
   local list = cli.command(backup, "list", "Backups in a directory, newest first.")
   list:option("--dir", "Backups directory (default FLEETSNAP_DIR, the config's dir, else ./backups).")
   list:option("--root", "Only the backups of this root (the flag only: FLEETSNAP_ROOT does not filter).")
+  list:option("--repo", "List the backups in this restic repository instead of a directory.")
+    :argname("R")
+  for _, c in ipairs({ create, push, list }) do
+    c:option("--repo-password-file", "File holding the restic repository's password (default: restic's own "
+      .. "RESTIC_PASSWORD_FILE, RESTIC_PASSWORD, RESTIC_PASSWORD_COMMAND, else the config's "
+      .. "repository_password_file).")
+      :argname("F")
+  end
+  push:option("--repo", "The restic repository (default RESTIC_REPOSITORY, else the config's repository).")
+    :argname("R")
   local inspect = cli.command(backup, "inspect", "Plan, members and artifacts of a backup.")
   inspect:argument("ref", M.REF_HELP)
   local diff = cli.command(backup, "diff", "What changed between two backups: members added and removed, module "
@@ -76,7 +92,7 @@ function M.add(p, cli)
   forget:argument("ref", M.REF_HELP)
   forget:mutex(forget:flag("--dry-run", "Say what would be deleted (the default)."),
     forget:flag("--execute", "Delete."))
-  for _, c in ipairs({ resume, status, verify, inspect, diff, forget }) do
+  for _, c in ipairs({ resume, status, verify, inspect, diff, forget, push }) do
     c:option("--dir", "Backups directory for ids and latest (default as for list).")
     c:option("--root", M.ROOT_HELP)
   end
@@ -112,12 +128,33 @@ local function summary_text(dir, result, sum)
     .. (sum and summary.text(sum, "consistency window") or "")
 end
 
--- The result document of a finished backup, with its summary.
+-- The text and document of a push's result.
+local function push_doc(res)
+  return { state = "pushed", repository = res.repository, snapshot_id = res.snapshot_id, adopted = res.adopted,
+    files = res.files, bytes = res.bytes }
+end
+
+local function push_text(res)
+  return string.format("pushed backup %s to %s: restic snapshot %s (%s; %d files, %s)\n", res.backup_id,
+    res.repository, res.snapshot_id:sub(1, 8), res.adopted and "adopted an earlier push's snapshot" or "new",
+    res.files, units.bytes(res.bytes))
+end
+
+-- The result document of a finished backup, with its summary (and the
+-- push's outcome, when the backup ended with one).
 local function result(ui, dir, res, backup_id)
   local sum = res.manifest and summary.backup(res.manifest.fleetsnap, ui.tracker) or nil
-  ui:doc({ type = "result", status = "complete", dir = dir,
-    backup_id = backup_id or (res.manifest and res.manifest.backup_id), summary = sum or json.null },
-    summary_text(dir, res, sum))
+  local doc = { type = "result", status = "complete", dir = dir,
+    backup_id = backup_id or (res.manifest and res.manifest.backup_id), summary = sum or json.null }
+  local text = summary_text(dir, res, sum)
+  if res.push then
+    doc.push = push_doc(res.push)
+    text = text .. push_text(res.push)
+  elseif res.push_error then
+    local e = res.push_error
+    doc.push = { state = "failed", code = e.cause, message = e.message }
+  end
+  ui:doc(doc, text)
 end
 
 -- The plan and the icp command lines it will run (the domain renders
@@ -131,15 +168,48 @@ local function dry_run(ui, res)
   ui:doc({ type = "plan", plan = res.plan, commands = res.commands }, table.concat(lines, "\n") .. "\n")
 end
 
+--- The restic repository the command names: --repo (or create's --push
+-- R), else RESTIC_REPOSITORY, else the config file's repository (settings
+-- layered them into args.repository); its password file likewise, unless
+-- restic's own password variables are set and no flag named a file.
+function M.repository(args, given)
+  local flags = args.sources and args.sources.flags or {}
+  local password_file = args.repository_password_file
+  local env_password = os.getenv("RESTIC_PASSWORD") or os.getenv("RESTIC_PASSWORD_COMMAND")
+  if not flags.repository_password_file and not os.getenv("RESTIC_PASSWORD_FILE") and env_password then
+    password_file = nil
+  end
+  return require("fleetsnap.store.restic").open({ repository = given or args.repository,
+    password_file = password_file,
+    missing = function()
+      errors.raise("EUSAGE", "no restic repository: give --repo R, set RESTIC_REPOSITORY or the config file's "
+        .. "repository")
+    end })
+end
+
+function M.handlers.push(args, ui)
+  local dir = M.find(args)
+  local repo = M.repository(args)
+  local res = require("fleetsnap.store.push").push(dir, repo)
+  local doc = push_doc(res)
+  doc.type, doc.dir, doc.backup_id = "push", res.dir, res.backup_id
+  ui:doc(doc, push_text(res))
+end
+
 function M.handlers.create(args, ui)
+  -- The repository is named before the backup starts: a usage error then
+  -- costs no stop.
+  local repo = args.push and M.repository(args, args.push[1]) or nil
   local res = require("fleetsnap.backup").create({ driver = connection.driver(args), root = connection.root(args),
-    connection = settings.connection(args), backups = args.dir,
+    connection = settings.connection(args), backups = args.dir, push = repo,
     inventory = args.inventory, subtree = args.subtree, member = args.member, include_root = args.include_root,
     policy = args.policy, out = args.out, concurrency = args.concurrency, downloads = args.downloads,
     keep_on_canister = args.keep_on_canister, snapshot_limit = args.snapshot_limit, dry_run = args.dry_run,
     events = ui:events(), verbose = args.verbose })
   if res.dry_run then return dry_run(ui, res) end
   result(ui, res.dir, res, res.plan.backup_id)
+  -- The backup stands; the run still fails (EPUSH, next: backup push).
+  if res.push_error then error(res.push_error, 0) end
 end
 
 function M.handlers.resume(args, ui)
@@ -281,8 +351,26 @@ local function known_time(ns)
   if ns and ns ~= 0 then return ns end
 end
 
+-- `backup list --repo R`: the fleetsnap backups in a restic repository.
+local function list_repository(args, ui, root)
+  local repo = M.repository(args)
+  local rows = require("fleetsnap.store.listing").list(repo, { root = root })
+  local docs = {}
+  local text = { { "id", "time", "root", "policy", "snapshot" } }
+  for i, r in ipairs(rows) do
+    docs[i] = { backup_id = r.backup_id, root = value(r.root), policy = value(r.policy), time = value(r.time),
+      snapshot_id = r.snapshot_id, short_id = value(r.short_id) }
+    text[#text + 1] = { r.backup_id, tostring(r.time or "-"), r.root or "-", r.policy or "-", r.short_id or "-" }
+  end
+  local where = repo:name() .. (root and (", root " .. root) or "")
+  ui:doc({ type = "repository-list", repository = repo:name(), root = root, backups = json.array(docs) },
+    #rows == 0 and ("no fleetsnap backups in " .. where .. "\n")
+    or (string.format("%d backup(s) in %s, newest first\n", #rows, where) .. units.table(text)))
+end
+
 function M.handlers.list(args, ui)
   local root = settings.flag(args, "root")
+  if args.repo then return list_repository(args, ui, root) end
   local rows = catalog.list(args.dir, { root = root })
   local docs = {}
   local text = { { "id", "created", "status", "members", "size", "root", "policy", "window" } }

@@ -27,6 +27,9 @@ M.VARIABLES = {
   root_key = "FLEETSNAP_ROOT_KEY", identity = "FLEETSNAP_IDENTITY",
   identity_password_file = "FLEETSNAP_IDENTITY_PASSWORD_FILE", project_root_override = "FLEETSNAP_PROJECT_ROOT",
   dir = "FLEETSNAP_DIR", root = "FLEETSNAP_ROOT",
+  -- The restic repository of push and list, and its password file: restic's
+  -- own variables are the variable layer (a flag and the config file too).
+  repository = "RESTIC_REPOSITORY", repository_password_file = "RESTIC_PASSWORD_FILE",
 }
 
 -- Settings that exclude each other: the source that gives one of a group
@@ -152,6 +155,7 @@ local function flags_of(args)
   local out = {}
   for _, k in ipairs(M.CONNECTION) do out[k] = args[k] end
   out.dir, out.root = args.dir, args.root
+  out.repository, out.repository_password_file = args.repo, args.repo_password_file
   return out
 end
 
@@ -159,6 +163,8 @@ local ALL = {}
 for _, k in ipairs(M.CONNECTION) do ALL[#ALL + 1] = k end
 ALL[#ALL + 1] = "dir"
 ALL[#ALL + 1] = "root"
+ALL[#ALL + 1] = "repository"
+ALL[#ALL + 1] = "repository_password_file"
 
 --- Resolves args in place: every setting a flag did not give is taken from
 -- the variables, then the config file, then its default. The sources are
