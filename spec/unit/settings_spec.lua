@@ -53,7 +53,7 @@ describe("settings.read_config", function()
     local path = config('return { netwrok = "ic" }')
     local e = raised(function() settings.read_config(path, true) end)
     assert.equal("ECORRUPT", e.code)
-    assert.matches(path .. ": unknown setting netwrok (known: dir, environment", e.message, 1, true)
+    assert.matches(path .. ": unknown setting netwrok (known: cache_dir, cache_limit, dir, environment", e.message, 1, true)
   end)
 
   it("names a setting of the wrong type", function()

@@ -6,6 +6,7 @@ local catalog = require "fleetsnap.catalog"
 local errors = require "fleetsnap.errors"
 local connection = require "fleetsnap.cli.connection"
 local settings = require "fleetsnap.cli.settings"
+local store_cli = require "fleetsnap.cli.store"
 local subset = require "fleetsnap.subset"
 local summary = require "fleetsnap.cli.summary"
 local units = require "fleetsnap.units"
@@ -86,7 +87,19 @@ function M.add(p, cli)
   int(prune, "--keep-daily", "Days for which to keep the newest backup.", 0)
   int(prune, "--keep-weekly", "Weeks for which to keep the newest backup.", 0)
   prune:mutex(prune:flag("--dry-run", "Say what would be deleted (the default)."),
-    prune:flag("--execute", "Delete the backups and their snapshots on the canisters."))
+    prune:flag("--execute", "Delete the backups and their snapshots on the canisters (with --repo: forget the "
+      .. "backups' restic snapshots and prune their data)."))
+  prune:option("--repo", "Prune the fleetsnap backups of this restic repository instead of the backups directory "
+    .. "(the same keep rules, per root; never one a restore is using).")
+  local pull = cli.command(backup, "pull", "Restore a backup from a restic repository into a local directory, "
+    .. "verify every artifact against its manifest, and publish it (never over an existing directory).")
+  pull:argument("ref", "Backup id in the repository, or latest (the newest capture time).")
+  pull:option("--repo", "restic repository (default RESTIC_REPOSITORY).")
+  pull:option("--out", "Destination directory, which must not exist (default <backups directory>/<backup id>).")
+  pull:option("--dir", "Backups directory of the default destination (default FLEETSNAP_DIR, the config's dir, "
+    .. "else ./backups).")
+  pull:option("--root", "With latest: the root whose newest backup to take (needed when the repository holds "
+    .. "backups of several roots).")
   local forget = cli.command(backup, "forget", "Forget an incomplete backup: delete the snapshots it made (that no "
     .. "complete backup records), then its directory.")
   forget:argument("ref", M.REF_HELP)
@@ -108,6 +121,9 @@ M.ROOT_HELP = "With latest: the root whose newest complete backup to take (neede
 -- given on the command line for `latest`).
 function M.find(args, ref)
   ref = ref or args.ref
+  -- A backup of a restic repository that `restore plan` pulled.
+  local cached = store_cli.restic_ref(ref)
+  if cached then return store_cli.cached(args, cached) end
   local dir, err, code = catalog.resolve(ref, args.dir, { root = settings.flag(args, "root") })
   if dir then return dir end
   -- The domain names no flag; the way to name the root here is --root.
@@ -501,6 +517,9 @@ function M.handlers.prune(args, ui)
   if not (args.keep_last or args.keep_daily or args.keep_weekly) then
     errors.raise("EUSAGE", "prune needs --keep-last, --keep-daily or --keep-weekly")
   end
+  if args.repo then
+    return store_cli.prune(args, ui, { last = args.keep_last, daily = args.keep_daily, weekly = args.keep_weekly })
+  end
   local execute = args.execute or false
   local res = require("fleetsnap.cleanup").prune(args.dir, { last = args.keep_last, daily = args.keep_daily,
     weekly = args.keep_weekly }, { execute = execute, connect = connect(args) })
@@ -527,6 +546,10 @@ function M.handlers.prune(args, ui)
     (execute and "deleted " or "would delete ") .. n .. " backup(s)" .. (execute and "" or
       " (dry run; --execute to delete them and their snapshots)") .. "\n" .. table.concat(lines, "\n") .. "\n")
   if #res.failed > 0 then return "EICP" end
+end
+
+function M.handlers.pull(args, ui)
+  return store_cli.pull(args, ui)
 end
 
 function M.handlers.forget(args, ui)

@@ -7,6 +7,7 @@ local output = require "fleetsnap.cli.output"
 local settings = require "fleetsnap.cli.settings"
 local summary = require "fleetsnap.cli.summary"
 local backup_cli = require "fleetsnap.cli.backup"
+local store_cli = require "fleetsnap.cli.store"
 local units = require "fleetsnap.units"
 
 local json = engine.json
@@ -19,7 +20,9 @@ function M.add(p, cli)
   local restore = cli.group_command(p, "restore", "Plan, run, check and undo restores of a backup.")
   local rplan = cli.command(restore, "plan",
     "Plan a restore of a verified backup (writes fleetsnap-restore-plan.json).")
-  rplan:argument("ref", backup_cli.REF_HELP)
+  rplan:argument("ref", backup_cli.REF_HELP .. " Or restic:<backup id|latest>: a backup of the restic repository "
+    .. "(--repo, else RESTIC_REPOSITORY), pulled into the cache (or reused there) first.")
+  rplan:option("--repo", "restic repository of a restic: reference (default RESTIC_REPOSITORY).")
   rplan:option("--mapping", "Mapping file {\"members\": [{\"source_canister\", \"target_canister\"}]}.")
   rplan:mutex(rplan:option("--members", "Members to restore (principals or roles, comma-separated)."),
     rplan:option("--subtree", "Restore this member (principal or role) and everything below it."))
@@ -80,10 +83,20 @@ end
 
 function M.handlers.plan(args, ui)
   local driver = connection.driver(args)
-  local res = restore_mod().plan(backup_cli.find(args), { state = args.state, mapping = args.mapping,
-    members = args.members, subtree = args.subtree, policy = args.policy, concurrency = args.concurrency,
-    uploads = args.uploads, snapshot_limit = args.snapshot_limit, environment = driver.environment,
-    network = driver.network, connection = settings.connection(args) })
+  local function plan(dir)
+    return restore_mod().plan(dir, { state = args.state, mapping = args.mapping,
+      members = args.members, subtree = args.subtree, policy = args.policy, concurrency = args.concurrency,
+      uploads = args.uploads, snapshot_limit = args.snapshot_limit, environment = driver.environment,
+      network = driver.network, connection = settings.connection(args) })
+  end
+  local res, cache, cache_text
+  local ref = store_cli.restic_ref(args.ref)
+  if ref then
+    res, cache, cache_text = store_cli.plan(args, ref, plan)
+  else
+    if args.repo then errors.raise("EUSAGE", "--repo goes with a restic:<id|latest> reference") end
+    res = plan(backup_cli.find(args))
+  end
   local doc = res.plan
   local lines = { string.format("restore %s of backup %s (%s): %d member(s), policy %s%s", doc.restore_id,
     doc.backup.backup_id, res.status, #doc.members, doc.policy.name, res.archived and (", previous restore kept in "
@@ -93,8 +106,8 @@ function M.handlers.plan(args, ui)
       m.target_canister ~= m.source_canister and (" -> " .. m.target_canister) or "")
   end
   lines[#lines + 1] = "  plan: " .. res.state .. "/" .. require("fleetsnap.restore.state").PLAN
-  ui:doc({ type = "restore-plan", status = res.status, state = res.state, archived = res.archived, plan = doc },
-    table.concat(lines, "\n") .. "\n")
+  ui:doc({ type = "restore-plan", status = res.status, state = res.state, archived = res.archived, plan = doc,
+    cache = cache }, (cache_text or "") .. table.concat(lines, "\n") .. "\n")
 end
 
 -- The settings check's warnings (and its note for a backup without

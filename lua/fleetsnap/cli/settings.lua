@@ -30,6 +30,7 @@ M.VARIABLES = {
   -- The restic repository of push and list, and its password file: restic's
   -- own variables are the variable layer (a flag and the config file too).
   repository = "RESTIC_REPOSITORY", repository_password_file = "RESTIC_PASSWORD_FILE",
+  cache_dir = "FLEETSNAP_CACHE_DIR", cache_limit = "FLEETSNAP_CACHE_LIMIT",
 }
 
 -- Settings that exclude each other: the source that gives one of a group
@@ -165,6 +166,10 @@ ALL[#ALL + 1] = "dir"
 ALL[#ALL + 1] = "root"
 ALL[#ALL + 1] = "repository"
 ALL[#ALL + 1] = "repository_password_file"
+-- The cache of backups pulled from a restic repository (no flag: a
+-- variable or the config file).
+ALL[#ALL + 1] = "cache_dir"
+ALL[#ALL + 1] = "cache_limit"
 
 --- Resolves args in place: every setting a flag did not give is taken from
 -- the variables, then the config file, then its default. The sources are
