@@ -110,10 +110,12 @@ end
 
 --- The push when fleetsnap has none: `restic backup` of the backup
 -- directory with the tags, host and time issue 14 gives the push, its
--- restore state and locks excluded.
+-- restore state and locks excluded (used only when this build has no
+-- `backup push`).
 local function restic_push(backup_dir, repository)
   local m = manifest(backup_dir)
-  local root, created = m.source.root_canister, math.tointeger(tonumber(m.created_at:match("^unix:(%d+)$")))
+  -- The capture time: when the first member stopped.
+  local root, created = m.source.root_canister, m.fleetsnap.consistency_window.first_stop_at // 1000000000
   return restic(repository, "backup", "--json", "--quiet", "--tag", "fleetsnap", "--tag", "backup_id=" .. m.backup_id,
     "--tag", "root=" .. root, "--tag", "policy=" .. m.fleetsnap.policy, "--host", root, "--time",
     os.date("!%Y-%m-%d %H:%M:%S", created), "--exclude", backup_dir .. "/restore", "--exclude", "*.lock", backup_dir)
