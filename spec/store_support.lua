@@ -1,6 +1,7 @@
---- What the store specs (spec/store/) share: a tiny backed-up fleet, restic
--- repositories (local, and REST through `rclone serve restic` on loopback,
--- started and stopped by the spec), pushes, and the repository's snapshots.
+--- What the store specs share: a small complete backup (made once per
+-- spec file, copied per test), restic repositories (local, and REST ones
+-- served by `rclone serve restic` on loopback, started and stopped here),
+-- and fleetsnap runs whose only restic settings are the ones given.
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
 
@@ -8,131 +9,170 @@ local json, fs = engine.json, engine.fs
 
 local M = {}
 
--- restic's own password variable: what an operator sets.
-M.PASSWORD = "fleetsnap-spec-password"
+M.PASSWORD = "store-spec-password-5e1f"
 
---- The environment of a fleetsnap or restic run against `repo`, plus
--- `extra`.
-function M.env(repo, extra)
-  local e = { RESTIC_PASSWORD = M.PASSWORD, RESTIC_REPOSITORY = repo, RCLONE_CONFIG = "/nonexistent/rclone.conf" }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
+-- restic's variables a test must not inherit from the shell that runs it.
+M.RESTIC_VARS = { "RESTIC_REPOSITORY", "RESTIC_REPOSITORY_FILE", "RESTIC_PASSWORD", "RESTIC_PASSWORD_FILE",
+  "RESTIC_PASSWORD_COMMAND", "FLEETSNAP_CONFIG" }
 
---- Runs restic with argv against `repo` (cwd optional); the result.
-function M.restic(repo, argv, cwd)
-  local full = { "restic", "--no-cache" }
-  for _, a in ipairs(argv) do full[#full + 1] = a end
-  return engine.proc.run({ argv = full, env = M.env(repo), cwd = cwd, unset_env = { "LD_PRELOAD" },
-    timeout_ms = 120000, capture_limit = 8 << 20 })
-end
-
---- A new repository at `repo` (a path or rest: URL).
-function M.init(repo)
-  local r = M.restic(repo, { "init" })
-  assert(r.status == 0, r.stderr)
-  return repo
-end
-
---- A fleet of two members backed up as `names` (default b1, b2) under
--- `<dir>/backups`: {home, dir (the backups directory), root}.
-function M.fleet(names)
-  local home = helpers.sim_home({ members = 2, depth = 1 })
-  local dir = helpers.tmpdir() .. "/backups"
-  for _, name in ipairs(names or { "b1", "b2" }) do
-    local r = helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/" .. name, "-q" })
-    assert(r.status == 0, r.stderr)
-  end
-  return { home = home, dir = dir, root = helpers.fleet(home).root }
-end
-
---- Pushes the backup directory `path` into `repo` the way `backup push`
--- does (issue 14's tags, host = root, time = capture time, the backup
--- directory as `.`, the journal lock left out), as backup `id` at `time`
--- ("YYYY-MM-DD HH:MM:SS", UTC). Returns the snapshot id.
-function M.push(repo, path, id, root, time)
-  local r = M.restic(repo, { "backup", "--json", "-q", "--tag", "fleetsnap", "--tag", "backup_id=" .. id,
-    "--tag", "root=" .. root, "--tag", "policy=consistent", "--host", root, "--time", time,
-    "--exclude", "fleetsnap-journal.wal.lock", "." }, path)
-  assert(r.status == 0, r.stderr)
-  for line in r.stdout:gmatch("[^\n]+") do
-    local doc = json.decode(line)
-    if doc and doc.message_type == "summary" then return doc.snapshot_id end
-  end
-  error("no snapshot id: " .. r.stdout)
-end
-
---- The repository's snapshots (restic's documents).
-function M.snapshots(repo)
-  local r = M.restic(repo, { "snapshots", "--json" })
-  assert(r.status == 0, r.stderr)
-  return json.decode(r.stdout)
-end
-
---- The backup ids of the repository's snapshots, sorted.
-function M.backup_ids(repo)
-  local out = {}
-  for _, s in ipairs(M.snapshots(repo)) do
-    for _, t in ipairs(s.tags or {}) do
-      local id = t:match("^backup_id=(.*)$")
-      if id then out[#out + 1] = id end
-    end
-  end
-  table.sort(out)
+local function unset(extra)
+  local out = { "LD_PRELOAD" }
+  for _, k in ipairs(M.RESTIC_VARS) do out[#out + 1] = k end
+  for _, k in ipairs(extra or {}) do out[#out + 1] = k end
   return out
 end
 
---- A REST repository server on loopback: `rclone serve restic` on a free
--- port (rclone picks it: port 0) over the directory `data`, in a process
--- group of its own. Returns {url (rest:http://127.0.0.1:PORT/), stop()}.
-function M.rest_server(data)
-  local log = data .. ".log"
-  fs.mkdir_private(data)
-  local h = assert(engine.proc.spawn({ argv = { "sh", "-c", 'exec rclone serve restic --addr 127.0.0.1:0 "$1" 2>"$2"',
-    "sh", data, log }, env = { RCLONE_CONFIG = "/nonexistent/rclone.conf" }, unset_env = { "LD_PRELOAD" } }))
-  local port
-  for _ = 1, 200 do
-    port = (helpers.read(log) or ""):match("Serving restic REST API on http://127%.0%.0%.1:(%d+)/")
-    if port or h:done() then break end
-    engine.sleep_ms(50)
-  end
-  if not port then
-    h:close()
-    error("rclone serve restic did not start: " .. tostring(helpers.read(log)))
-  end
-  return { url = "rest:http://127.0.0.1:" .. port .. "/", handle = h, stop = function()
-    -- The whole process group, then reaped.
-    h:kill(9)
-    h:close()
-  end }
+--- Runs scripts/fleetsnap with argv; env: extra variables (PATH for a
+-- fake restic, RESTIC_* for the variable layer).
+function M.fleetsnap(argv, env)
+  local full = { helpers.root .. "/scripts/fleetsnap" }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  local e = { RUST_BACKTRACE = "0", XDG_CONFIG_HOME = "/nonexistent" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  return assert(engine.proc.run({ argv = full, env = e, unset_env = unset(), timeout_ms = 300000,
+    capture_limit = 8 << 20 }))
 end
 
---- Flips bytes in the middle of the largest pack file of the local
--- repository `repo`; returns its path after checking its bytes changed.
-function M.damage_pack(repo)
-  local best, size
-  for _, sub in ipairs(fs.list(repo .. "/data") or {}) do
-    for _, name in ipairs(fs.list(repo .. "/data/" .. sub) or {}) do
-      local p = repo .. "/data/" .. sub .. "/" .. name
-      local st = fs.lstat(p)
-      if st.type == "file" and (not size or st.size > size) then best, size = p, st.size end
+--- Runs restic itself against repository `repo` with the spec's password.
+function M.restic(repo, argv, password_file)
+  local full = { "restic", "--no-cache" }
+  for _, a in ipairs(argv) do full[#full + 1] = a end
+  return assert(engine.proc.run({ argv = full, env = { RESTIC_REPOSITORY = repo,
+    RESTIC_PASSWORD_FILE = password_file }, unset_env = unset(), timeout_ms = 120000 }))
+end
+
+--- A password file holding `text` (default the spec's password).
+function M.password_file(dir, text)
+  local path = dir .. "/password"
+  helpers.write(path, (text or M.PASSWORD) .. "\n")
+  return path
+end
+
+--- A new local repository: {repo, password_file}.
+function M.local_repo()
+  local dir = helpers.tmpdir()
+  local pw = M.password_file(dir)
+  local repo = dir .. "/repo"
+  local r = M.restic(repo, { "init" }, pw)
+  assert(r.status == 0, r.stderr)
+  return { repo = repo, password_file = pw, dir = dir }
+end
+
+--- The snapshots of `repo` (restic snapshots --json), optionally with
+-- one tag filter.
+function M.snapshots(repo, pw, tag)
+  local argv = { "snapshots", "--json" }
+  if tag then argv[#argv + 1] = "--tag"; argv[#argv + 1] = tag end
+  local r = M.restic(repo, argv, pw)
+  assert(r.status == 0, r.stderr)
+  local doc = json.decode(r.stdout)
+  if doc == json.null then return {} end
+  return doc
+end
+
+-- The complete backups made once per spec file, by key: their directories.
+local prepared = {}
+
+--- A fresh copy of a small complete backup (2 members, 4 KiB memories),
+-- in a directory named `name`: {dir, backup_id (its plan's), root}. Copies
+-- of one `key` (default "a") are the same backup; another key makes
+-- another backup of the same fleet.
+function M.backup(name, key)
+  key = key or "a"
+  if not prepared[key] then
+    local home = helpers.sim_home({ members = 2, depth = 1, heap = 4096, stable = 4096 })
+    -- Kept for the whole run, as helpers.sim_home keeps its prepared homes.
+    local out = helpers.sh("mktemp -d /tmp/fsn-spec-store-XXXXXX"):gsub("%s+$", "") .. "/pb-" .. key
+    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out })
+    assert(r.status == 0, r.stderr)
+    prepared[key] = out
+  end
+  local dir = helpers.tmpdir() .. "/backups/" .. (name or "pb1")
+  helpers.sh("mkdir -p '" .. dir:match("^(.*)/[^/]+$") .. "' && cp -a '" .. prepared[key] .. "' '" .. dir .. "'")
+  local man = json.decode(fs.read(dir .. "/fleet-backup-manifest.json"))
+  return { dir = dir, backup_id = man.backup_id, root = man.source.root_canister }
+end
+
+--- The push record of a backup directory (nil when none).
+function M.record(dir)
+  local text = helpers.read(dir .. "/fleetsnap-push.json")
+  return text and json.decode(text) or nil
+end
+
+-- Whether something answers on 127.0.0.1:port (bash's /dev/tcp).
+local function answers(port)
+  local r = engine.proc.run({ argv = { "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/" .. port }, timeout_ms = 5000 })
+  return r.status == 0
+end
+
+--- A port nothing listens on (for a repository that cannot be reached).
+function M.closed_port()
+  for _ = 1, 50 do
+    local port = math.random(20000, 60000)
+    if not answers(port) then return port end
+  end
+  error("no closed port found")
+end
+
+--- Starts `rclone serve restic` on a free loopback port over a fresh
+-- directory: {url (rest:http://127.0.0.1:PORT/), port, stop()}. The
+-- caller calls stop() in a finally/teardown: it kills the process group.
+function M.rest_server()
+  local dir = helpers.tmpdir() .. "/rest"
+  helpers.sh("mkdir -p '" .. dir .. "'")
+  for _ = 1, 10 do
+    local port = M.closed_port()
+    local h = assert(engine.proc.spawn({ argv = { "rclone", "serve", "restic", "--addr", "127.0.0.1:" .. port, dir },
+      unset_env = unset(), capture_limit = 1 << 16 }))
+    -- Wait until it answers, or has exited (the port was taken meanwhile).
+    local up = false
+    for _ = 1, 400 do
+      if h:done() then break end
+      if answers(port) then
+        up = true
+        break
+      end
+      engine.sleep_ms(25)
     end
+    if up then
+      local server = { port = port, url = "rest:http://127.0.0.1:" .. port .. "/", dir = dir }
+      local stopped = false
+      function server.stop()
+        if stopped then return end
+        stopped = true
+        if not h:done() then h:kill() end
+        h:result()
+        h:close()
+      end
+      return server
+    end
+    h:close()
   end
-  assert(best, "no pack file under " .. repo .. "/data")
-  local before = helpers.read(best)
-  local at = #before // 2
-  local flipped = {}
-  for i = at, at + 63 do flipped[#flipped + 1] = string.char(before:byte(i) ~ 0xff) end
-  os.execute("chmod u+w '" .. best .. "'")
-  helpers.write(best, before:sub(1, at - 1) .. table.concat(flipped) .. before:sub(at + 64))
-  local after = helpers.read(best)
-  assert(#after == #before and after ~= before, "the pack's bytes did not change")
-  return best
+  error("rclone serve restic did not start")
 end
 
---- The names under `dir` (hidden ones included), sorted.
-function M.names(dir)
-  return fs.list(dir) or {}
+--- A fake restic on PATH (a directory holding `restic`): the real one,
+-- after which `behaviour` applies: "backup-exit-3" (a backup that
+-- succeeded reports exit 3, as restic does when it could not read some
+-- files, after printing its summary and the read error), or
+-- "backup-exit-3-forget-fails" (also every forget fails).
+function M.fake_restic(behaviour)
+  local dir = helpers.tmpdir() .. "/fakebin"
+  helpers.sh("mkdir -p '" .. dir .. "'")
+  local real = helpers.sh("command -v restic"):gsub("%s+$", "")
+  local forget = behaviour == "backup-exit-3-forget-fails"
+    and 'case " $* " in *" forget "*) echo "Fatal: injected forget failure" >&2; exit 1;; esac\n' or ""
+  helpers.write(dir .. "/restic", "#!/bin/sh\n" .. forget .. real .. ' "$@"\nrc=$?\n'
+    .. 'case " $* " in *" backup "*) if [ $rc -eq 0 ]; then\n'
+    .. '  echo "error: open /x/member/stable_memory.bin: permission denied" >&2\n'
+    .. '  echo "Warning: at least one source file could not be read" >&2\n  exit 3\nfi;; esac\nexit $rc\n')
+  helpers.sh("chmod +x '" .. dir .. "/restic'")
+  return dir
+end
+
+--- The PATH with `dir` first.
+function M.path_with(dir)
+  return dir .. ":" .. os.getenv("PATH")
 end
 
 return M

@@ -141,6 +141,16 @@ describe("the --json output of the catalogue and the clean-up", function()
     assert_valid("backup-diff", run(nil, { "--json", "backup", "diff", "b1", "b2", "--dir", dir })[1])
   end)
 
+  it("backup pull and backup prune --repo (a local restic repository)", function()
+    local repo = work .. "/restic"
+    local env = { RESTIC_PASSWORD = "contract", RESTIC_REPOSITORY = repo, FLEETSNAP_CACHE_DIR = work .. "/cache" }
+    assert.equal(0, engine.proc.run({ argv = { "restic", "--no-cache", "init" }, env = env }).status)
+    assert.equal(0, helpers.fleetsnap(nil, { "backup", "push", dir .. "/b1" }, env).status)
+    assert_valid("backup-pull", run(nil, { "--json", "backup", "pull", "b1", "--out", work .. "/pulled" }, env)[1])
+    assert_valid("backup-prune-repo", run(nil, { "--json", "backup", "prune", "--repo", repo, "--keep-last", "1",
+      "--dir", dir }, env)[1])
+  end)
+
   it("backup prune and forget (dry runs), snapshots and snapshots clean", function()
     assert_valid("backup-prune", run(home, { "--json", "backup", "prune", "--keep-last", "1", "--dir", dir })[1])
     assert_valid("backup-forget", run(home, { "--json", "backup", "forget", "b3", "--dir", dir })[1])

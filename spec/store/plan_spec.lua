@@ -4,7 +4,8 @@
 -- evicting the least recently used backups, never one a restore is using.
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
-local store = require "store_support"
+local schema = require "json_schema"
+local store = require "store_pull_support"
 
 local json, fs = engine.json, engine.fs
 
@@ -19,8 +20,8 @@ before_each(function()
   work = helpers.tmpdir()
   repo = store.init(work .. "/repo")
   cache = work .. "/cache"
-  store.push(repo, fleet.dir .. "/b1", "b1", fleet.root, "2026-11-30 10:00:00")
-  store.push(repo, fleet.dir .. "/b2", "b2", fleet.root, "2026-11-30 11:00:00")
+  store.push_backup(repo, fleet.dir .. "/b1")
+  store.push_backup(repo, fleet.dir .. "/b2")
 end)
 
 local function fleetsnap(argv, env)
@@ -39,6 +40,8 @@ describe("restore plan restic:<ref>", function()
   it("pulls the backup into the cache and plans from it", function()
     local doc = plan("restic:b1")
     assert.equal("restore-plan", doc.type)
+    local valid, errs = schema.validate(schema.load(helpers.root .. "/docs/schemas/restore-plan.schema.json"), doc)
+    assert(valid, table.concat(errs or {}, "; "))
     assert.equal("b1", doc.cache.backup_id)
     assert.is_false(doc.cache.reused)
     assert.equal(cache .. "/b1", doc.cache.dir)

@@ -4,7 +4,7 @@
 -- backup a restore is using.
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
-local store = require "store_support"
+local store = require "store_pull_support"
 
 local json = engine.json
 

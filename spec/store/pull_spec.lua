@@ -3,7 +3,7 @@
 -- verified against its manifest and published no-replace.
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
-local store = require "store_support"
+local store = require "store_pull_support"
 
 local json, fs = engine.json, engine.fs
 
@@ -44,7 +44,7 @@ end
 
 describe("backup pull from a local repository", function()
   it("restores, verifies and publishes the backup under the backups directory", function()
-    local sid = store.push(repo, fleet.dir .. "/b1", "b1", fleet.root, "2026-11-30 10:00:00")
+    local sid = store.push_backup(repo, fleet.dir .. "/b1")
     local r = pull({ "--json", "b1", "--dir", work .. "/pulled" })
     assert.equal(0, r.status, r.stderr)
     local doc = json.decode(r.stdout)
@@ -59,17 +59,17 @@ describe("backup pull from a local repository", function()
     no_staging(work .. "/pulled")
   end)
 
-  it("takes latest as the newest capture time", function()
-    store.push(repo, fleet.dir .. "/b1", "b1", fleet.root, "2026-11-30 10:00:00")
-    store.push(repo, fleet.dir .. "/b2", "b2", fleet.root, "2026-11-30 11:00:00")
+  it("takes latest as the newest capture time (not the greatest id)", function()
+    store.push(repo, fleet.dir .. "/b1", "b1", fleet.root, "2026-11-30 11:00:00")
+    store.push(repo, fleet.dir .. "/b2", "b2", fleet.root, "2026-11-30 10:00:00")
     local r = pull({ "--json", "latest", "--out", work .. "/latest" })
     assert.equal(0, r.status, r.stderr)
-    assert.equal("b2", json.decode(r.stdout).backup_id)
-    assert.equal("b2", json.decode(helpers.read(work .. "/latest/fleet-backup-manifest.json")).backup_id)
+    assert.equal("b1", json.decode(r.stdout).backup_id)
+    assert.equal("b1", json.decode(helpers.read(work .. "/latest/fleet-backup-manifest.json")).backup_id)
   end)
 
   it("refuses a destination that exists (exit 5) and leaves it as it was", function()
-    store.push(repo, fleet.dir .. "/b1", "b1", fleet.root, "2026-11-30 10:00:00")
+    store.push_backup(repo, fleet.dir .. "/b1")
     fs.mkdir_private(work .. "/dest")
     helpers.write(work .. "/dest/mine", "operator's file")
     local r = pull({ "b1", "--out", work .. "/dest" })
@@ -81,7 +81,7 @@ describe("backup pull from a local repository", function()
   end)
 
   it("says not found (exit 3) for an id the repository does not hold", function()
-    store.push(repo, fleet.dir .. "/b1", "b1", fleet.root, "2026-11-30 10:00:00")
+    store.push_backup(repo, fleet.dir .. "/b1")
     local r = pull({ "nosuch", "--dir", work .. "/pulled" })
     assert.equal(3, r.status)
     assert.matches("no fleetsnap backup nosuch in the repository", r.stderr)
@@ -89,7 +89,7 @@ describe("backup pull from a local repository", function()
   end)
 
   it("publishes nothing and leaves no staging when a pack file is damaged", function()
-    store.push(repo, fleet.dir .. "/b1", "b1", fleet.root, "2026-11-30 10:00:00")
+    store.push_backup(repo, fleet.dir .. "/b1")
     store.damage_pack(repo)
     local r = pull({ "b1", "--dir", work .. "/pulled" })
     assert.equal(6, r.status, r.stderr)
@@ -108,7 +108,7 @@ describe("backup pull from a local repository", function()
     local before = helpers.read(art)
     helpers.write(art, string.char(before:byte(1) ~ 1) .. before:sub(2))
     assert.is_not.equal(before, helpers.read(art))
-    store.push(repo, work .. "/bad", "b1", fleet.root, "2026-11-30 10:00:00")
+    store.push_backup(repo, work .. "/bad")
     local r = pull({ "b1", "--dir", work .. "/pulled" })
     assert.equal(6, r.status, r.stderr)
     assert.matches("does not verify", r.stderr)
@@ -127,7 +127,7 @@ describe("backup pull from a REST repository (rclone serve restic on loopback)",
   it("restores, verifies and publishes the backup", function()
     server = store.rest_server(work .. "/rest")
     repo = store.init(server.url .. "fleet")
-    store.push(repo, fleet.dir .. "/b2", "b2", fleet.root, "2026-11-30 11:00:00")
+    store.push_backup(repo, fleet.dir .. "/b2")
     local r = pull({ "--json", "latest", "--repo", repo, "--out", work .. "/from-rest" }, { RESTIC_REPOSITORY = "" })
     assert.equal(0, r.status, r.stderr)
     assert.equal("b2", json.decode(r.stdout).backup_id)

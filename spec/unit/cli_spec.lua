@@ -178,7 +178,7 @@ describe("cli.main messages", function()
     function()
       local r = run({ "backup" })
       assert.equal(2, r.status)
-      assert.equal("fleetsnap: backup needs a command: create, diff, forget, inspect, list, prune, pull, resume, status, "
+      assert.equal("fleetsnap: backup needs a command: create, diff, forget, inspect, list, prune, pull, push, resume, status, "
         .. "verify\n"
         .. "next: fleetsnap backup --help\n", r.stderr)
     end)

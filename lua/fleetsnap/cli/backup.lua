@@ -66,12 +66,7 @@ function M.add(p, cli)
   list:option("--root", "Only the backups of this root (the flag only: FLEETSNAP_ROOT does not filter).")
   list:option("--repo", "List the backups in this restic repository instead of a directory.")
     :argname("R")
-  for _, c in ipairs({ create, push, list }) do
-    c:option("--repo-password-file", "File holding the restic repository's password (default: restic's own "
-      .. "RESTIC_PASSWORD_FILE, RESTIC_PASSWORD, RESTIC_PASSWORD_COMMAND, else the config's "
-      .. "repository_password_file).")
-      :argname("F")
-  end
+  for _, c in ipairs({ create, push, list }) do M.password_file_option(c) end
   push:option("--repo", "The restic repository (default RESTIC_REPOSITORY, else the config's repository).")
     :argname("R")
   local inspect = cli.command(backup, "inspect", "Plan, members and artifacts of a backup.")
@@ -91,15 +86,18 @@ function M.add(p, cli)
       .. "backups' restic snapshots and prune their data)."))
   prune:option("--repo", "Prune the fleetsnap backups of this restic repository instead of the backups directory "
     .. "(the same keep rules, per root; never one a restore is using).")
+    :argname("R")
   local pull = cli.command(backup, "pull", "Restore a backup from a restic repository into a local directory, "
     .. "verify every artifact against its manifest, and publish it (never over an existing directory).")
   pull:argument("ref", "Backup id in the repository, or latest (the newest capture time).")
-  pull:option("--repo", "restic repository (default RESTIC_REPOSITORY).")
+  pull:option("--repo", "The restic repository (default RESTIC_REPOSITORY, else the config's repository).")
+    :argname("R")
   pull:option("--out", "Destination directory, which must not exist (default <backups directory>/<backup id>).")
   pull:option("--dir", "Backups directory of the default destination (default FLEETSNAP_DIR, the config's dir, "
     .. "else ./backups).")
   pull:option("--root", "With latest: the root whose newest backup to take (needed when the repository holds "
     .. "backups of several roots).")
+  for _, c in ipairs({ prune, pull }) do M.password_file_option(c) end
   local forget = cli.command(backup, "forget", "Forget an incomplete backup: delete the snapshots it made (that no "
     .. "complete backup records), then its directory.")
   forget:argument("ref", M.REF_HELP)
@@ -109,6 +107,15 @@ function M.add(p, cli)
     c:option("--dir", "Backups directory for ids and latest (default as for list).")
     c:option("--root", M.ROOT_HELP)
   end
+end
+
+--- Adds --repo-password-file to command `c` (every command that opens a
+-- restic repository).
+function M.password_file_option(c)
+  c:option("--repo-password-file", "File holding the restic repository's password (default: restic's own "
+    .. "RESTIC_PASSWORD_FILE, RESTIC_PASSWORD, RESTIC_PASSWORD_COMMAND, else the config's "
+    .. "repository_password_file).")
+    :argname("F")
 end
 
 --- Help of a backup reference argument, and of the option that
@@ -195,7 +202,15 @@ function M.repository(args, given)
   if not flags.repository_password_file and not os.getenv("RESTIC_PASSWORD_FILE") and env_password then
     password_file = nil
   end
-  return require("fleetsnap.store.restic").open({ repository = given or args.repository,
+  local restic = require "fleetsnap.store.restic"
+  local named = given or flags.repository
+  if named and restic.redact(named) ~= named then
+    -- The command line is in `ps` and in every lock's owner text.
+    errors.raise("EUSAGE", string.format("%s: a repository URL with a password does not go on the command line "
+      .. "(ps and lock owner texts show it): set RESTIC_REPOSITORY or the config file's repository",
+      given and "--push" or "--repo"))
+  end
+  return restic.open({ repository = given or args.repository,
     password_file = password_file,
     missing = function()
       errors.raise("EUSAGE", "no restic repository: give --repo R, set RESTIC_REPOSITORY or the config file's "
@@ -518,7 +533,8 @@ function M.handlers.prune(args, ui)
     errors.raise("EUSAGE", "prune needs --keep-last, --keep-daily or --keep-weekly")
   end
   if args.repo then
-    return store_cli.prune(args, ui, { last = args.keep_last, daily = args.keep_daily, weekly = args.keep_weekly })
+    return store_cli.prune(args, ui, { last = args.keep_last, daily = args.keep_daily, weekly = args.keep_weekly },
+      M.repository)
   end
   local execute = args.execute or false
   local res = require("fleetsnap.cleanup").prune(args.dir, { last = args.keep_last, daily = args.keep_daily,
@@ -549,7 +565,7 @@ function M.handlers.prune(args, ui)
 end
 
 function M.handlers.pull(args, ui)
-  return store_cli.pull(args, ui)
+  return store_cli.pull(args, ui, M.repository)
 end
 
 function M.handlers.forget(args, ui)

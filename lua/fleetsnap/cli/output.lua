@@ -7,6 +7,7 @@
 local engine = require "fleetsnap.engine"
 local errors = require "fleetsnap.errors"
 local driver_mod = require "fleetsnap.drivers.icp"
+local redact = require("fleetsnap.store.restic").redact
 local progress = require "fleetsnap.cli.progress"
 local units = require "fleetsnap.units"
 
@@ -221,14 +222,7 @@ function M.to_error(v, traceback)
   return errors.wrap(v, traceback)
 end
 
---- The one way on from a failure, as a command line, and the other
--- possible steps (alternatives the error names beside its first). The rule,
--- in this order: the error's own step (e.next, then e.next_steps), with the
--- connection flags of the run; an internal error: the same command with
--- --debug (what a bug report needs); a code the registry marks `again` (a
--- lock, the network, the disk, an interrupt): the same command; anything
--- else, usage errors first of all: the help of the command given.
-function M:next_step(e)
+local function unredacted_next_step(self, e)
   local lines = M.next_lines(e, self.flags)
   if #lines > 0 then return lines[1], table.move(lines, 2, #lines, 1, {}) end
   local row = errors.REGISTRY[e.code] or {}
@@ -243,6 +237,20 @@ function M:next_step(e)
   for _, w in ipairs(self.command) do help[#help + 1] = w end
   help[#help + 1] = "--help"
   return driver_mod.shell_line(help), {}
+end
+
+--- The one way on from a failure, as a command line, and the other
+-- possible steps (alternatives the error names beside its first). The rule,
+-- in this order: the error's own step (e.next, then e.next_steps), with the
+-- connection flags of the run; an internal error: the same command with
+-- --debug (what a bug report needs); a code the registry marks `again` (a
+-- lock, the network, the disk, an interrupt): the same command; anything
+-- else, usage errors first of all: the help of the command given.
+function M:next_step(e)
+  -- A repository URL's password on the command line is never printed.
+  local line, others = unredacted_next_step(self, e)
+  for i, o in ipairs(others) do others[i] = redact(o) end
+  return redact(line), others
 end
 
 --- Prints error object `e` (stderr; with --json also one error document on

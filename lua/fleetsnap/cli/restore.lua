@@ -22,7 +22,10 @@ function M.add(p, cli)
     "Plan a restore of a verified backup (writes fleetsnap-restore-plan.json).")
   rplan:argument("ref", backup_cli.REF_HELP .. " Or restic:<backup id|latest>: a backup of the restic repository "
     .. "(--repo, else RESTIC_REPOSITORY), pulled into the cache (or reused there) first.")
-  rplan:option("--repo", "restic repository of a restic: reference (default RESTIC_REPOSITORY).")
+  rplan:option("--repo", "restic repository of a restic: reference (default RESTIC_REPOSITORY, else the config's "
+    .. "repository).")
+    :argname("R")
+  backup_cli.password_file_option(rplan)
   rplan:option("--mapping", "Mapping file {\"members\": [{\"source_canister\", \"target_canister\"}]}.")
   rplan:mutex(rplan:option("--members", "Members to restore (principals or roles, comma-separated)."),
     rplan:option("--subtree", "Restore this member (principal or role) and everything below it."))
@@ -92,7 +95,7 @@ function M.handlers.plan(args, ui)
   local res, cache, cache_text
   local ref = store_cli.restic_ref(args.ref)
   if ref then
-    res, cache, cache_text = store_cli.plan(args, ref, plan)
+    res, cache, cache_text = store_cli.plan(args, ref, plan, backup_cli.repository)
   else
     if args.repo then errors.raise("EUSAGE", "--repo goes with a restic:<id|latest> reference") end
     res = plan(backup_cli.find(args))

@@ -1,5 +1,4 @@
---- The CLI's side of a restic repository as the store: which repository
--- (`--repo`, else RESTIC_REPOSITORY, which restic reads itself), the
+--- The CLI's side of a restic repository as the store for pulls: the
 -- cache of pulled backups (its place and size limit), the `restic:<ref>`
 -- references of the restore commands, and the pull and repository prune
 -- commands. Parses and renders; store/pull.lua, store/cache.lua and
@@ -26,17 +25,14 @@ function M.restic_ref(ref)
   return rest
 end
 
---- A function that opens the repository once, on first use: `--repo`,
--- else RESTIC_REPOSITORY (restic's own password variables are read by
--- restic; nothing here prints them).
-function M.opener(args)
+--- A function that opens the repository once, on first use, with
+-- `open(args)` (cli/backup.lua's `repository`: --repo, else
+-- RESTIC_REPOSITORY, else the config's repository; restic's own password
+-- variables are read by restic, and nothing here prints them).
+function M.opener(args, open)
   local repo
   return function()
-    if repo then return repo end
-    local restic = require "fleetsnap.store.restic"
-    repo = restic.open({ repository = args.repo, missing = function()
-      errors.raise("EUSAGE", "no restic repository: give --repo R or set RESTIC_REPOSITORY")
-    end })
+    repo = repo or open(args)
     return repo
   end
 end
@@ -91,12 +87,24 @@ function M.cached(args, id)
   return require("fleetsnap.store.cache").find(M.cache_dir(args), id)
 end
 
+-- Runs fn(); an ambiguous `latest` (the domain says "name one") is told
+-- how to name one here: --root.
+local function naming_root(fn)
+  local ok, res, a, b = pcall(fn)
+  if ok then return res, a, b end
+  if errors.is(res) and res.code == "EUSAGE" and res.message:find("name one$") then
+    res.message = res.message .. " with --root"
+  end
+  error(res, 0)
+end
+
 -- {=== restore plan restic:<ref> ===}
 
 --- `restore plan` of a repository's backup: pulls it into the cache (or
--- reuses it there) and runs `plan(dir)` under the cache lock. Returns
--- plan's result and the cache's document.
-function M.plan(args, ref, plan)
+-- reuses it there; the repository opened by `open(args)` only when
+-- needed) and runs `plan(dir)` under the cache lock. Returns plan's
+-- result, the cache's document and its text.
+function M.plan(args, ref, plan, open)
   if args.state then
     -- The cache sees a restore only in its default state directory: one
     -- elsewhere could be evicted from under it.
@@ -104,8 +112,10 @@ function M.plan(args, ref, plan)
       .. "cached backup, so the cache knows it is in use)")
   end
   local cache_dir, limit = M.cache_dir(args), M.cache_limit(args)
-  local res = require("fleetsnap.store.cache").with(cache_dir, ref, { repo = M.opener(args),
-    root = settings.flag(args, "root"), limit = limit }, plan)
+  local res = naming_root(function()
+    return require("fleetsnap.store.cache").with(cache_dir, ref, { repo = M.opener(args, open),
+      root = settings.flag(args, "root"), limit = limit }, plan)
+  end)
   local doc = { dir = res.dir, backup_id = res.backup_id, reused = res.reused,
     snapshot_id = res.snapshot_id or json.null, evicted = json.array(res.evicted), bytes = res.bytes, limit = limit,
     over_limit = res.over_limit }
@@ -122,10 +132,10 @@ end
 
 -- {=== backup pull ===}
 
-function M.pull(args, ui)
-  local open = M.opener(args)
+function M.pull(args, ui, open_repo)
+  local open = M.opener(args, open_repo)
   local pull = require "fleetsnap.store.pull"
-  local b = pull.find(open(), args.ref, { root = settings.flag(args, "root") })
+  local b = naming_root(function() return pull.find(open(), args.ref, { root = settings.flag(args, "root") }) end)
   local dest = args.out
   if not dest then
     local parts = require("fleetsnap.paths").components(b.backup_id)
@@ -145,8 +155,8 @@ end
 
 -- {=== backup prune --repo ===}
 
-function M.prune(args, ui, rules)
-  local open = M.opener(args)
+function M.prune(args, ui, rules, open_repo)
+  local open = M.opener(args, open_repo)
   local execute = args.execute or false
   local cache_mod = require "fleetsnap.store.cache"
   local res = cache_mod.holding_in_use(M.cache_dir(args), function(ids)

@@ -71,6 +71,8 @@ local function stage(repo, b, s, staging)
   local ok, rerr = repo:restore(s.id, staging)
   if not ok then
     local e = errors.from_driver(rerr)
+    -- An interrupt ends the pull (the staging is removed on the way out).
+    if e.code == "EINTERRUPTED" then error(e, 0) end
     -- restic checks every blob it reads: a damaged pack is a failed
     -- verification, not a failure to run (its lines name the files).
     local tail = tostring(rerr.stderr_tail or "")
