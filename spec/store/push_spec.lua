@@ -38,7 +38,7 @@ describe("backup push to a local repository", function()
     function()
       local r = push(b, repo)
       assert.equal(0, r.status, r.stderr)
-      local want = string.format("pushed backup %s to %s: restic snapshot %%x+ %%(new", b.backup_id:gsub("%p", "%%%0"),
+      local want = string.format("pushed backup %s to %s: restic snapshot %%x+ %%(new", (b.backup_id:gsub("%p", "%%%0")),
         (repo.repo:gsub("%p", "%%%0")))
       assert.matches(want, r.stdout)
       local snaps = tagged(repo, b)

@@ -178,8 +178,8 @@ describe("cli.main messages", function()
     function()
       local r = run({ "backup" })
       assert.equal(2, r.status)
-      assert.equal("fleetsnap: backup needs a command: create, diff, forget, inspect, list, prune, pull, push, resume, status, "
-        .. "verify\n"
+      assert.equal("fleetsnap: backup needs a command: create, diff, forget, inspect, list, prune, pull, push, "
+        .. "resume, status, verify\n"
         .. "next: fleetsnap backup --help\n", r.stderr)
     end)
 
