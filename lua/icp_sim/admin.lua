@@ -79,10 +79,9 @@ end
 
 local RANDOM_PIECE = 1 << 20
 
---- Writes size bytes of random_stream(key) to the open file f at its
+--- Writes size bytes of gen (a random_stream) to the open file f at its
 -- current position, a MiB at a time.
-local function write_random(f, size, key)
-  local gen = random_stream(key)
+local function write_random(f, size, gen)
   local left = size
   while left > 0 do
     local n = math.min(left, RANDOM_PIECE)
@@ -114,7 +113,7 @@ local function write_blob(path, size, label, seed, random)
   if random then
     -- Incompressible: what a heap of encrypted or compressed data looks
     -- like to a store that compresses (restic).
-    write_random(f, size, string.format("icp-sim memory %d %s", seed, label))
+    write_random(f, size, random_stream(string.format("icp-sim memory %d %s", seed, label)))
   elseif size > 0 then
     local block = random_block(seed + #label)
     local off = 0
@@ -347,14 +346,13 @@ local function rewrite_region(live, cid, spec, seed, mutations)
   local draw = string.unpack("<I8", random_stream(key .. " offset")(64))
   local offset = (draw >> 1) % (total - length + 1)
   local gen = random_stream(key)
-  local data = gen(length + 63 - (length + 63) % 64):sub(1, length)
   for _, b in ipairs(blobs) do
     local from, to = math.max(offset, b.start), math.min(offset + length, b.start + b.size)
     if from < to then
       Home.unshare(b.path)
       local f = assert(io.open(b.path, "r+b"))
       f:seek("set", from - b.start)
-      f:write(data:sub(from - offset + 1, to - offset))
+      write_random(f, to - from, gen)
       f:close()
     end
   end
