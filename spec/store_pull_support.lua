@@ -60,10 +60,12 @@ end
 -- ("YYYY-MM-DD HH:MM:SS", UTC): what a spec needs of backups taken at
 -- chosen times, or of a backup pushed under another id. Returns the
 -- snapshot id.
-function M.push(repo, path, id, root, time)
+-- `absolute`: back up the directory by its absolute path instead (restic
+-- then restores it under that path beneath the target).
+function M.push(repo, path, id, root, time, absolute)
   local r = M.restic(repo, { "backup", "--json", "-q", "--tag", "fleetsnap", "--tag", "backup_id=" .. id,
     "--tag", "root=" .. root, "--tag", "policy=consistent", "--host", root, "--time", time,
-    "--exclude", "fleetsnap-journal.wal.lock", "." }, path)
+    "--exclude", "fleetsnap-journal.wal.lock", absolute and path or "." }, path)
   assert(r.status == 0, r.stderr)
   for line in r.stdout:gmatch("[^\n]+") do
     local doc = json.decode(line)

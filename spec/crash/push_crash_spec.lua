@@ -39,6 +39,41 @@ end
 describe("backup push crash safety", function()
   after_each(function() helpers.cleanup() end)
 
+  it("after a SIGKILL while restic backup runs, pushes again until one succeeds: one snapshot, adopted", function()
+    local repo, b = support.local_repo(), support.backup()
+    -- Enough bytes that restic is still reading when fleetsnap dies.
+    helpers.sh("head -c 33554432 /dev/urandom > '" .. b.dir .. "/big.bin'")
+    local h = assert(engine.proc.spawn({ argv = push_argv(b, repo), unset_env = support.RESTIC_VARS }))
+    local marker = b.dir .. "/fleetsnap-push.json"
+    local seen = false
+    for _ = 1, 2000 do
+      local r = engine.proc.run({ argv = { "pgrep", "-f", "--", "--exclude " .. marker } })
+      if r.status == 0 then
+        seen = true
+        break
+      end
+      assert(not h:done(), "the push ended before restic was seen")
+      engine.sleep_ms(10)
+    end
+    h:kill(9)
+    h:result()
+    h:close()
+    assert.is_true(seen)
+    assert.equal("pushing", support.record(b.dir).state)
+    -- restic goes on, holding the directory's lock: a push meanwhile is
+    -- refused (exit 4); the first one after it ends adopts its snapshot.
+    local r
+    for _ = 1, 600 do
+      r = support.fleetsnap({ "backup", "push", b.dir, "--repo", repo.repo, "--repo-password-file",
+        repo.password_file })
+      if r.status ~= 4 then break end
+      engine.sleep_ms(100)
+    end
+    assert.equal(0, r.status, r.stderr)
+    assert.matches("adopted", r.stdout)
+    assert.equal(1, #support.snapshots(repo.repo, repo.password_file, "backup_id=" .. b.backup_id))
+  end)
+
   it("after a SIGKILL at each failpoint, a second push leaves exactly one complete, recorded snapshot", function()
     local trace_repo, trace_b = support.local_repo(), support.backup()
     local points = helpers.crash_points("push", push_argv(trace_b, trace_repo), { per_site = "ends" })

@@ -86,6 +86,13 @@ describe("restore plan restic:<ref>", function()
     assert.is_nil(fs.lstat(work .. "/state"))
   end)
 
+  it("refuses a reference that is not a backup id (exit 2) and makes no cache", function()
+    local r = fleetsnap({ "restore", "plan", "restic:../b1" })
+    assert.equal(2, r.status)
+    assert.matches("restic:%.%./b1: not a backup id nor latest", r.stderr)
+    assert.is_nil(fs.lstat(cache))
+  end)
+
   it("refuses restic:latest outside restore plan (it may name another backup by now)", function()
     plan("restic:b1")
     local r = fleetsnap({ "restore", "status", "restic:latest" })

@@ -200,6 +200,24 @@ describe("backup push to a local repository", function()
     assert.equal(1, #tagged(repo, b))
   end)
 
+  it("takes the repository and its password file from the config file", function()
+    local cfg = helpers.tmpdir() .. "/config.lua"
+    helpers.write(cfg, string.format("return { repository = %q, repository_password_file = %q }", repo.repo,
+      repo.password_file))
+    local r = support.fleetsnap({ "--config", cfg, "backup", "push", b.dir })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(1, #tagged(repo, b))
+  end)
+
+  it("prefers --repo to RESTIC_REPOSITORY", function()
+    local other = support.local_repo()
+    local r = support.fleetsnap({ "backup", "push", b.dir, "--repo", repo.repo }, { RESTIC_REPOSITORY = other.repo,
+      RESTIC_PASSWORD_FILE = repo.password_file })
+    assert.equal(0, r.status, r.stderr)
+    assert.equal(1, #tagged(repo, b))
+    assert.equal(0, #support.snapshots(other.repo, other.password_file))
+  end)
+
   it("maps a locked repository to exit 4, live holder or dead one, and names restic unlock", function()
     local fifo = helpers.tmpdir() .. "/new-password"
     helpers.sh("mkfifo '" .. fifo .. "'")

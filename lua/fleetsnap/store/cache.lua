@@ -178,6 +178,10 @@ end
 -- backup_id, reused, snapshot_id (pulled only), evicted, bytes (the
 -- cache's), over_limit, result (use's)}.
 function M.with(cache, ref, opts, use)
+  if ref ~= snapshots.LATEST then
+    local parts = paths.components(ref)
+    if not parts or #parts ~= 1 then errors.raise("EUSAGE", "restic:" .. ref .. ": not a backup id nor latest") end
+  end
   local _lock <close> = lock(cache)
   local id, found
   if ref ~= snapshots.LATEST and catalog.is_backup(cache .. "/" .. ref) and M.intact(cache, ref) then

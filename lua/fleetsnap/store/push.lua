@@ -21,6 +21,7 @@ local catalog = require "fleetsnap.catalog"
 local dirs = require "fleetsnap.dirs"
 local backup_status = require "fleetsnap.backup.status"
 local restore_state = require "fleetsnap.restore.state"
+local executor = require "fleetsnap.exec.executor"
 
 local json, fs = engine.json, engine.fs
 
@@ -167,11 +168,8 @@ local function complete_snapshot(repo, snaps, files, rejected)
   end
 end
 
---- Pushes the complete backup in `dir` to `repo` (a store.restic
--- repository object). Returns {backup_id, snapshot_id, adopted (an
--- existing snapshot was taken as this push's), files, bytes, repository}
--- or raises a registry error.
-function M.push(dir, repo)
+-- The push itself (M.push, under the signal handlers).
+local function push(dir, repo)
   dir = dirs.realpath(dir)
   local e = catalog.open(dir)
   if not e.complete then
@@ -222,7 +220,11 @@ function M.push(dir, repo)
 
     engine.failpoint("before-effect", "restic-backup-" .. e.backup_id)
     local b
-    b, err = repo:backup(dir, { tags = tags, host = e.root, time = capture_time(e), excludes = M.excludes(dir) })
+    -- restic inherits the directory's lock: if fleetsnap dies while restic
+    -- runs, no second push starts before restic has ended (and its
+    -- snapshot, complete, is then adopted).
+    b, err = repo:backup(dir, { tags = tags, host = e.root, time = capture_time(e), excludes = M.excludes(dir),
+      inherit = { lock } })
     engine.failpoint("after-effect", "restic-backup-" .. e.backup_id)
     if not b then error(store_error(err), 0) end
     -- restic 0.14's summary names the snapshot by its short id: the full
@@ -269,6 +271,17 @@ function M.push(dir, repo)
   return { backup_id = e.backup_id, dir = dir, snapshot_id = res.snapshot_id, adopted = res.adopted,
     files = nfiles, bytes = bytes, repository = repo:name() }
 end
+
+--- Pushes the complete backup in `dir` to `repo` (a store.restic
+-- repository object). Returns {backup_id, snapshot_id, adopted (an
+-- existing snapshot was taken as this push's), files, bytes, repository}
+-- or raises a registry error.
+function M.push(dir, repo)
+  -- SIGINT, SIGTERM and SIGHUP end the wait for restic, which is then
+  -- stopped (it removes its own lock), and the record says failed.
+  return executor.with_signals(function() return push(dir, repo) end)
+end
+
 
 --- The push that ends `backup create` with a repository: the backup is
 -- complete and its locks are released. Returns the push's result, or nil

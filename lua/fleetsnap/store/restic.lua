@@ -60,6 +60,15 @@ local function url_password(repository)
   if p and p ~= "" and p ~= "***" then return p end
 end
 
+-- An absolute form of a relative local path (restic backup runs in the
+-- backup directory, where a relative path would name something else).
+local function absolute(path)
+  if path:sub(1, 1) == "/" then return path end
+  local r = engine.proc.run({ argv = { "realpath", "-m", "--", path } })
+  if r.status ~= 0 then return path end
+  return (r.stdout:gsub("\n$", ""))
+end
+
 --- A repository object. opts: repository (else RESTIC_REPOSITORY; nil
 -- and no variable raises through `missing`), password_file (else restic
 -- reads RESTIC_PASSWORD, RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND
@@ -78,6 +87,14 @@ function M.open(opts)
     if opts.missing then opts.missing() end
     return nil, { code = "EUSAGE", message = "no restic repository given (RESTIC_REPOSITORY is not set)" }
   end
+  -- A backend is `name:...` (rest:, sftp:, s3:, local:...); anything else
+  -- is a local directory.
+  if not repository:match("^%a[%w+.-]*:") then repository = absolute(repository) end
+  local password_file = opts.password_file
+  if not password_file and (os.getenv("RESTIC_PASSWORD_FILE") or "") ~= "" then
+    password_file = os.getenv("RESTIC_PASSWORD_FILE")
+  end
+  password_file = password_file and absolute(password_file)
   local env = {}
   for k, v in pairs(opts.env or {}) do env[k] = v end
   env.RESTIC_REPOSITORY = repository
@@ -85,15 +102,15 @@ function M.open(opts)
   env.TZ = "UTC"
   local unset = {}
   for _, k in ipairs(CLEARED) do unset[#unset + 1] = k end
-  if opts.password_file then
+  if password_file then
     -- One password source: restic refuses a file and a command together.
     for _, k in ipairs(PASSWORD_SOURCES) do unset[#unset + 1] = k end
-    env.RESTIC_PASSWORD_FILE = opts.password_file
+    env.RESTIC_PASSWORD_FILE = password_file
   end
   return setmetatable({
     repository = repository,
     display = M.redact(repository),
-    password_file = opts.password_file,
+    password_file = password_file,
     restic = opts.restic or "restic",
     env = env,
     unset_env = unset,
@@ -115,7 +132,7 @@ end
 -- keeps them).
 M.PATTERNS = {
   { code = "EREPOKEY", what = "wrong password or no key found", texts = { "wrong password or no key found" } },
-  { code = "EREPOKEY", what = "no repository password given (restic would have read one from stdin)",
+  { code = "EREPOKEY", what = "no usable repository password (none given, or its file cannot be read)",
     texts = { "an empty password is not a password", "Resolving password failed",
       "reading repository password from stdin" } },
   { code = "EREPOLOCKED", what = "the repository is locked by another restic",
@@ -183,11 +200,12 @@ end
 --- Runs restic with `args`; returns the result table, or nil and an error
 -- table (restic could not be started, or a signal interrupted the wait:
 -- restic is then stopped with SIGTERM, which lets it remove its lock).
--- opts: cwd, timeout_ms, capture_limit.
+-- opts: cwd, timeout_ms, capture_limit, inherit (locks restic's process
+-- holds until it exits, even if fleetsnap dies first).
 function Repo:run(what, args, opts)
   opts = opts or {}
   local h, msg = engine.proc.spawn({
-    argv = self:argv(args), env = self.env, unset_env = self.unset_env, cwd = opts.cwd,
+    argv = self:argv(args), env = self.env, unset_env = self.unset_env, cwd = opts.cwd, inherit = opts.inherit,
     timeout_ms = opts.timeout_ms, kill_grace_ms = 10000, capture_limit = opts.capture_limit or 4 * MiB,
   })
   if not h then
@@ -236,7 +254,8 @@ end
 --- Backs up the directory `dir` (absolute, symlink-free) as ".": the
 -- snapshot's files are then named from the directory's root ("/a/b").
 -- o: tags (array), host, time ("YYYY-MM-DD HH:MM:SS", UTC), excludes
--- (restic patterns: absolute paths, or names matched anywhere). Returns
+-- (restic patterns: absolute paths, or names matched anywhere), inherit
+-- (locks restic holds for its whole life: see `run`). Returns
 -- {snapshot_id (full id), files, bytes, partial}: partial = restic exited
 -- 3, some files could not be read, the snapshot exists but is incomplete.
 function Repo:backup(dir, o)
@@ -247,7 +266,7 @@ function Repo:backup(dir, o)
   if o.time then args[#args + 1] = "--time"; args[#args + 1] = o.time end
   for _, e in ipairs(o.excludes or {}) do args[#args + 1] = "--exclude"; args[#args + 1] = e end
   args[#args + 1] = "."
-  local r, err = self:run("backup", args, { cwd = dir })
+  local r, err = self:run("backup", args, { cwd = dir, inherit = o.inherit })
   if not r then return nil, err end
   if r.status ~= 0 and r.status ~= 3 then return nil, M.classify("backup", r, self.display, self.secrets) end
   local summary
