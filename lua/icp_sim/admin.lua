@@ -24,6 +24,8 @@ local function parser()
   init:option("--stable", "Stable memory bytes per canister.", "65536"):convert(math.tointeger)
   init:option("--seed", "Seed for ids, roles and memory contents.", "1"):convert(math.tointeger)
   init:option("--snapshot-limit", "Snapshots allowed per canister.", "10"):convert(math.tointeger)
+  init:flag("--random-memory", "Fill heap and stable memory with incompressible pseudo-random bytes (from the "
+    .. "seed) instead of a repeated, stamped 64 KiB block.")
   init:option("--directory-page", "Make the fleet directory-style (Canic 0.100+): the root serves "
     .. "canic_root_component_directory_page, at most this many entries a page, and no canic_subnet_registry.")
     :convert(math.tointeger)
@@ -37,6 +39,8 @@ local function parser()
   local mutate = p:command("mutate", "Change live memory of a canister, or of all.")
   mutate:argument("canister", "Canister id."):args("?")
   mutate:flag("--all", "Every canister.")
+  mutate:option("--region", "Rewrite one contiguous region of this many bytes, or P% of the canister's memory "
+    .. "(heap then stable memory), at a random offset, with fresh pseudo-random bytes.")
   local effects = p:command("effects", "Committed effects per canister.")
   effects:flag("--json", "Print JSON.")
   return p
@@ -49,6 +53,40 @@ local function rng(seed)
   return function()
     state = state * 6364136223846793005 + 1442695040888963407
     return (state >> 11) & 0x1FFFFFFFFFFFFF
+  end
+end
+
+--- A generator of incompressible bytes (splitmix64) keyed by a text:
+-- gen(n) returns the next n bytes (n a multiple of 64).
+local function random_stream(key)
+  local state = string.unpack("<i8", hex.decode(engine.hash.sha256(key):sub(1, 16)))
+  local function word()
+    state = state + 0x9E3779B97F4A7C15
+    local z = state
+    z = (z ~ (z >> 30)) * -4658895280553007687
+    z = (z ~ (z >> 27)) * -7723592293110705685
+    return z ~ (z >> 31)
+  end
+  local pack, fmt = string.pack, "<i8i8i8i8i8i8i8i8"
+  return function(n)
+    local parts = {}
+    for i = 1, n // 64 do
+      parts[i] = pack(fmt, word(), word(), word(), word(), word(), word(), word(), word())
+    end
+    return table.concat(parts)
+  end
+end
+
+local RANDOM_PIECE = 1 << 20
+
+--- Writes size bytes of gen (a random_stream) to the open file f at its
+-- current position, a MiB at a time.
+local function write_random(f, size, gen)
+  local left = size
+  while left > 0 do
+    local n = math.min(left, RANDOM_PIECE)
+    f:write(gen(n + 63 - (n + 63) % 64):sub(1, n))
+    left = left - n
   end
 end
 
@@ -70,9 +108,13 @@ end
 
 --- Deterministic bytes: a 64 KiB pseudo-random block, each copy of it
 -- stamped with a digest of (label, offset) so no two regions are equal.
-local function write_blob(path, size, label, seed)
+local function write_blob(path, size, label, seed, random)
   local f = assert(io.open(path, "wb"))
-  if size > 0 then
+  if random then
+    -- Incompressible: what a heap of encrypted or compressed data looks
+    -- like to a store that compresses (restic).
+    write_random(f, size, random_stream(string.format("icp-sim memory %d %s", seed, label)))
+  elseif size > 0 then
     local block = random_block(seed + #label)
     local off = 0
     while off < size do
@@ -201,8 +243,8 @@ local function init(home_dir, a)
     local f = assert(io.open(dir .. "/live/wasm_module.bin", "wb"))
     f:write(module)
     f:close()
-    write_blob(dir .. "/live/wasm_memory.bin", a.heap, node.id .. "/heap", seed)
-    write_blob(dir .. "/live/stable_memory.bin", a.stable, node.id .. "/stable", seed)
+    write_blob(dir .. "/live/wasm_memory.bin", a.heap, node.id .. "/heap", seed, a.random_memory)
+    write_blob(dir .. "/live/stable_memory.bin", a.stable, node.id .. "/stable", seed, a.random_memory)
     if order % 3 == 1 then
       -- Some canisters keep Wasm chunks (large modules installed in pieces).
       for c = 1, 2 do
@@ -269,6 +311,62 @@ local function show(home, a)
   return 0
 end
 
+-- A stamp of 32 bytes at an offset that moves with each mutation.
+local function stamp_memory(live, cid, mutations)
+  for _, blob in ipairs({ "wasm_memory.bin", "stable_memory.bin" }) do
+    local st = fs.lstat(live .. blob)
+    if st and st.size > 0 then
+      Home.unshare(live .. blob)
+      local f = assert(io.open(live .. blob, "r+b"))
+      local stamp = engine.hash.sha256("mutation " .. mutations .. " " .. cid)
+      f:seek("set", (mutations * 4099) % st.size)
+      f:write(stamp:sub(1, math.min(#stamp, st.size - (mutations * 4099) % st.size)))
+      f:close()
+    end
+  end
+end
+
+--- Rewrites one contiguous region of `spec` bytes (or percent) of the
+-- canister's memory, heap then stable memory as one address space, at an
+-- offset drawn from (seed, mutation count, canister): how a heap or a
+-- stable-memory log changes between two backups. Returns offset, length
+-- and the memory's size.
+local function rewrite_region(live, cid, spec, seed, mutations)
+  local blobs, total = {}, 0
+  for _, blob in ipairs({ "wasm_memory.bin", "stable_memory.bin" }) do
+    local st = fs.lstat(live .. blob)
+    local size = st and st.size or 0
+    blobs[#blobs + 1] = { path = live .. blob, start = total, size = size }
+    total = total + size
+  end
+  local length = spec.bytes or math.floor(total * spec.percent / 100)
+  length = math.min(length, total)
+  if length == 0 then return 0, 0, total end
+  local key = string.format("icp-sim region %d %d %s", seed, mutations, cid)
+  local draw = string.unpack("<I8", random_stream(key .. " offset")(64))
+  local offset = (draw >> 1) % (total - length + 1)
+  local gen = random_stream(key)
+  for _, b in ipairs(blobs) do
+    local from, to = math.max(offset, b.start), math.min(offset + length, b.start + b.size)
+    if from < to then
+      Home.unshare(b.path)
+      local f = assert(io.open(b.path, "r+b"))
+      f:seek("set", from - b.start)
+      write_random(f, to - from, gen)
+      f:close()
+    end
+  end
+  return offset, length, total
+end
+
+-- --region's value: {bytes = n} or {percent = p}, nil when malformed.
+local function parse_region(text)
+  if text:match("^%d+$") then return { bytes = math.tointeger(tonumber(text)) } end
+  local p = tonumber(text:match("^(%d+%.?%d*)%%$"))
+  if p and p <= 100 then return { percent = p } end
+  return nil
+end
+
 local function mutate(home, a)
   local targets
   if a.all then
@@ -279,23 +377,29 @@ local function mutate(home, a)
     io.stderr:write("icp-sim sim mutate: name a canister of the fleet, or --all\n")
     return 2
   end
+  local region
+  if a.region then
+    region = parse_region(a.region)
+    if not region then
+      io.stderr:write("icp-sim sim mutate: --region takes a byte count or a percentage from 0% to 100%, got '"
+        .. a.region .. "'\n")
+      return 2
+    end
+  end
+  local lines = {}
   home:transact(function(sim)
     sim.mutations = (sim.mutations or 0) + 1
     for _, cid in ipairs(targets) do
       local live = home:canister_dir(cid) .. "/live/"
-      for _, blob in ipairs({ "wasm_memory.bin", "stable_memory.bin" }) do
-        local st = fs.lstat(live .. blob)
-        if st and st.size > 0 then
-          Home.unshare(live .. blob)
-          local f = assert(io.open(live .. blob, "r+b"))
-          local stamp = engine.hash.sha256("mutation " .. sim.mutations .. " " .. cid)
-          f:seek("set", (sim.mutations * 4099) % st.size)
-          f:write(stamp:sub(1, math.min(#stamp, st.size - (sim.mutations * 4099) % st.size)))
-          f:close()
-        end
+      if region then
+        local offset, length, total = rewrite_region(live, cid, region, sim.seed or 1, sim.mutations)
+        lines[#lines + 1] = string.format("%s: rewrote %d bytes at offset %d of %d\n", cid, length, offset, total)
+      else
+        stamp_memory(live, cid, sim.mutations)
       end
     end
   end)
+  io.stdout:write(table.concat(lines))
   io.stdout:write(string.format("icp-sim: mutated %d canister(s)\n", #targets))
   return 0
 end

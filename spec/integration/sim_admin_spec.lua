@@ -181,3 +181,155 @@ describe("icp-sim sim directory", function()
     assert.matches("registry-style", r.stderr, 1, true)
   end)
 end)
+
+describe("icp-sim sim init --random-memory", function()
+  after_each(function() helpers.cleanup() end)
+
+  local function random_home(seed)
+    local home = helpers.tmpdir() .. "/home"
+    local r = helpers.icp(home, { "sim", "init", "--members", "2", "--depth", "1", "--heap", "262144", "--stable",
+      "131072", "--seed", tostring(seed or 1), "--random-memory" })
+    assert(r.status == 0, r.stderr)
+    return home
+  end
+
+  local function live(home, cid, blob)
+    return helpers.read(home .. "/canisters/" .. cid .. "/live/" .. blob)
+  end
+
+  it("fills heap and stable memory with bytes gzip cannot shrink", function()
+    local home = random_home()
+    local cid = helpers.fleet(home).members[2].canister_id
+    for _, blob in ipairs({ "wasm_memory.bin", "stable_memory.bin" }) do
+      local path = home .. "/canisters/" .. cid .. "/live/" .. blob
+      local size = #live(home, cid, blob)
+      assert.equal(blob == "wasm_memory.bin" and 262144 or 131072, size)
+      local packed = math.tointeger(tonumber(helpers.sh("gzip -9 -c " .. path .. " | wc -c")))
+      assert.is_true(packed >= size, blob .. ": gzip made " .. size .. " bytes into " .. packed)
+    end
+  end)
+
+  -- The default memory repeats a 64 KiB block past each copy's 32-byte
+  -- stamp (64 hex digits): a compressor with a window over 64 KiB (restic's
+  -- zstd) shrinks it.
+  local function repeats(data) return data:sub(65, 65536) == data:sub(65536 + 65, 131072) end
+
+  it("does not repeat the default memory's 64 KiB block", function()
+    local plain = helpers.sim_home({ members = 2, depth = 1, heap = 262144, stable = 131072 })
+    local random = random_home()
+    local cid = helpers.fleet(plain).members[2].canister_id
+    assert.equal(cid, helpers.fleet(random).members[2].canister_id)
+    assert.is_true(repeats(live(plain, cid, "wasm_memory.bin")))
+    assert.is_false(repeats(live(random, cid, "wasm_memory.bin")))
+    assert.is_false(repeats(live(random, cid, "stable_memory.bin")))
+  end)
+
+  it("is deterministic from the seed, and differs between canisters and seeds", function()
+    local a, b, c = helpers.fleet(random_home(3)), helpers.fleet(random_home(3)), helpers.fleet(random_home(4))
+    assert.same(a, b)
+    assert.are_not.equal(a.members[2].state_sha256, a.members[3].state_sha256)
+    assert.are_not.equal(a.members[2].state_sha256, c.members[2].state_sha256)
+  end)
+end)
+
+describe("icp-sim sim mutate --region", function()
+  local home, fleet, cid
+  before_each(function()
+    home = helpers.tmpdir() .. "/home"
+    local r = helpers.icp(home, { "sim", "init", "--members", "2", "--depth", "1", "--heap", "200000", "--stable",
+      "100000", "--random-memory" })
+    assert(r.status == 0, r.stderr)
+    fleet = helpers.fleet(home)
+    cid = fleet.members[2].canister_id
+  end)
+  after_each(function() helpers.cleanup() end)
+
+  -- The canister's memory as one address space: heap, then stable memory.
+  local function memory(dir)
+    return helpers.read(dir .. "/wasm_memory.bin") .. helpers.read(dir .. "/stable_memory.bin")
+  end
+
+  -- First and last differing position (1-based) and how many bytes differ.
+  local function diff(a, b)
+    local first, last, count = nil, nil, 0
+    for i = 1, #a do
+      if a:byte(i) ~= b:byte(i) then
+        first, last, count = first or i, i, count + 1
+      end
+    end
+    return first, last, count
+  end
+
+  local function mutate(region, target)
+    local r = helpers.icp(home, { "sim", "mutate", target or cid, "--region", region })
+    assert.equal(0, r.status, r.stderr)
+    local c, length, offset, size = r.stdout:match("(%S+): rewrote (%d+) bytes at offset (%d+) of (%d+)")
+    return { canister = c, length = tonumber(length), offset = tonumber(offset), size = tonumber(size),
+      stdout = r.stdout }
+  end
+
+  it("rewrites exactly one contiguous region of P% of the memory, where it says", function()
+    local dir = home .. "/canisters/" .. cid .. "/live"
+    local before = memory(dir)
+    local m = mutate("5%")
+    assert.equal(cid, m.canister)
+    assert.equal(300000, m.size)
+    assert.equal(15000, m.length)
+    local after = memory(dir)
+    assert.equal(#before, #after)
+    local first, last, count = diff(before, after)
+    -- Fresh random bytes equal the old ones at about 1 position in 256.
+    assert.is_true(first > m.offset and last <= m.offset + m.length, "changed " .. first .. ".." .. last)
+    assert.is_true(count > m.length * 0.98, count .. " of " .. m.length .. " bytes changed")
+  end)
+
+  it("takes a byte count, and crosses from the heap into the stable memory", function()
+    local dir = home .. "/canisters/" .. cid .. "/live"
+    local heap, stable = helpers.read(dir .. "/wasm_memory.bin"), helpers.read(dir .. "/stable_memory.bin")
+    local m = mutate("300000")
+    assert.same({ 0, 300000 }, { m.offset, m.length })
+    local _, _, heap_changed = diff(heap, helpers.read(dir .. "/wasm_memory.bin"))
+    local _, _, stable_changed = diff(stable, helpers.read(dir .. "/stable_memory.bin"))
+    assert.is_true(heap_changed > 190000 and stable_changed > 95000, heap_changed .. " + " .. stable_changed)
+  end)
+
+  it("draws a new offset for each mutation, the same in a copy of the home", function()
+    local copy = helpers.tmpdir() .. "/copy"
+    helpers.sh("cp -a " .. home .. " " .. copy)
+    local offsets = {}
+    for i = 1, 3 do offsets[i] = mutate("1%").offset end
+    assert.is_true(offsets[1] ~= offsets[2] or offsets[2] ~= offsets[3], table.concat(offsets, ","))
+    local r = helpers.icp(copy, { "sim", "mutate", cid, "--region", "1%" })
+    assert.matches("at offset " .. offsets[1] .. " ", r.stdout)
+  end)
+
+  it("leaves a snapshot taken before it as it was", function()
+    assert.equal(0, helpers.icp(home, { "canister", "stop", cid, "-e", "local" }).status)
+    local id = helpers.icp(home, { "canister", "snapshot", "create", cid, "-e", "local", "-q" }).stdout:sub(1, -2)
+    local snap = home .. "/canisters/" .. cid .. "/snapshots/" .. id .. "/data"
+    local before = memory(snap)
+    mutate("50%")
+    assert.are_not.equal(before, memory(home .. "/canisters/" .. cid .. "/live"))
+    assert.equal(before, memory(snap))
+  end)
+
+  it("changes only the canister named", function()
+    mutate("5%")
+    for i, m in ipairs(helpers.fleet(home).members) do
+      if m.canister_id == cid then
+        assert.are_not.equal(fleet.members[i].state_sha256, m.state_sha256)
+      else
+        assert.equal(fleet.members[i].state_sha256, m.state_sha256)
+      end
+    end
+  end)
+
+  it("refuses a value that is neither a byte count nor a percentage up to 100%, with exit 2", function()
+    for _, bad in ipairs({ "5x", "150%", "1e3", "%" }) do
+      local r = helpers.icp(home, { "sim", "mutate", cid, "--region", bad })
+      assert.equal(2, r.status, bad)
+      assert.matches("--region", r.stderr, 1, true)
+    end
+    assert.same(fleet, helpers.fleet(home))
+  end)
+end)
