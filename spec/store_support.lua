@@ -177,6 +177,23 @@ function M.fake_restic(behaviour)
 end
 
 --- The PATH with `dir` first.
+--- A restic on PATH that appends its subcommand to `log` (one line each)
+-- and runs the real one: {dir (for path_with), commands() -> list}.
+function M.logging_restic(log)
+  local dir = helpers.tmpdir() .. "/logbin"
+  helpers.sh("mkdir -p '" .. dir .. "'")
+  local real = helpers.sh("command -v restic"):gsub("%s+$", "")
+  -- The subcommand is the first argument that is not an option.
+  helpers.write(dir .. "/restic", "#!/bin/sh\nfor a in \"$@\"; do case $a in -*) ;; *) echo $a >> '" .. log
+    .. "'; break;; esac; done\nexec " .. real .. ' "$@"\n')
+  helpers.sh("chmod +x '" .. dir .. "/restic'")
+  return { dir = dir, commands = function()
+    local out = {}
+    for line in (helpers.read(log) or ""):gmatch("[^\n]+") do out[#out + 1] = line end
+    return out
+  end }
+end
+
 function M.path_with(dir)
   return dir .. ":" .. os.getenv("PATH")
 end

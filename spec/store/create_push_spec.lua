@@ -37,7 +37,21 @@ describe("backup create --push", function()
     assert.matches("pushed backup cp1 to", r.stdout)
     local snaps = support.snapshots(repo.repo, repo.password_file, "backup_id=cp1")
     assert.equal(1, #snaps)
-    assert.equal(snaps[1].id, support.record(out).snapshot_id)
+    assert.equal(snaps[1].id:sub(1, 8), support.record(out).snapshot_id)
+  end)
+
+  it("runs restic backup alone: its requested record proves no earlier push", function()
+    local restic = support.logging_restic(helpers.tmpdir() .. "/restic.log")
+    local r = create({ "--push", repo.repo, "--repo-password-file", repo.password_file },
+      { PATH = support.path_with(restic.dir) })
+    assert.equal(0, r.status, r.stderr)
+    assert.same({ "backup" }, restic.commands())
+    -- A second push looks for the first's snapshot, and adopts it.
+    r = support.fleetsnap({ "backup", "push", out, "--repo", repo.repo, "--repo-password-file", repo.password_file },
+      { PATH = support.path_with(restic.dir) })
+    assert.equal(0, r.status, r.stderr)
+    assert.same({ "backup", "snapshots", "ls" }, restic.commands())
+    assert.equal(1, #support.snapshots(repo.repo, repo.password_file, "backup_id=cp1"))
   end)
 
   it("pushes to RESTIC_REPOSITORY when --push has no value", function()

@@ -256,7 +256,7 @@ end
 -- o: tags (array), host, time ("YYYY-MM-DD HH:MM:SS", UTC), excludes
 -- (restic patterns: absolute paths, or names matched anywhere), inherit
 -- (locks restic holds for its whole life: see `run`). Returns
--- {snapshot_id (full id), files, bytes, partial}: partial = restic exited
+-- {snapshot_id (as restic's summary prints it: 0.14 prints the short id), files, bytes, partial}: partial = restic exited
 -- 3, some files could not be read, the snapshot exists but is incomplete.
 function Repo:backup(dir, o)
   o = o or {}
@@ -313,17 +313,31 @@ end
 --- The nodes of snapshot `id`: {path ("/a/b"), type ("file", "dir",
 -- "symlink", ...), size (files)}.
 function Repo:ls(id)
+  local listed, err = self:snapshot_files(id)
+  if not listed then return nil, err end
+  return listed.nodes
+end
+
+--- Snapshot `id` (a short id too) and its files, from one `restic ls
+-- --json`, whose first line is the snapshot itself: {snapshot = {id,
+-- short_id, tags, hostname, paths, time}, nodes = as ls}. One repository
+-- open where `snapshots` then `ls` would be two.
+function Repo:snapshot_files(id)
   local r, err = self:run_ok("ls", { "ls", "--json", id })
   if not r then return nil, err end
-  local nodes = {}
+  local nodes, snapshot = {}, nil
   for line in r.stdout:gmatch("[^\n]+") do
     local doc, why = json.decode(line)
     if type(doc) ~= "table" then return nil, bad_output(self, "ls", why or "not an object", line) end
     if doc.struct_type == "node" then
       nodes[#nodes + 1] = { path = doc.path, type = doc.type, size = doc.size }
+    elseif doc.struct_type == "snapshot" and type(doc.id) == "string" then
+      snapshot = { id = doc.id, short_id = doc.short_id or doc.id:sub(1, 8), tags = doc.tags,
+        hostname = doc.hostname, paths = doc.paths, time = doc.time }
     end
   end
-  return nodes
+  if not snapshot then return nil, bad_output(self, "ls", "no snapshot line", r.stdout) end
+  return { snapshot = snapshot, nodes = nodes }
 end
 
 --- Restores snapshot `id` into `target`. o.include: restic patterns
