@@ -15,6 +15,7 @@ local catalog = require "fleetsnap.catalog"
 local dirs = require "fleetsnap.dirs"
 local errors = require "fleetsnap.errors"
 local paths = require "fleetsnap.paths"
+local push = require "fleetsnap.store.push"
 local snapshots = require "fleetsnap.store.snapshots"
 local verify = require "fleetsnap.verify"
 
@@ -34,6 +35,10 @@ end
 -- raises ENOTFOUND (EUSAGE for an ambiguous `latest`). opts.root: the
 -- root whose latest backup to take.
 function M.find(repo, ref, opts)
+  -- A backup id is pulled by its tag without listing the repository first
+  -- (one restic command fewer: a repository open costs a second); M.pull
+  -- lists only when that finds nothing usable.
+  if ref ~= snapshots.LATEST and not (opts and opts.listed) then return { backup_id = ref, lazy = true } end
   local b, why, code = snapshots.find(M.backups(repo), ref, opts and opts.root)
   if not b then errors.raise(code, why) end
   return b
@@ -68,7 +73,12 @@ end
 -- Restores snapshot `s` of backup `b` into `staging` and checks it: the
 -- staged backup directory, or nil, why, and the registry code.
 local function stage(repo, b, s, staging)
-  local ok, rerr = repo:restore(s.id, staging)
+  local ok, rerr = repo:restore(s.id, staging, { tags = s.tags })
+  if ok and s.tags then
+    -- `latest` of the backup's tag: the snapshot restic chose.
+    if not ok.snapshot_id then return nil, "restic restore named no snapshot", "EREPO" end
+    s.id = ok.snapshot_id
+  end
   if not ok then
     local e = errors.from_driver(rerr)
     -- An interrupt ends the pull (the staging is removed on the way out).
@@ -93,6 +103,11 @@ local function stage(repo, b, s, staging)
   -- /srv/b/x`) has them under that path beneath the target: no `..`, no
   -- symlink on the way (a repository is input, like a manifest).
   local staged = staging
+  -- A snapshot found by its tag alone is taken only as `backup push`
+  -- makes them, the backup at the top; anything else goes by the listing.
+  if s.tags and not catalog.is_backup(staging) then
+    return nil, "snapshot " .. s.id .. " does not hold the backup at its top", "ENOTFOUND"
+  end
   if not catalog.is_backup(staging) then
     local perr, pcode
     staged, perr, pcode = paths.check_beneath(staging, (s.path:gsub("^/+", "")))
@@ -120,6 +135,7 @@ local function stage(repo, b, s, staging)
   if not report.ok then
     return nil, "snapshot " .. s.id .. " does not verify:\n  " .. table.concat(problems(report), "\n  "), "EVERIFY"
   end
+  s.entry = entry
   return staged, report
 end
 
@@ -149,10 +165,24 @@ function M.pull(repo, b, dest)
   remove(staging)
   local failures, code = {}, nil
   local ok, res = pcall(function()
-    for _, s in ipairs(b.snapshots) do
+    local candidates = b.snapshots
+    if b.lazy then
+      -- The newest snapshot with the backup's tag, restored without a
+      -- listing; when there is none, or it does not do, the listing
+      -- decides (not found, or each snapshot of the backup in turn).
+      candidates = { { id = "latest", tags = { snapshots.TAG, "backup_id=" .. b.backup_id } } }
+    end
+    local i = 0
+    while i < #candidates do
+      i = i + 1
+      local s = candidates[i]
       local made, merr, mcode = fs.mkdir_private(staging)
       if not made then errors.raise(errors.engine_code(mcode), "pull staging " .. staging .. ": " .. tostring(merr)) end
       local staged, report, why = stage(repo, b, s, staging)
+      if staged and b.lazy then
+        -- What the listing would have said, from the backup itself.
+        b = { backup_id = b.backup_id, root = s.entry.root, time_ns = push.capture_ns(s.entry) }
+      end
       if staged then
         local synced, serr, scode = fs.sync_tree(staged)
         if not synced then errors.raise(errors.engine_code(scode), staged .. ": " .. tostring(serr)) end
@@ -166,10 +196,15 @@ function M.pull(repo, b, dest)
         return { dir = dest, backup_id = b.backup_id, snapshot_id = s.id, root = b.root, time_ns = b.time_ns,
           report = report }
       end
-      failures[#failures + 1] = report
-      -- A verification failure outranks restic's: the bytes are known bad.
-      if code ~= "EVERIFY" then code = why end
       remove(staging)
+      if b.lazy then
+        b = M.find(repo, b.backup_id, { listed = true })
+        candidates, i = b.snapshots, 0
+      else
+        failures[#failures + 1] = report
+        -- A verification failure outranks restic's: the bytes are known bad.
+        if code ~= "EVERIFY" then code = why end
+      end
     end
     return nil
   end)

@@ -107,19 +107,20 @@ function M.tags(e)
   return { "fleetsnap", "backup_id=" .. e.backup_id, "root=" .. tostring(e.root), "policy=" .. tostring(e.policy) }
 end
 
--- The capture time: when the first member stopped (the consistency
--- window's start), else when the manifest was made. restic reads
--- "YYYY-MM-DD HH:MM:SS" in TZ, which the driver sets to UTC.
-local function capture_time(e)
+--- The capture time of the backup (catalog entry `e`) in whole seconds,
+-- as nanoseconds: when the first member stopped (the consistency window's
+-- start), else when the manifest was made. The time a push gives its
+-- snapshot, and so what a pull reports.
+function M.capture_ns(e)
   local fsn = e.manifest and e.manifest.doc.fleetsnap
   local first = fsn and fsn.consistency_window and fsn.consistency_window.first_stop_at
-  local secs
-  if math.type(first) == "integer" then
-    secs = first // 1000000000
-  else
-    secs = (e.created_ns or 0) // 1000000000
-  end
-  return os.date("!%Y-%m-%d %H:%M:%S", secs)
+  local ns = math.type(first) == "integer" and first or (e.created_ns or 0)
+  return ns // 1000000000 * 1000000000
+end
+
+-- restic reads "YYYY-MM-DD HH:MM:SS" in TZ, which the driver sets to UTC.
+local function capture_time(e)
+  return os.date("!%Y-%m-%d %H:%M:%S", M.capture_ns(e) // 1000000000)
 end
 
 --- The push record of the backup in dir: the document, or nil (none), or

@@ -256,7 +256,7 @@ end
 -- o: tags (array), host, time ("YYYY-MM-DD HH:MM:SS", UTC), excludes
 -- (restic patterns: absolute paths, or names matched anywhere), inherit
 -- (locks restic holds for its whole life: see `run`). Returns
--- {snapshot_id (as restic's summary prints it: 0.14 prints the short id), files, bytes, partial}: partial = restic exited
+-- {snapshot_id (as restic's summary prints it: 0.14's short id), files, bytes, partial}: partial = restic exited
 -- 3, some files could not be read, the snapshot exists but is incomplete.
 function Repo:backup(dir, o)
   o = o or {}
@@ -346,10 +346,15 @@ function Repo:restore(id, target, o)
   o = o or {}
   local args = { "restore", id, "--target", target }
   for _, p in ipairs(o.include or {}) do args[#args + 1] = "--include"; args[#args + 1] = p end
+  -- For `latest`: the newest snapshot carrying every one of these tags.
+  if o.tags then args[#args + 1] = "--tag"; args[#args + 1] = table.concat(o.tags, ",") end
   local r, err = self:run_ok("restore", args)
   if not r then return nil, err end
-  return true
+  -- restic 0.14 has no JSON for restore; its first line names the
+  -- snapshot: "restoring <Snapshot 6a81d18b of [...] at ... by ...> to T".
+  return { snapshot_id = r.stdout:match("restoring <Snapshot (%x+) ") }
 end
+
 
 --- Forgets the snapshots `ids`; o.prune also removes their data.
 function Repo:forget(ids, o)
