@@ -193,8 +193,9 @@ function M.pull(repo, b, dest)
           end
           errors.raise(errors.engine_code(pcode), "publishing " .. dest .. ": " .. tostring(perr))
         end
-        return { dir = dest, backup_id = b.backup_id, snapshot_id = s.id, root = b.root, time_ns = b.time_ns,
-          report = report }
+        -- The short id, as push records it and restore names it.
+        return { dir = dest, backup_id = b.backup_id, snapshot_id = s.id:sub(1, 8), root = b.root,
+          time_ns = b.time_ns, report = report }
       end
       remove(staging)
       if b.lazy then
