@@ -140,7 +140,11 @@ int fsn_write_create(const char *path, const void *data, size_t len, mode_t mode
 
 /* {=== directory publication ===} */
 
-static int sync_tree(int dirfd, const char *shown, int depth, int private_modes, fsn_err *err) {
+/* start_only: queue every file's dirty pages for writeback
+ * (sync_file_range WRITE) and return without waiting, changing nothing:
+ * done before a long read of the same tree (a verification), the fsyncs
+ * after it find their I/O done or under way. */
+static int sync_tree(int dirfd, const char *shown, int depth, int private_modes, int start_only, fsn_err *err) {
   if (depth > 256) return fsn_fail(err, "EUNSAFE", "'%s': too deep", shown);
   fsn_dir *d = fsn_dir_open(dirfd);
   if (!d) return fsn_fail_errno(err, errno, "'%s'", shown);
@@ -165,7 +169,13 @@ static int sync_tree(int dirfd, const char *shown, int depth, int private_modes,
     if (S_ISDIR(st.st_mode)) {
       char sub[4200];
       snprintf(sub, sizeof sub, "%s/%s", shown, name);
-      rc = sync_tree(fd, sub, depth + 1, private_modes, err);
+      rc = sync_tree(fd, sub, depth + 1, private_modes, start_only, err);
+    } else if (rc == 0 && start_only && sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) != 0) {
+      rc = fsn_fail_errno(err, errno, "writeback '%s/%s'", shown, name);
+    }
+    if (start_only) {
+      close(fd);
+      continue;
     }
     /* chmod only what needs it: a chmod moves ctime, and a hashed tree's
      * fingerprint (hash.h) must survive its publication. */
@@ -181,7 +191,7 @@ static int sync_tree(int dirfd, const char *shown, int depth, int private_modes,
   return rc;
 }
 
-static int sync_root(const char *src, int private_modes, const char *verb, fsn_err *err) {
+static int sync_root(const char *src, int private_modes, int start_only, const char *verb, fsn_err *err) {
   int fd = open(src, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     int e = errno;
@@ -191,7 +201,11 @@ static int sync_root(const char *src, int private_modes, const char *verb, fsn_e
       return fsn_fail(err, "EUNSAFE", "%s '%s': is a symbolic link", verb, src);
     return fsn_fail_errno(err, e, "%s '%s'", verb, src);
   }
-  int rc = sync_tree(fd, src, 0, private_modes, err);
+  int rc = sync_tree(fd, src, 0, private_modes, start_only, err);
+  if (start_only) {
+    close(fd);
+    return rc;
+  }
   struct stat st;
   if (rc == 0 && private_modes && (fstat(fd, &st) != 0 || (st.st_mode & 07777) != 0700) &&
       fchmod(fd, 0700) != 0)
@@ -202,7 +216,11 @@ static int sync_root(const char *src, int private_modes, const char *verb, fsn_e
 }
 
 int fsn_sync_dir_tree(const char *src, int private_modes, fsn_err *err) {
-  return sync_root(src, private_modes, "sync", err);
+  return sync_root(src, private_modes, 0, "sync", err);
+}
+
+int fsn_start_writeback_tree(const char *src, fsn_err *err) {
+  return sync_root(src, 0, 1, "writeback", err);
 }
 
 int fsn_publish_dir(const char *src, const char *dst, int flags, fsn_failpoints *fp,
@@ -216,7 +234,7 @@ int fsn_publish_dir(const char *src, const char *dst, int flags, fsn_failpoints 
     if (lstat(src, &st) != 0) return fsn_fail_errno(err, errno, "publish '%s'", src);
     if (S_ISLNK(st.st_mode)) return fsn_fail(err, "EUNSAFE", "publish '%s': is a symbolic link", src);
     if (!S_ISDIR(st.st_mode)) return fsn_fail(err, "ENOTDIR", "publish '%s': not a directory", src);
-  } else if (sync_root(src, flags & FSN_PUBLISH_PRIVATE, "publish", err) != 0) {
+  } else if (sync_root(src, flags & FSN_PUBLISH_PRIVATE, 0, "publish", err) != 0) {
     return -1;
   }
   fsn_failpoint_hit(fp, "before-publish", k);

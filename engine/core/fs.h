@@ -30,6 +30,11 @@ int fsn_write_create(const char *path, const void *data, size_t len, mode_t mode
  * so already: a chmod moves ctime, which a tree fingerprint records). */
 int fsn_sync_dir_tree(const char *src, int private_modes, fsn_err *err);
 
+/* Starts the writeback of every file of src (sync_file_range WRITE) and
+ * returns without waiting; durable only once fsn_sync_dir_tree has run.
+ * For a tree about to be read whole (verified) before it is synced. */
+int fsn_start_writeback_tree(const char *src, fsn_err *err);
+
 /* fsn_publish_dir's flags. SYNCED: the caller ran fsn_sync_dir_tree on src
  * (with PRIVATE if wanted) and nothing was written since; only the rename
  * and its directories' fsyncs remain. */

@@ -60,15 +60,19 @@ static int l_publish_dir(lua_State *L) {
   return 1;
 }
 
-/* fs.sync_tree(path [, {private}]): every file and directory of path on
- * disk (and private), without publishing it. */
+/* fs.sync_tree(path [, {private, start}]): every file and directory of
+ * path on disk (and private), without publishing it. start: only start
+ * the files' writeback, without waiting (before reading the tree whole). */
 static int l_sync_tree(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  static const char *const allowed[] = {"private", NULL};
+  static const char *const allowed[] = {"private", "start", NULL};
   fsn_lua_check_options(L, 2, allowed);
   int private_modes = fsn_lua_opt_boolean(L, 2, "private", 0);
+  int start = fsn_lua_opt_boolean(L, 2, "start", 0);
+  if (start && private_modes) return luaL_error(L, "options 'start' and 'private' exclude each other");
   fsn_err err;
-  if (fsn_sync_dir_tree(path, private_modes, &err) != 0) return fsn_lua_fail(L, &err);
+  if ((start ? fsn_start_writeback_tree(path, &err) : fsn_sync_dir_tree(path, private_modes, &err)) != 0)
+    return fsn_lua_fail(L, &err);
   lua_pushboolean(L, 1);
   return 1;
 }

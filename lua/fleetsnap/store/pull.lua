@@ -126,6 +126,10 @@ local function stage(repo, b, s, staging)
     return nil, string.format("snapshot %s is tagged backup_id=%s, its manifest says %s", s.id, b.backup_id,
       tostring(entry.backup_id)), "EVERIFY"
   end
+  -- The tree is fsynced before its publication; its writeback starts now,
+  -- to run while the verification reads it.
+  local wok, werr, wcode = fs.sync_tree(staged, { start = true })
+  if not wok then return nil, "snapshot " .. s.id .. ": " .. tostring(werr), errors.engine_code(wcode) end
   local vok, report = pcall(verify.backup, staged)
   if not vok then
     local e = errors.wrap(report)

@@ -139,6 +139,20 @@ describe("engine.fs.sync_tree", function()
     assert.equal(fp, engine.hash.fingerprint(dir .. "/p").fingerprint)
   end)
 
+  it("with start, queues the files' writeback and changes nothing (modes, fingerprint)", function()
+    local fp = engine.hash.fingerprint(dir .. "/s").fingerprint
+    assert.is_true(fs.sync_tree(dir .. "/s", { start = true }))
+    assert.equal(420, fs.lstat(dir .. "/s/d/f").mode) -- 0644
+    assert.equal(fp, engine.hash.fingerprint(dir .. "/s").fingerprint)
+  end)
+
+  it("with start, refuses what sync_tree refuses: a symlink root, a special file", function()
+    helpers.sh("ln -s " .. dir .. "/s " .. dir .. "/l && mkfifo " .. dir .. "/s/d/fifo")
+    assert.equal("EUNSAFE", select(3, fs.sync_tree(dir .. "/l", { start = true })))
+    assert.equal("EUNSAFE", select(3, fs.sync_tree(dir .. "/s", { start = true })))
+    assert.has_error(function() fs.sync_tree(dir .. "/s", { start = true, private = true }) end)
+  end)
+
   it("lets publish_dir skip its own fsyncs (synced), still refusing a symlink root", function()
     assert.is_true(fs.sync_tree(dir .. "/s", { private = true }))
     helpers.sh("ln -s " .. dir .. "/s " .. dir .. "/l")
