@@ -87,3 +87,23 @@ describe("backup prune --repo", function()
     assert.same({ "b1", "d4", "other" }, store.backup_ids(repo))
   end)
 end)
+
+describe("backup prune --repo on a REST repository (rclone serve restic on loopback)", function()
+  local server
+  after_each(function()
+    if server then server.stop() end
+    server = nil
+  end)
+
+  it("forgets what no rule keeps, and restic no longer lists it", function()
+    server = store.rest_server(work .. "/rest")
+    repo = store.init(server.url .. "fleet")
+    for i, id in ipairs({ "r1", "r2", "r3" }) do
+      store.push(repo, fleet.dir .. "/b1", id, fleet.root, string.format("2026-11-2%d 10:00:00", i))
+    end
+    local doc = prune({ "--keep-last", "1", "--execute" })
+    assert.same({ r1 = "forget", r2 = "forget", r3 = "keep (last)" }, actions(doc))
+    assert.equal(2, #doc.forgotten)
+    assert.same({ "r3" }, store.backup_ids(repo))
+  end)
+end)

@@ -166,6 +166,10 @@ describe("backup pull from a REST repository (rclone serve restic on loopback)",
     assert.equal(0, r.status, r.stderr)
     assert.equal("b2", json.decode(r.stdout).backup_id)
     assert.same(artifacts(fleet.dir .. "/b2"), artifacts(work .. "/from-rest"))
+    -- By id: restored by its tag, without a listing.
+    r = pull({ "--json", "b2", "--repo", repo, "--out", work .. "/from-rest-by-id" }, { RESTIC_REPOSITORY = "" })
+    assert.equal(0, r.status, r.stderr)
+    assert.same(artifacts(fleet.dir .. "/b2"), artifacts(work .. "/from-rest-by-id"))
     no_staging(work)
   end)
 end)
