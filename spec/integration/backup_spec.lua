@@ -856,17 +856,15 @@ describe("fleetsnap backup catalogue scenarios", function()
     assert.equal(before, inventory(out))
   end)
 
-  it("BK-49: a command of a dead runner still holding its lock blocks resume (exit 4)", function()
+  -- A backup killed after member 2's stop; hold(out, c) takes what a
+  -- descendant of that icp command still alive would hold. Resume is
+  -- refused until it lets go, then completes without a second stop.
+  local function resume_blocked_by(hold)
     local c = fleet.members[2].canister_id
     local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
       { FLEETSNAP_FAILPOINT = "after-effect@stop-" .. c .. ":1" })
     assert.equal(9, r.signal)
-    -- A descendant of that icp command still alive: it holds the
-    -- operation's byte of the run's command lock file.
-    local path = out .. "/.fleetsnap-commands/commands.lock"
-    local lock = assert(engine.lock.acquire(path, { range = executor.lock_byte("stop-" .. c) }))
-    -- Another operation's byte is not that one.
-    assert.is_true(engine.lock.probe(path, { range = executor.lock_byte("stop-" .. fleet.members[3].canister_id) }))
+    local lock = hold(out, c)
     r = helpers.fleetsnap(home, { "backup", "resume", out })
     assert.equal(4, r.status)
     assert.matches("still running", r.stderr)
@@ -874,21 +872,23 @@ describe("fleetsnap backup catalogue scenarios", function()
     r = helpers.fleetsnap(home, { "backup", "resume", out })
     assert.equal(0, r.status, r.stderr)
     assert.equal(1, helpers.effects(home)[c].stop)
+  end
+
+  it("BK-49: a command of a dead runner still holding its lock blocks resume (exit 4)", function()
+    resume_blocked_by(function(dir, c)
+      -- The operation's byte of the run's command lock file.
+      local path = dir .. "/.fleetsnap-commands/commands.lock"
+      local lock = assert(engine.lock.acquire(path, { range = executor.lock_byte("stop-" .. c) }))
+      -- Another operation's byte is not that one.
+      assert.is_true(engine.lock.probe(path, { range = executor.lock_byte("stop-" .. fleet.members[3].canister_id) }))
+      return lock
+    end)
   end)
 
   it("BK-49: a command lock file of an earlier version (one file per operation) still held blocks resume", function()
-    local c = fleet.members[2].canister_id
-    local r = helpers.fleetsnap(home, { "backup", "create", "--out", out },
-      { FLEETSNAP_FAILPOINT = "after-effect@stop-" .. c .. ":1" })
-    assert.equal(9, r.signal)
-    local lock = assert(engine.lock.acquire(out .. "/.fleetsnap-commands/stop-" .. c .. ".lock"))
-    r = helpers.fleetsnap(home, { "backup", "resume", out })
-    assert.equal(4, r.status)
-    assert.matches("still running", r.stderr)
-    lock:close()
-    r = helpers.fleetsnap(home, { "backup", "resume", out })
-    assert.equal(0, r.status, r.stderr)
-    assert.equal(1, helpers.effects(home)[c].stop)
+    resume_blocked_by(function(dir, c)
+      return assert(engine.lock.acquire(dir .. "/.fleetsnap-commands/stop-" .. c .. ".lock"))
+    end)
   end)
 
   it("BK-50: a member restarted behind an interrupted backup's back opens a new window on resume", function()

@@ -4,6 +4,18 @@ local helpers = require "helpers"
 
 local json = engine.json
 
+
+-- The state of canister `cid` changed since `before` (helpers.fleet's
+-- view), and no other member's.
+local function assert_only_changed(home, before, cid)
+  for i, m in ipairs(helpers.fleet(home).members) do
+    if m.canister_id == cid then
+      assert.are_not.equal(before.members[i].state_sha256, m.state_sha256)
+    else
+      assert.equal(before.members[i].state_sha256, m.state_sha256)
+    end
+  end
+end
 describe("icp-sim sim init", function()
   after_each(function() helpers.cleanup() end)
 
@@ -67,14 +79,7 @@ describe("icp-sim sim show, mutate and effects", function()
   it("mutates the live memory of one canister only", function()
     local c = fleet.members[3].canister_id
     assert.equal(0, helpers.icp(home, { "sim", "mutate", c }).status)
-    local after = helpers.fleet(home)
-    for i, m in ipairs(after.members) do
-      if m.canister_id == c then
-        assert.are_not.equal(fleet.members[i].state_sha256, m.state_sha256)
-      else
-        assert.equal(fleet.members[i].state_sha256, m.state_sha256)
-      end
-    end
+    assert_only_changed(home, fleet, c)
   end)
 
   it("mutates every canister with --all", function()
@@ -315,13 +320,7 @@ describe("icp-sim sim mutate --region", function()
 
   it("changes only the canister named", function()
     mutate("5%")
-    for i, m in ipairs(helpers.fleet(home).members) do
-      if m.canister_id == cid then
-        assert.are_not.equal(fleet.members[i].state_sha256, m.state_sha256)
-      else
-        assert.equal(fleet.members[i].state_sha256, m.state_sha256)
-      end
-    end
+    assert_only_changed(home, fleet, cid)
   end)
 
   it("refuses a value that is neither a byte count nor a percentage up to 100%, with exit 2", function()
