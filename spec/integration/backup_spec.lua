@@ -878,10 +878,9 @@ describe("fleetsnap backup catalogue scenarios", function()
     resume_blocked_by(function(dir, c)
       -- The operation's byte of the run's command lock file.
       local path = dir .. "/.fleetsnap-commands/commands.lock"
-      local lock = assert(engine.lock.acquire(path, { range = executor.lock_byte("stop-" .. c) }))
-      -- Another operation's byte is not that one.
-      assert.is_true(engine.lock.probe(path, { range = executor.lock_byte("stop-" .. fleet.members[3].canister_id) }))
-      return lock
+      -- (Other operations' bytes may still be held too: the killed run's
+      -- other stops can outlive it, as this one's descendant does.)
+      return assert(engine.lock.acquire(path, { range = executor.lock_byte("stop-" .. c) }))
     end)
   end)
 
