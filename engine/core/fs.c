@@ -246,8 +246,7 @@ int fsn_publish_dir(const char *src, const char *dst, int flags, fsn_failpoints 
       return fsn_fail(err, "ENOTSUP", "publish '%s' as '%s': this filesystem cannot rename without replacing (use a local filesystem)", src, dst);
     return fsn_fail_errno(err, e, "publish '%s' as '%s'", src, dst);
   }
-  if (fsn_fsync_parent(dst, err) != 0) return -1;
-  if (fsn_fsync_parent(src, err) != 0) return -1;
+  if (fsn_fsync_parents(dst, src, err) != 0) return -1;
   fsn_failpoint_hit(fp, "after-publish", k);
   return 0;
 }

@@ -182,6 +182,28 @@ int fsn_fsync_parent(const char *path, fsn_err *err) {
   return rc;
 }
 
+/* The directories holding a and b made durable, the shared one once: a
+ * rename within one directory (the usual publication) needs one device
+ * flush, not two. Identity is the directory's inode, not its spelling. */
+int fsn_fsync_parents(const char *a, const char *b, fsn_err *err) {
+  const char *base;
+  char *da = fsn_dirname(a, &base);
+  if (!da) return fsn_fail(err, "ENOMEM", "out of memory");
+  char *db = fsn_dirname(b, &base);
+  if (!db) {
+    free(da);
+    return fsn_fail(err, "ENOMEM", "out of memory");
+  }
+  struct stat sa, sb;
+  int same = strcmp(da, db) == 0 ||
+             (stat(da, &sa) == 0 && stat(db, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino);
+  int rc = fsn_fsync_dir(da, err);
+  if (rc == 0 && !same) rc = fsn_fsync_dir(db, err);
+  free(da);
+  free(db);
+  return rc;
+}
+
 /* {=== directory entries ===} */
 
 /* The kernel's linux_dirent64. */

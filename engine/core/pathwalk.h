@@ -27,6 +27,8 @@ int fsn_fsync_beneath(int dirfd, const char *rel, fsn_err *err);
 int fsn_fsync_dir(const char *path, fsn_err *err);
 /* fsync the directory that holds path ("." for a bare name). */
 int fsn_fsync_parent(const char *path, fsn_err *err);
+/* The directories of a and b fsynced, a directory both share only once. */
+int fsn_fsync_parents(const char *a, const char *b, fsn_err *err);
 
 /* The entries of an open directory, read with getdents64 straight from fd
  * (from its current offset; fd stays the caller's): fdopendir on a dup cost

@@ -85,6 +85,21 @@ static void test_publish(const char *tmp) {
   CHECK_STR(err.code, "ENOENT");
 }
 
+/* Both parents of a publication, a shared one once: the same directory
+ * spelled two ways, two directories, and a parent that is gone. */
+static void test_fsync_parents(const char *tmp) {
+  fsn_err err;
+  mkdir(at(0, tmp, "pa"), 0700);
+  mkdir(at(0, tmp, "pb"), 0700);
+  CHECK(fsn_fsync_parents(at(0, tmp, "pa/x"), at(1, tmp, "pa/y"), &err) == 0);
+  CHECK(fsn_fsync_parents(at(0, tmp, "pa/x"), at(1, tmp, "pa/../pa/y"), &err) == 0);
+  CHECK(fsn_fsync_parents(at(0, tmp, "pa/x"), at(1, tmp, "pb/y"), &err) == 0);
+  CHECK(fsn_fsync_parents(at(0, tmp, "pa/x"), at(1, tmp, "gone/y"), &err) == -1);
+  CHECK_STR(err.code, "ENOENT");
+  CHECK(fsn_fsync_parents(at(0, tmp, "gone/x"), at(1, tmp, "pa/y"), &err) == -1);
+  CHECK_STR(err.code, "ENOENT");
+}
+
 static void test_private_and_remove(const char *tmp) {
   fsn_err err;
   int created = -1, removed = -1;
@@ -191,6 +206,7 @@ int main(void) {
   test_replace(tmp);
   test_create(tmp);
   test_publish(tmp);
+  test_fsync_parents(tmp);
   test_private_and_remove(tmp);
   test_paths();
   test_read(tmp);

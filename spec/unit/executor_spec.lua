@@ -36,9 +36,11 @@ local function fake_handle(op)
   return h
 end
 
--- An effect: a claim, then one fake command.
+-- An effect: a claim, then one fake command (as x:command does, it
+-- first waits for the claim to be durable).
 local function effect(x, op, pending)
   if not pending then x:claim(op) end
+  x:before_effect(op)
   local r = coroutine.yield(fake_handle(op))
   if r.status ~= 0 then return nil, { code = "EFAILED", message = op.id .. " failed" } end
   return { pending = pending ~= nil }
@@ -294,6 +296,7 @@ describe("executor:schedule", function()
     end
     x.kinds = setmetatable({ work = { bucket = "lifecycle", run = function(ex, o, pending)
       if not pending then ex:claim(o) end
+      ex:before_effect(o)
       c.at_effect[o.id] = c.unsynced
       coroutine.yield(fake_handle(o))
       return {}
@@ -306,6 +309,22 @@ describe("executor:schedule", function()
     local c = counting(x)
     assert.is_true(x:schedule())
     assert.same({ a = 0, b = 0, c = 0 }, c.at_effect)
+  end)
+
+  it("makes the claims of the operations started in one pass durable with one sync", function()
+    local x = new_x({ op("a", "work"), op("b", "work"), op("c", "work") }, { limits = { lifecycle = 3, transfer = 1 } })
+    local c = counting(x)
+    assert.is_true(x:schedule())
+    assert.same({ a = 0, b = 0, c = 0 }, c.at_effect)
+    -- One group commit for the three claims, and the flush at the end.
+    assert.equal(2, x.j.syncs)
+  end)
+
+  it("syncs a claim made outside schedule() at once", function()
+    local x = new_x({ op("a", "work") })
+    x:claim(x.operations[1])
+    assert.equal(1, x.j.syncs)
+    assert.is_nil(next(x.unsynced))
   end)
 
   it("gives a terminal record no sync of its own: the next claim covers it", function()

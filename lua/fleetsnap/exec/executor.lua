@@ -95,6 +95,10 @@ function M.new(opts)
     -- whose effect command never started is known not to have happened.
     claimed = {},
     spawned = {},
+    -- Claims written inside schedule() but not yet synced: their
+    -- operations' first command waits for the scheduler's group commit.
+    unsynced = {},
+    in_schedule = false,
   }, M)
   for _, op in ipairs(opts.operations) do self.by_id[op.id] = op end
   return self
@@ -121,6 +125,7 @@ function M:record(rec, key)
   rec.at = rec.at or self:now()
   local ok, err, code = self.j:append(rec, key)
   if not ok then error(journal_failure(err, code), 0) end
+  if next(self.unsynced) then self.unsynced = {} end
   exec_state.apply(self.state, rec)
   if self.extra then self.extra(self.state, rec) end
 end
@@ -150,7 +155,13 @@ end
 function M:flush()
   local ok, err, code = self.j:sync()
   if not ok then error(journal_failure(err, code), 0) end
+  if next(self.unsynced) then self.unsynced = {} end
 end
+
+-- What an operation's coroutine yields instead of a handle when its claim
+-- is not durable yet: the scheduler syncs the journal once for every
+-- operation that yielded it in the pass, then resumes each to spawn.
+local AWAIT_CLAIM = setmetatable({}, { __name = "await-claim", __tostring = function() return "await-claim" end })
 
 -- {=== command-lifetime locks ===}
 
@@ -203,11 +214,22 @@ function M:in_flight(op, earlier)
   return msg
 end
 
+--- Returns once op's claim is durable: at once when it is, else after the
+-- scheduler's next group commit (inside schedule()) or a sync of its own.
+-- x:command calls it before every icp command; a kind whose effect is
+-- anything else calls it before that effect.
+function M:before_effect(op)
+  if not self.unsynced[op.id] then return end
+  if self.in_schedule and coroutine.isyieldable() then coroutine.yield(AWAIT_CLAIM) end
+  if self.unsynced[op.id] then self:flush() end
+end
+
 --- Runs one icp command inside an operation coroutine: the command's
 -- process tree holds the operation's command lock; the coroutine yields
 -- the handle and resumes with its result. Returns value, or nil and an
 -- error table {code, message, ...}.
 function M:command(op, kind, p)
+  self:before_effect(op)
   if not self.commands_dir_made then
     local ok, err, code = fs.mkdir_private(self.commands_dir)
     if not ok then error(errors.from_engine(self.commands_dir, err, code), 0) end
@@ -272,10 +294,23 @@ end
 
 --- Claims op durably before its effect. extra: what the claim records
 -- (a snapshot's baseline inventory, an upload's staged digest...).
+--
+-- Inside schedule() the claim is written without a sync, and op's first
+-- command (x:command) waits until the scheduler has synced the journal:
+-- the claims of every operation started in one pass share one fdatasync
+-- (group commit). Outside it, the claim is synced at once. Either way no
+-- icp command of op starts before its claim is durable (x:before_effect,
+-- which x:command calls and a kind whose effect is something else calls
+-- itself).
 function M:claim(op, extra)
   local rec = { t = "claim", op = op.id, kind = op.kind, attempt = self.state.attempt }
   for k, v in pairs(extra or {}) do rec[k] = v end
-  self:record(rec, op.id)
+  if self.in_schedule then
+    self:record_lazy(rec, op.id)
+    self.unsynced[op.id] = true
+  else
+    self:record(rec, op.id)
+  end
   self.claimed[op.id] = true
 end
 
@@ -535,7 +570,11 @@ function M:schedule()
   for b in pairs(self.limits) do counts[b] = 0 end
   local function bucket(op) return self.kinds[op.kind].bucket or "lifecycle" end
   self.sched = self:ready_queues()
+  self.in_schedule = true
+  local _ <close> = setmetatable({}, { __close = function() self.in_schedule = false end })
   local queues = self.sched.queues
+  -- Coroutines waiting for their claim to be durable (AWAIT_CLAIM).
+  local awaiting = {}
   local function resume(co, op, ...)
     local ok, handle = coroutine.resume(co, ...)
     if not ok then
@@ -546,8 +585,20 @@ function M:schedule()
     end
     if coroutine.status(co) == "dead" then
       counts[bucket(op)] = counts[bucket(op)] - 1
+    elseif handle == AWAIT_CLAIM then
+      awaiting[#awaiting + 1] = { co = co, op = op }
     else
       running[handle] = { co = co, op = op }
+    end
+  end
+  -- Group commit: one sync makes every claim of the pass durable, then
+  -- each waiting operation spawns its command.
+  local function commit_claims()
+    while #awaiting > 0 do
+      self:flush()
+      local batch = awaiting
+      awaiting = {}
+      for _, e in ipairs(batch) do resume(e.co, e.op) end
     end
   end
   local function stop_all(name)
@@ -587,6 +638,7 @@ function M:schedule()
         resume(coroutine.create(function() return self:execute(op) end), op)
       end
     end
+    commit_claims()
     local handles = {}
     for h in pairs(running) do handles[#handles + 1] = h end
     if #handles == 0 then break end
