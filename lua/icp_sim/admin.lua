@@ -202,7 +202,8 @@ local function init(home_dir, a)
     io.stderr:write("icp-sim sim init: " .. home_dir .. " already holds a fleet\n")
     return 1
   end
-  assert(engine.proc.run({ argv = { "mkdir", "-p", home_dir .. "/canisters" } }).status == 0)
+  local mk = engine.proc.run({ argv = { "mkdir", "-p", home_dir .. "/canisters" } })
+  if mk.status ~= 0 then error("cannot create " .. home_dir .. "/canisters: " .. (mk.stderr or ""), 0) end
   local home = assert(Home.open(home_dir))
   local seed = a.seed
   local operator = principal.to_text(hex.decode(engine.hash.sha256("icp-sim operator " .. seed):sub(1, 56)) .. "\2")

@@ -182,19 +182,11 @@ local function run_icp(argv, log)
     rc = ctx.fail(err)
   else
     -- Count the invocation and evaluate its faults in one short transaction.
-    local ok, fe = pcall(function()
-      ctx.faults, log.faults = home:transact(function(sim)
-        sim.invocation_counter = (sim.invocation_counter or 0) + 1
-        return faults.evaluate(SELECTOR[cmd.command], ctx.canister, sim)
-      end)
+    -- A bad fault selector raises {sim_usage}, reported by main.
+    ctx.faults, log.faults = home:transact(function(sim)
+      sim.invocation_counter = (sim.invocation_counter or 0) + 1
+      return faults.evaluate(SELECTOR[cmd.command], ctx.canister, sim)
     end)
-    if not ok then
-      if type(fe) == "table" and fe.sim_usage then
-        io.stderr:write("Error: icp-sim: " .. fe.sim_usage .. "\n")
-        return 1
-      end
-      error(fe, 0)
-    end
     local commands = require "icp_sim.commands"
     rc = commands.run(ctx)
   end
@@ -208,11 +200,29 @@ function M.main(script_arg)
   for i = 1, #script_arg do argv[i] = script_arg[i] end
   local log = { argv = json.array(argv), cwd = os.getenv("PWD"), start_ns = engine.realtime_ns(),
     pid = engine.proc.pid(), faults = json.array({}) }
-  local rc
-  if argv[1] == "sim" then
-    rc = require("icp_sim.admin").run(argv)
-  else
-    rc = run_icp(argv, log)
+  -- A failure nobody handled (a file the home should hold is missing or
+  -- unreadable, a full disk) ends as icp ends a failed command: an
+  -- "Error:" text on stderr and exit 1, never a Lua traceback, so that
+  -- fleetsnap meets it as it would meet icp's. ICP_SIM_TRACE=1 adds the
+  -- traceback for whoever debugs the simulator.
+  local ok, rc = xpcall(function()
+    if argv[1] == "sim" then return require("icp_sim.admin").run(argv) end
+    return run_icp(argv, log)
+  end, function(e)
+    if type(e) == "table" and e.sim_usage then return { text = e.sim_usage } end
+    local msg = type(e) == "string" and e or tostring(e)
+    if os.getenv("ICP_SIM_TRACE") == "1" then
+      msg = debug.traceback(msg, 2)
+    else
+      -- The simulator's own source position (an assert's) means nothing
+      -- to whoever reads icp's error.
+      msg = msg:gsub("^[^:\n]+%.lua:%d+: ", "")
+    end
+    return { text = msg }
+  end)
+  if not ok then
+    io.stderr:write("Error: icp-sim: " .. rc.text .. "\n")
+    rc = 1
   end
   write_log(log, rc)
   return rc

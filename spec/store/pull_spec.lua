@@ -4,6 +4,7 @@
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
 local store = require "store_pull_support"
+local support = require "store_support"
 
 local json, fs = engine.json, engine.fs
 
@@ -94,6 +95,17 @@ describe("backup pull from a local repository", function()
     assert.equal(3, r.status)
     assert.matches("no fleetsnap backup nosuch in the repository", r.stderr)
     assert.is_nil(fs.lstat(work .. "/pulled/nosuch"))
+  end)
+
+  it("fails at once (exit 10) on a wrong password: one restic command, no listing after it", function()
+    store.push_backup(repo, fleet.dir .. "/b1")
+    local restic = support.logging_restic(helpers.tmpdir() .. "/restic.log")
+    local r = pull({ "b1", "--dir", work .. "/pulled" },
+      { RESTIC_PASSWORD = "not the password", PATH = support.path_with(restic.dir) })
+    assert.equal(10, r.status, r.stderr)
+    assert.same({ "restore" }, restic.commands())
+    assert.is_nil(fs.lstat(work .. "/pulled/b1"))
+    no_staging(work .. "/pulled")
   end)
 
   it("publishes nothing and leaves no staging when a pack file is damaged", function()

@@ -61,6 +61,10 @@ end
 local DAMAGED = { "ciphertext verification failed", "hash mismatch", "Data has been tampered", "invalid data returned",
   "wrong length" }
 
+-- Failures to reach or open the repository, as opposed to a snapshot
+-- that is missing or does not do: the same for every restic command.
+local REACH = { ENOREPO = true, EREPOKEY = true, EREPONET = true, EREPOLOCKED = true }
+
 -- A verify report's problems, one line each.
 local function problems(report)
   local lines = {}
@@ -202,7 +206,12 @@ function M.pull(repo, b, dest)
           time_ns = b.time_ns, report = report }
       end
       remove(staging)
-      if b.lazy then
+      if b.lazy and REACH[why] then
+        -- The repository could not be read at all (no repository, a
+        -- wrong password, the network, a lock): a listing would fail the
+        -- same way, one more repository open later.
+        errors.raise(why, report)
+      elseif b.lazy then
         b = M.find(repo, b.backup_id, { listed = true })
         candidates, i = b.snapshots, 0
       else
