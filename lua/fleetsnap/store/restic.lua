@@ -310,34 +310,25 @@ function Repo:snapshots(o)
   return doc
 end
 
---- The nodes of snapshot `id`: {path ("/a/b"), type ("file", "dir",
--- "symlink", ...), size (files)}.
+--- The nodes of snapshot `id` (a short id too), from one `restic ls
+-- --json`: {path ("/a/b"), type ("file", "dir", "symlink", ...), size
+-- (files)}. Its first line, the snapshot itself, must be there: output
+-- without it is not restic's.
 function Repo:ls(id)
-  local listed, err = self:snapshot_files(id)
-  if not listed then return nil, err end
-  return listed.nodes
-end
-
---- Snapshot `id` (a short id too) and its files, from one `restic ls
--- --json`, whose first line is the snapshot itself: {snapshot = {id,
--- short_id, tags, hostname, paths, time}, nodes = as ls}. One repository
--- open where `snapshots` then `ls` would be two.
-function Repo:snapshot_files(id)
   local r, err = self:run_ok("ls", { "ls", "--json", id })
   if not r then return nil, err end
-  local nodes, snapshot = {}, nil
+  local nodes, seen = {}, false
   for line in r.stdout:gmatch("[^\n]+") do
     local doc, why = json.decode(line)
     if type(doc) ~= "table" then return nil, bad_output(self, "ls", why or "not an object", line) end
     if doc.struct_type == "node" then
       nodes[#nodes + 1] = { path = doc.path, type = doc.type, size = doc.size }
     elseif doc.struct_type == "snapshot" and type(doc.id) == "string" then
-      snapshot = { id = doc.id, short_id = doc.short_id or doc.id:sub(1, 8), tags = doc.tags,
-        hostname = doc.hostname, paths = doc.paths, time = doc.time }
+      seen = true
     end
   end
-  if not snapshot then return nil, bad_output(self, "ls", "no snapshot line", r.stdout) end
-  return { snapshot = snapshot, nodes = nodes }
+  if not seen then return nil, bad_output(self, "ls", "no snapshot line", r.stdout) end
+  return nodes
 end
 
 --- Restores snapshot `id` into `target`. o.include: restic patterns
