@@ -320,6 +320,25 @@ describe("executor:schedule", function()
     assert.equal(2, x.j.syncs)
   end)
 
+  it("closes the running commands and raises when the group commit cannot sync", function()
+    local x = new_x({ op("a", "work"), op("b", "work"), op("c", "work") })
+    local syncs = 0
+    x.j.sync = function()
+      syncs = syncs + 1
+      if syncs == 2 then return nil, "fdatasync: No space left on device", "ENOSPC" end
+      return true
+    end
+    local ok, e = pcall(x.schedule, x)
+    assert.is_false(ok)
+    assert.equal(2, syncs)
+    assert.matches("No space left on device", e.message)
+    -- a finished at the first tick; c's claim could not be made durable,
+    -- so c never started its command, and b (still running) was closed.
+    assert.same({ "a", "b", "c" }, started(x))
+    assert.is_true(closed.b)
+    assert.is_nil(closed.c)
+  end)
+
   it("syncs a claim made outside schedule() at once", function()
     local x = new_x({ op("a", "work") })
     x:claim(x.operations[1])

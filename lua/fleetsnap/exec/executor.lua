@@ -595,7 +595,13 @@ function M:schedule()
   -- each waiting operation spawns its command.
   local function commit_claims()
     while #awaiting > 0 do
-      self:flush()
+      -- A journal that cannot sync ends the run as a failed record does
+      -- (resume's error path): the running commands are closed first.
+      local ok, err = pcall(self.flush, self)
+      if not ok then
+        for h in pairs(running) do h:close() end
+        error(err, 0)
+      end
       local batch = awaiting
       awaiting = {}
       for _, e in ipairs(batch) do resume(e.co, e.op) end
