@@ -322,13 +322,14 @@ function M.create(ctx)
       local dir = home:snapshot_dir(ctx.canister, id)
       local tmp = dir .. ".tmp"
       engine.fs.remove_tree(tmp)
-      assert(engine.fs.mkdir_private(tmp))
+      Home.must("snapshot of " .. ctx.canister, engine.fs.mkdir_private(tmp))
       Home.link_tree(live, tmp .. "/data")
       home:write_json(tmp .. "/metadata.json", Home.metadata(c, l, now, "taken_from_canister"), true)
       home:write_json(tmp .. "/snapshot.json", snap, true)
       assert(os.rename(tmp, dir))
       if replace then
-        assert(engine.fs.remove_tree(home:snapshot_dir(ctx.canister, replace)))
+        local old = home:snapshot_dir(ctx.canister, replace)
+        Home.must("replaced snapshot of " .. ctx.canister, engine.fs.remove_tree(old))
       end
       c.next_snapshot_counter = c.next_snapshot_counter + 1
       Home.count_effect(c, "snapshot_create")
@@ -390,7 +391,7 @@ function M.delete(ctx)
     if not find_snapshot(ctx, id) then return not_found(ctx, id) end
     Home.tick(sim)
     if not ctx.faults.silent then
-      assert(engine.fs.remove_tree(home:snapshot_dir(ctx.canister, id)))
+      Home.must("snapshot delete of " .. ctx.canister, engine.fs.remove_tree(home:snapshot_dir(ctx.canister, id)))
       Home.count_effect(c, "snapshot_delete")
       home:save_canister(c)
     end
@@ -487,7 +488,7 @@ function M.create_canister(ctx)
     local id = principal.canister_id(DETACHED_BASE + n)
     local dir = home:canister_dir(id)
     for _, d in ipairs({ dir, dir .. "/live", dir .. "/live/wasm_chunk_store", dir .. "/snapshots" }) do
-      assert(engine.fs.mkdir_private(d))
+      Home.must("canister create", engine.fs.mkdir_private(d))
     end
     -- An empty canister: no module, empty memories.
     for _, f in ipairs({ "wasm_memory.bin", "stable_memory.bin" }) do
@@ -532,7 +533,7 @@ function M.delete_canister(ctx)
     end
     sim.deleted = sim.deleted or json.array({})
     sim.deleted[#sim.deleted + 1] = ctx.canister
-    assert(engine.fs.remove_tree(home:canister_dir(ctx.canister)))
+    Home.must("canister delete of " .. ctx.canister, engine.fs.remove_tree(home:canister_dir(ctx.canister)))
     return 0
   end)
 end

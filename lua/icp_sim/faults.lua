@@ -170,8 +170,10 @@ function M.evaluate(path, canister, sim)
   -- that matches it.
   local plan_file = env("ICP_SIM_FAULT_PLAN")
   if plan_file then
-    local text = assert(engine.fs.read(plan_file))
-    local plan = assert(engine.json.decode(text, { name = plan_file }))
+    local text, rerr = engine.fs.read(plan_file)
+    if not text then error({ sim_usage = "ICP_SIM_FAULT_PLAN: " .. tostring(rerr) }, 0) end
+    local plan, jerr = engine.json.decode(text, { name = plan_file })
+    if not plan then error({ sim_usage = "ICP_SIM_FAULT_PLAN: " .. tostring(jerr) }, 0) end
     sim.plan_pos = sim.plan_pos or 0
     local entry = plan[sim.plan_pos + 1]
     if entry then

@@ -26,6 +26,14 @@ function M.open(dir)
   return setmetatable({ dir = dir }, M)
 end
 
+--- v, or raises "<what>: <err>" (main ends it as icp's "Error:", exit 1)
+-- when an engine call failed: `v, err` are its results, passed last so
+-- that the call expands into them.
+function M.must(what, v, err)
+  if v == nil or v == false then error(what .. ": " .. tostring(err), 0) end
+  return v
+end
+
 function M:path(...)
   return table.concat({ self.dir, ... }, "/")
 end

@@ -131,6 +131,13 @@ describe("icp-sim main", function()
     assert.truthy(r.stderr:find("stack traceback", 1, true))
   end)
 
+  it("reports an unreadable fault plan as a usage error of the simulator, naming the variable", function()
+    local r = helpers.icp(home, { "canister", "status", c, "-e", "local", "--json" },
+      { ICP_SIM_FAULT_PLAN = home .. "/no-such-plan.json" })
+    assert.equal(1, r.status)
+    assert.matches("^Error: icp%-sim: ICP_SIM_FAULT_PLAN: .*no%-such%-plan%.json", r.stderr)
+  end)
+
   it("reports a bad fault selector as a usage error of the simulator", function()
     local r = helpers.icp(home, { "canister", "status", c, "-e", "local", "--json" }, { ICP_SIM_HANG = "??" })
     assert.equal(1, r.status)
