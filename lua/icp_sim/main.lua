@@ -210,6 +210,7 @@ function M.main(script_arg)
     return run_icp(argv, log)
   end, function(e)
     if type(e) == "table" and e.sim_usage then return { text = e.sim_usage } end
+    if type(e) == "table" and e.icp_error then return { icp = e.icp_error } end
     local msg = type(e) == "string" and e or tostring(e)
     if os.getenv("ICP_SIM_TRACE") == "1" then
       msg = debug.traceback(msg, 2)
@@ -221,7 +222,9 @@ function M.main(script_arg)
     return { text = msg }
   end)
   if not ok then
-    io.stderr:write("Error: icp-sim: " .. rc.text .. "\n")
+    -- An I/O failure of the directory icp writes (Home.write_file) is
+    -- printed as icp prints it; anything else is the simulator's own.
+    io.stderr:write(rc.icp or ("Error: icp-sim: " .. rc.text .. "\n"))
     rc = 1
   end
   write_log(log, rc)

@@ -27,9 +27,7 @@ end
 
 local function write_pretty(path, value)
   local tmp = path .. ".tmp"
-  local f = assert(io.open(tmp, "wb"))
-  f:write(json.encode(value, { pretty = true }))
-  f:close()
+  Home.write_file(tmp, json.encode(value, { pretty = true }))
   assert(os.rename(tmp, path))
 end
 
@@ -42,19 +40,12 @@ local function read_at(path, offset, len)
 end
 
 local function write_at(path, offset, data)
-  local f = assert(io.open(path, "r+b"))
-  f:seek("set", offset)
-  f:write(data)
-  f:close()
+  Home.write_file(path, data, offset)
 end
 
 local function preallocate(path, size)
-  local f = assert(io.open(path, "wb"))
-  if size > 0 then
-    f:seek("set", size - 1)
-    f:write("\0")
-  end
-  f:close()
+  Home.write_file(path, "")
+  if size > 0 then Home.write_file(path, "\0", size - 1) end
 end
 
 local function chunk_hexes(meta)
@@ -299,9 +290,7 @@ function M.download(ctx)
       ctx.stderr("Snapshot downloaded to " .. dir .. "\n")
       return 0
     end
-    local f = assert(io.open(dir .. "/metadata.json", "wb"))
-    f:write(meta_text)
-    f:close()
+    Home.write_file(dir .. "/metadata.json", meta_text)
   else
     local meta_text = fs.read(dir .. "/metadata.json")
     if not meta_text then
@@ -332,9 +321,7 @@ function M.download(ctx)
             { snapshot = ctx.canister .. "-0" })
         end
         throttle(ctx, #data)
-        local f = assert(io.open(path, "wb"))
-        f:write(data)
-        f:close()
+        Home.write_file(path, data)
         sent.bytes = sent.bytes + #data
       end
     end
@@ -546,9 +533,7 @@ function M.upload(ctx)
               .. "file or directory (os error 2)\n")
           end
           throttle(ctx, #data)
-          local f = assert(io.open(snapdir .. "/data/wasm_chunk_store/" .. h .. ".bin", "wb"))
-          f:write(data)
-          f:close()
+          Home.write_file(snapdir .. "/data/wasm_chunk_store/" .. h .. ".bin", data)
           sent = sent + #data
           record(ctx, id, meta, function(r) r.chunks[#r.chunks + 1] = h end)
           progress.wasm_chunks_uploaded[#progress.wasm_chunks_uploaded + 1] = h

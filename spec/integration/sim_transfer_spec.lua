@@ -75,6 +75,17 @@ describe("icp-sim canister snapshot download", function()
       wasm_chunk_store = "755", ["wasm_memory.bin"] = "644", ["wasm_module.bin"] = "644" }, modes)
   end)
 
+  it("fails as icp fails on a full disk, naming the file and the OS error (exit 1, not a silent short file)", function()
+    local mnt = helpers.tmpdir() .. "/small"
+    helpers.sh("mkdir -p " .. mnt .. " && mount -t tmpfs -o size=2m tmpfs " .. mnt)
+    finally(function() engine.proc.run({ argv = { "umount", "-l", mnt } }) end)
+    local r = helpers.icp(home, { "canister", "snapshot", "download", c, id, "-o", mnt .. "/dl", "-e", "local" })
+    assert.equal(1, r.status, r.stderr)
+    assert.matches("Error: Failed to write to file " .. (mnt .. "/dl/"):gsub("%p", "%%%0") .. "[%w_%.]+\n\n"
+      .. "Caused by:\n    No space left on device %(os error 28%)\n$", r.stderr)
+    assert.is_nil(r.stderr:find("icp-sim", 1, true), r.stderr)
+  end)
+
   it("refuses a directory holding a previous download", function()
     helpers.icp(home, { "canister", "snapshot", "download", c, id, "-o", out, "-e", "local" })
     local r = helpers.icp(home, { "canister", "snapshot", "download", c, id, "-o", out, "-e", "local" })

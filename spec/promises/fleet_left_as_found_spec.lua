@@ -70,6 +70,32 @@ describe("the fleet is left as found: backup", function()
     support.assert_as_found(home)
   end)
 
+  it("after a full disk under icp's downloads: the file system's failure (exit 8), resumed once there is room",
+    function()
+      -- Room for the journal and the plan, not for a member's 3 MB memory,
+      -- once preflight has seen room for all: icp (here icp-sim) fails its
+      -- download writing a blob.
+      local big = helpers.sim_home({ members = 4, depth = 2, heap = 3000000 })
+      local mnt = work .. "/small"
+      helpers.sh("mkdir -p " .. mnt .. " && mount -t tmpfs -o size=40m tmpfs " .. mnt)
+      finally(function() engine.proc.run({ argv = { "umount", "-l", mnt } }) end)
+      local h = support.spawn(big, backup_argv(mnt .. "/b"), { ICP_SIM_LATENCY_MS = "300" })
+      support.wait_for(function() return support.stops(big) >= 1 end, "the first stop")
+      helpers.sh("dd if=/dev/zero of=" .. mnt .. "/fill bs=1K count=$(($(df -k --output=avail " .. mnt
+        .. " | tail -1) - 1024)) 2>/dev/null")
+      local r = h:result()
+      h:close()
+      assert.equal(8, r.status, r.stderr)
+      assert.matches("Failed to write to file " .. mnt:gsub("%p", "%%%0") .. "/b/.- No space left on device %(os "
+        .. "error 28%)", r.stderr)
+      assert.is_true(support.count(big, "snapshot_create") >= 4, "the snapshots were taken before the downloads")
+      support.assert_as_found(big, {}, "after ENOSPC in a download")
+      os.remove(mnt .. "/fill")
+      r = helpers.fleetsnap(big, { "backup", "resume", mnt .. "/b" })
+      assert.equal(0, r.status, r.stderr)
+      assert.equal(0, helpers.fleetsnap(nil, { "backup", "verify", mnt .. "/b" }).status)
+    end)
+
   it("after a symlink planted where the command lock belongs (exit 7) while members are stopped", function()
     local members = support.members(home)
     local b = work .. "/b"

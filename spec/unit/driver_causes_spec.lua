@@ -67,3 +67,31 @@ describe("driver: icp's Caused by block", function()
     assert.matches("failed to load identity %(caused by: no identity found with name `nobody`%)$", err.message)
   end)
 end)
+
+describe("driver: classify", function()
+  local FULL = "Error: Failed to write to file /b/.staging/x/wasm_memory.bin\n\nCaused by:\n"
+    .. "    No space left on device (os error 28)\n"
+
+  it("reads a full local disk under icp as the file system's failure (exit 8), its cause kept", function()
+    local err = icp.classify("snapshot_download", { canister = "x" }, { status = 1, stderr = FULL })
+    assert.equal("LOCAL_IO", err.code)
+    assert.equal("EIO", require("fleetsnap.errors").DRIVER[err.code])
+    assert.matches("%(caused by: No space left on device %(os error 28%)%)$", err.message)
+  end)
+
+  it("reads a read-only file system and a quota as the file system's failure", function()
+    for _, cause in ipairs({ "Read-only file system (os error 30)", "Disk quota exceeded (os error 122)" }) do
+      local err = icp.classify("snapshot_download", { canister = "x" },
+        { status = 1, stderr = "Error: Failed to write to file /b/m\n\nCaused by:\n    " .. cause .. "\n" })
+      assert.equal("LOCAL_IO", err.code, cause)
+    end
+  end)
+
+  it("leaves other OS errors to icp's failure (a missing upload file is not a full disk)", function()
+    local err = icp.classify("snapshot_upload", { canister = "x" }, { status = 1, stderr = "Error: Failed to get file "
+      .. "size at /b/wasm_module.bin\n\nCaused by:\n    No such file or directory (os error 2)\n" })
+    assert.equal("ICP_FAILED", err.code)
+    err = icp.classify("stop", { canister = "x" }, { status = 1, stderr = IDENTITY })
+    assert.equal("ICP_FAILED", err.code)
+  end)
+end)

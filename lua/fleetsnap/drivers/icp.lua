@@ -237,6 +237,12 @@ local function first_line(s)
   return (s or ""):match("^%s*([^\n]*)") or ""
 end
 
+-- The OS errors (icp prints Rust's "<strerror> (os error N)") that mean
+-- the local file system failed under icp, not the canister or the network:
+-- EIO, ENOSPC, EROFS, EDQUOT. A download into a full disk is the disk's
+-- failure (exit 8, the same command again once there is room).
+local LOCAL_IO_ERRNO = { [5] = true, [28] = true, [30] = true, [122] = true }
+
 --- Error of a finished command that did not succeed.
 function M.classify(kind, p, r)
   local what = string.format("%s of %s", kind:gsub("_", " "), tostring(p and p.canister))
@@ -270,6 +276,8 @@ function M.classify(kind, p, r)
     err.code = "NOT_STOPPED"
   elseif stderr:find("error sending request", 1, true) or stderr:find("HTTP Error", 1, true) then
     err.code = "NETWORK"
+  elseif LOCAL_IO_ERRNO[tonumber(stderr:match("%(os error (%d+)%)") or "")] then
+    err.code = "LOCAL_IO"
   elseif ic then
     err.code = "REJECTED"
   else
