@@ -32,7 +32,8 @@ M.REGISTRY = {
   ECORRUPT = { exit = 7, meaning = "corrupt or invalid document (plan, journal, manifest, mapping, policy) or "
     .. "unsafe path (a symlink where a file or directory of ours belongs)" },
   EIO = { exit = 8, again = true,
-    meaning = "the local file system failed: disk full, permission, not a directory, I/O" },
+    meaning = "the local file system failed: disk full (under fleetsnap or under icp's download), permission, "
+      .. "not a directory, I/O" },
   ENOREPO = { exit = 3, meaning = "not found: no restic repository at the location given (restic: \"Is there a "
     .. "repository at the following location?\")" },
   EREPOLOCKED = { exit = 4, again = true, meaning = "locked: the restic repository is locked by another restic (a "
