@@ -34,27 +34,39 @@ function M.must(what, v, err)
   return v
 end
 
---- Writes `data` into the file at `path` as icp writes a file: "wb"
--- (create or truncate), or over the bytes at `offset` of an existing file.
--- Every step is checked, the close too (a buffered write meets a full disk
--- there): a failure raises {icp_error = text}, which main prints as icp
--- prints an I/O error, "Failed to write to file <path>" caused by the OS's
--- "<strerror> (os error N)", and ends with exit 1. A write that failed
--- silently would leave a short file behind a reported success.
+--- Writes `data` into the file at `path`: "wb" (create or truncate), or
+-- over the bytes at `offset` of an existing file. Every step is checked,
+-- the close too (a buffered write meets a full disk there): a write that
+-- failed silently would leave a short file behind a reported success.
+-- Returns true, or nil, message, errno.
 function M.write_file(path, data, offset)
-  local function fail(msg, errno)
-    msg = tostring(msg):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")
-    error({ icp_error = "Error: Failed to write to file " .. path .. "\n\nCaused by:\n    " .. msg
-      .. " (os error " .. tostring(errno or 5) .. ")\n" }, 0)
-  end
   local f, msg, errno = io.open(path, offset and "r+b" or "wb")
-  if not f then fail(msg, errno) end
+  if not f then return nil, msg, errno end
   local ok = true
   if offset then ok, msg, errno = f:seek("set", offset) end
   if ok then ok, msg, errno = f:write(data) end
   local closed, cmsg, cerrno = f:close()
-  if not ok then fail(msg, errno) end
-  if not closed then fail(cmsg, cerrno) end
+  if not ok then return nil, msg, errno end
+  if not closed then return nil, cmsg, cerrno end
+  return true
+end
+
+--- M.write_file into a directory of the operator's that icp writes (a
+-- download, an upload's progress file): a failure raises {icp_error =
+-- text}, which main prints as icp prints an I/O error, "Failed to write to
+-- file <path>" caused by the OS's "<strerror> (os error N)", exit 1.
+function M.write_local(path, data, offset)
+  local ok, msg, errno = M.write_file(path, data, offset)
+  if ok then return end
+  msg = tostring(msg):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")
+  error({ icp_error = "Error: Failed to write to file " .. path .. "\n\nCaused by:\n    " .. msg
+    .. " (os error " .. tostring(errno or 5) .. ")\n" }, 0)
+end
+
+--- M.write_file into the simulated network's own state (the home): a
+-- failure is the simulator's, "Error: icp-sim: write <path>: ...".
+function M.write_sim(path, data, offset)
+  M.must("write " .. path, M.write_file(path, data, offset))
 end
 
 function M:path(...)
@@ -71,8 +83,8 @@ function M:write_json(path, value, pretty)
   -- Atomic, not durable: a killed icp must never leave half a state file,
   -- but the simulated network need not survive a power cut.
   local tmp = path .. ".tmp" .. engine.monotonic_ns()
-  M.write_file(tmp, json.encode(value, { pretty = pretty }))
-  assert(os.rename(tmp, path))
+  M.write_sim(tmp, json.encode(value, { pretty = pretty }))
+  M.must("rename " .. tmp, os.rename(tmp, path))
 end
 
 --- Runs fn(state) under the home lock; state.sim is sim.json, written back

@@ -27,25 +27,23 @@ end
 
 local function write_pretty(path, value)
   local tmp = path .. ".tmp"
-  Home.write_file(tmp, json.encode(value, { pretty = true }))
-  assert(os.rename(tmp, path))
+  Home.write_local(tmp, json.encode(value, { pretty = true }))
+  Home.must("rename " .. tmp, os.rename(tmp, path))
 end
 
 local function read_at(path, offset, len)
-  local f = assert(io.open(path, "rb"))
+  local f = Home.must("read " .. path, io.open(path, "rb"))
   f:seek("set", offset)
   local data = f:read(len) or ""
   f:close()
   return data
 end
 
-local function write_at(path, offset, data)
-  Home.write_file(path, data, offset)
-end
-
-local function preallocate(path, size)
-  Home.write_file(path, "")
-  if size > 0 then Home.write_file(path, "\0", size - 1) end
+-- A zero-filled file of `size` bytes, written by put (Home.write_local in
+-- the operator's directory, Home.write_sim in the simulated network).
+local function preallocate(path, size, put)
+  put(path, "")
+  if size > 0 then put(path, "\0", size - 1) end
 end
 
 local function chunk_hexes(meta)
@@ -66,7 +64,8 @@ local function throttle(ctx, bytes)
   end
   if f.shared_bps and f.shared_bps > 0 then
     local home = ctx.home
-    local _lock <close> = assert(engine.lock.acquire(home:path(".bandwidth.lock"), { wait_ms = 600000, owner = "" }))
+    local _lock <close> = Home.must("bandwidth lock",
+      engine.lock.acquire(home:path(".bandwidth.lock"), { wait_ms = 600000, owner = "" }))
     local state = home:read_json(home:path("bandwidth.json")) or { next_free_ns = 0 }
     local now = engine.realtime_ns()
     local start = math.max(now, state.next_free_ns)
@@ -127,11 +126,11 @@ local function download_blobs(ctx, dir, meta, snapdir, progress, sent)
     local path = dir .. "/" .. blob .. ".bin"
     local p = progress[blob]
     if size == 0 then
-      if blob == "stable_memory" then preallocate(path, 0) end
+      if blob == "stable_memory" then preallocate(path, 0, Home.write_local) end
     elseif p.frontier >= size then
       ctx.stderr(LABEL[blob] .. ": already complete\n")
     else
-      if not exists(path) then preallocate(path, size) end
+      if not exists(path) then preallocate(path, size, Home.write_local) end
       local done = {}
       for _, off in ipairs(p.ahead) do done[off] = true end
       local todo = {}
@@ -157,7 +156,7 @@ local function download_blobs(ctx, dir, meta, snapdir, progress, sent)
             "IC0305", { snapshot = ctx.canister .. "-0" })
         end
         throttle(ctx, len)
-        write_at(path, off, read_at(snapdir .. "/data/" .. blob .. ".bin", off, len))
+        Home.write_local(path, read_at(snapdir .. "/data/" .. blob .. ".bin", off, len), off)
         sent.bytes = sent.bytes + len
         if off == p.frontier then
           p.frontier = off + len
@@ -197,7 +196,7 @@ local function corrupt(ctx, dir, meta)
   local size = fs.lstat(path).size
   local off = spec.offset or ((seed * 2654435761) % size)
   local b = read_at(path, off, 1):byte()
-  write_at(path, off, string.char(b ~ 0xFF))
+  Home.write_local(path, string.char(b ~ 0xFF), off)
 end
 
 local function progress_doc()
@@ -282,7 +281,8 @@ function M.download(ctx)
       local counter = #id == 36 and tonumber(id:sub(1, 16), 16) or 0
       return management_error(ctx, meta_top, "IC0305", { snapshot = ctx.canister .. "-" .. counter })
     end
-    local meta_text = assert(fs.read(home:snapshot_dir(ctx.canister, id) .. "/metadata.json"))
+    local meta_path = home:snapshot_dir(ctx.canister, id) .. "/metadata.json"
+    local meta_text = Home.must("read " .. meta_path, fs.read(meta_path))
     meta = json.decode(meta_text)
     ctx.stderr(string.format("  Timestamp: %s\n  Total size: %s\n", text.timestamp(meta.taken_at_timestamp),
       text.size(meta.wasm_module_size + meta.wasm_memory_size + meta.stable_memory_size)))
@@ -290,7 +290,7 @@ function M.download(ctx)
       ctx.stderr("Snapshot downloaded to " .. dir .. "\n")
       return 0
     end
-    Home.write_file(dir .. "/metadata.json", meta_text)
+    Home.write_local(dir .. "/metadata.json", meta_text)
   else
     local meta_text = fs.read(dir .. "/metadata.json")
     if not meta_text then
@@ -321,7 +321,7 @@ function M.download(ctx)
             { snapshot = ctx.canister .. "-0" })
         end
         throttle(ctx, #data)
-        Home.write_file(path, data)
+        Home.write_local(path, data)
         sent.bytes = sent.bytes + #data
       end
     end
@@ -366,12 +366,12 @@ local function create_upload_snapshot(ctx, meta)
     local dir = home:snapshot_dir(ctx.canister, id)
     local tmp = dir .. ".tmp"
     fs.remove_tree(tmp)
-    assert(fs.mkdir_private(tmp))
-    assert(fs.mkdir_private(tmp .. "/data"))
-    assert(fs.mkdir_private(tmp .. "/data/wasm_chunk_store"))
+    for _, d in ipairs({ tmp, tmp .. "/data", tmp .. "/data/wasm_chunk_store" }) do
+      Home.must("mkdir " .. d, fs.mkdir_private(d))
+    end
     for _, b in ipairs(Home.BLOBS) do
       if meta[b .. "_size"] > 0 or b == "stable_memory" then
-        preallocate(tmp .. "/data/" .. b .. ".bin", meta[b .. "_size"])
+        preallocate(tmp .. "/data/" .. b .. ".bin", meta[b .. "_size"], Home.write_sim)
       end
     end
     local stored = {}
@@ -385,8 +385,11 @@ local function create_upload_snapshot(ctx, meta)
     home:write_json(tmp .. "/snapshot.json", { id = id, counter = c.next_snapshot_counter, taken_at_timestamp = now,
       total_size = total, source = "metadata_upload", upload_complete = false,
       received = { wasm_module = 0, wasm_memory = 0, stable_memory = 0, chunks = json.array({}) } }, true)
-    assert(os.rename(tmp, dir))
-    if replace then assert(fs.remove_tree(home:snapshot_dir(ctx.canister, replace))) end
+    Home.must("rename " .. tmp, os.rename(tmp, dir))
+    if replace then
+      local old = home:snapshot_dir(ctx.canister, replace)
+      Home.must("remove " .. old, fs.remove_tree(old))
+    end
     c.next_snapshot_counter = c.next_snapshot_counter + 1
     home:save_canister(c)
     return id
@@ -509,7 +512,7 @@ function M.upload(ctx)
               { "direct update call failed: " .. inner, inner }))
           end
           throttle(ctx, len)
-          write_at(snapdir .. "/data/" .. blob .. ".bin", off, read_at(path, off, len))
+          Home.write_sim(snapdir .. "/data/" .. blob .. ".bin", read_at(path, off, len), off)
           sent = sent + len
           record(ctx, id, meta, function(r) r[blob] = math.max(r[blob], off + len) end)
           progress[blob .. "_offset"] = off + len
@@ -533,7 +536,7 @@ function M.upload(ctx)
               .. "file or directory (os error 2)\n")
           end
           throttle(ctx, #data)
-          Home.write_file(snapdir .. "/data/wasm_chunk_store/" .. h .. ".bin", data)
+          Home.write_sim(snapdir .. "/data/wasm_chunk_store/" .. h .. ".bin", data)
           sent = sent + #data
           record(ctx, id, meta, function(r) r.chunks[#r.chunks + 1] = h end)
           progress.wasm_chunks_uploaded[#progress.wasm_chunks_uploaded + 1] = h
