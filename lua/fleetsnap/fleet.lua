@@ -127,7 +127,7 @@ function M.from_inventory(path)
   local text, err, code = engine.fs.read(path, 64 << 20)
   if not text then return nil, "inventory " .. path .. ": " .. err, code end
   local doc, jerr = json.decode(text, { name = path })
-  if not doc then return nil, jerr, "EJSON" end
+  if doc == nil then return nil, jerr, "EJSON" end
   if type(doc) ~= "table" or type(doc.root) ~= "string" or type(doc.members) ~= "table" then
     return fail(path .. ": expected {\"root\": principal, \"members\": [...]}", "EDOC")
   end

@@ -301,7 +301,7 @@ function M.read(dir)
   end
   if not text then return nil, file .. ": " .. tostring(err), schema.read_code(code) end
   local doc, jerr = json.decode(text, { name = file })
-  if not doc then return nil, jerr, "ECORRUPT" end
+  if doc == nil then return nil, jerr, "ECORRUPT" end
   local ok, verr, vcode = M.validate(doc, file, line)
   if not ok then return nil, verr, vcode end
   local section = line == "0.36" and doc.fleet or doc.deployment
@@ -353,7 +353,7 @@ function M.read_download_journal(dir)
     return nil, file .. ": " .. tostring(err), schema.read_code(code)
   end
   local doc, jerr = json.decode(text, { name = file })
-  if not doc then return nil, jerr, "ECORRUPT" end
+  if doc == nil then return nil, jerr, "ECORRUPT" end
   local ok, verr, vcode = schema.check(doc, DOWNLOAD_JOURNAL, file)
   if not ok then return nil, verr, vcode end
   local by = {}

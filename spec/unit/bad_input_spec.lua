@@ -1,7 +1,7 @@
 -- Bad input never gives a traceback (issue #9). A valid document of each
 -- kind is mutated at every field path (every key of every object, every
 -- element of every array, and the document itself) to each of: removed,
--- 5, "x", {}, [], null, true. Each reader must then refuse the document
+-- 5, "x", {}, [], null, true, false. Each reader must then refuse the document
 -- with nil, a message naming the file, and ECORRUPT, or accept it; it must
 -- never raise. Where it accepts, what uses the document next (verify for
 -- a manifest, the operation graph for a restore plan) must not raise
@@ -27,6 +27,9 @@ local MUTATIONS = {
   { "[]", function() return json.array({}) end },
   { "null", function() return json.null end },
   { "true", function() return true end },
+  -- false is the one decoded value a reader's `if not doc` took for a
+  -- decode failure (and refused with no message): the fuzzer's finding.
+  { "false", function() return false end },
 }
 
 -- Every field path of a decoded document, parents before children: an

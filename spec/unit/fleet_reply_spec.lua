@@ -75,6 +75,17 @@ describe("fleet.from_inventory", function()
     end
   end)
 
+  it("refuses a document that is a JSON scalar, naming the file", function()
+    for _, text in ipairs({ "false", "true", "null", "5" }) do
+      local path = helpers.tmpdir() .. "/inventory.json"
+      helpers.write(path, text)
+      local f, msg, code = fleet.from_inventory(path)
+      assert.is_nil(f)
+      assert.equal("EDOC", code)
+      assert.matches(path .. ": expected", msg, 1, true)
+    end
+  end)
+
   it("hashes a null module hash as none, the same in every process", function()
     local f = assert(fleet.from_inventory(inventory(json.null)))
     local _, rows = fleet.scope_hash(f, assert(fleet.select(f, { include_root = true })))

@@ -288,7 +288,7 @@ function M.read(dir)
     return nil, "backup " .. dir .. ": " .. err, schema.read_code(code)
   end
   local doc, jerr = json.decode(text, { name = path })
-  if not doc then return nil, jerr, "ECORRUPT" end
+  if doc == nil then return nil, jerr, "ECORRUPT" end
   local ok, verr, vcode = schema.check(doc, SCHEMA, path)
   if not ok then return nil, verr, vcode end
   for i, op in ipairs(doc.operations) do

@@ -280,6 +280,10 @@ local function archive(state, st)
       if not moved then raise("EIO", "drill state " .. state .. ": " .. tostring(err)) end
     end
   end
+  -- The renames are durable before the next drill's journal is created:
+  -- the order is stated here, not left to that creation's fsync.
+  local synced, serr, scode = fs.fsync_dir(state)
+  if not synced then raise(errors.engine_code(scode), "drill state " .. state .. ": " .. tostring(serr)) end
   fs.remove_tree(state .. "/" .. M.MAPPING)
 end
 
@@ -428,8 +432,19 @@ function M.run(dir, opts)
     if ended then
       -- The restore's own advice (retry, abort) is not the drill's: its
       -- copies are gone, and the way on is another drill.
-      error(errors.new(ended.code, string.format("drill %s: %s; its scratch canisters were deleted",
-        st.begin.drill_id, (ended.message:match("^[^\n]*"))), { signal = ended.signal, result = result,
+      -- finish raised if a known copy is left; what it says is counted
+      -- from the rows, and a create with no recorded id is named apart.
+      local deleted = 0
+      for _, r in ipairs(result.members) do
+        if r.deleted then deleted = deleted + 1 end
+      end
+      local said = string.format("%d scratch canister(s) deleted", deleted)
+      if #result.unidentified > 0 then
+        said = said .. string.format(", %d create(s) with no recorded canister id (see unidentified)",
+          #result.unidentified)
+      end
+      error(errors.new(ended.code, string.format("drill %s: %s; %s", st.begin.drill_id,
+        (ended.message:match("^[^\n]*")), said), { signal = ended.signal, result = result,
         next = { command = "restore drill", ref = dir, options = opts.state and { state = opts.state } or nil } }), 0)
     end
     return result

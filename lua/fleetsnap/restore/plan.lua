@@ -48,7 +48,7 @@ function M.read_mapping(path)
     return nil, "mapping " .. path .. ": " .. tostring(err), code == "ENOENT" and "ENOTFOUND" or schema.read_code(code)
   end
   local doc, jerr = json.decode(text, { name = path })
-  if not doc then return nil, jerr, "ECORRUPT" end
+  if doc == nil then return nil, jerr, "ECORRUPT" end
   local ok, verr, vcode = schema.check(doc, MAPPING, path)
   if not ok then return nil, verr, vcode end
   local map, targets = {}, {}
@@ -358,7 +358,7 @@ function M.read(state)
     return nil, path .. ": " .. tostring(err), schema.read_code(code)
   end
   local doc, jerr = json.decode(text, { name = path })
-  if not doc then return nil, jerr, "ECORRUPT" end
+  if doc == nil then return nil, jerr, "ECORRUPT" end
   local ok, verr, vcode = schema.check(doc, PLAN, path)
   if not ok then return nil, verr, vcode end
   local sources, targets = {}, {}
