@@ -13,10 +13,14 @@ local principal = require "fleetsnap.principal"
 local engine = require "fleetsnap.engine"
 local operations = require "fleetsnap.restore.operations"
 local verify = require "fleetsnap.verify"
+local snapshot_index = require "fleetsnap.snapshot_index"
 
 -- luacheck: read globals FUZZ_TMPDIR
 local DIR = assert(FUZZ_TMPDIR, "FUZZ_TMPDIR is not set") .. "/doc"
 local ROOT = principal.canister_id(1)
+-- The manifest an index is read beside: its digest is what an index must
+-- name to be accepted (the seed does).
+local INDEXED_MANIFEST = '{"backup_id": "b1"}\n'
 
 -- Plain io, not the engine's durable writes: an fsync per input is time
 -- taken from fuzzing, and the readers are what is under test.
@@ -102,9 +106,24 @@ local READERS = {
   end },
   { "candid-registry", read_registry, fleet_then(read_registry) },
   { "inventory", read_inventory, fleet_then(read_inventory) },
+  -- Appended (a reader's index is its seeds' first byte): the index of a
+  -- backup directory, beside a fixed manifest, so that an index naming its
+  -- digest is reachable and what the index says is then used.
+  { "snapshot-index", function(bytes)
+    write(manifest.FILE_036, INDEXED_MANIFEST)
+    write(snapshot_index.FILE, bytes)
+    return snapshot_index.read(DIR)
+  end, function(index)
+    for _, s in ipairs(index.snapshots) do
+      if type(s.snapshot_id) ~= "string" or type(s.canister_id) ~= "string" then
+        return false, "an accepted index has a snapshot that is not two strings"
+      end
+    end
+    return true
+  end },
 }
 
-local M = { READERS = READERS }
+local M = { READERS = READERS, INDEXED_MANIFEST = INDEXED_MANIFEST }
 
 local function registered(code)
   return type(code) == "string" and (errors.REGISTRY[code] ~= nil or errors.ALIASES[code] ~= nil)

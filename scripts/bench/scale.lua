@@ -25,7 +25,7 @@ do
       for part in arg[i + 1]:gmatch("[^,]+") do only[part] = true end
       i = i + 1
     else
-      io.stderr:write("usage: scripts/bench/scale [--quick] [--dry-run-members N] [--only cpu,dry,data]\n")
+      io.stderr:write("usage: scripts/bench/scale [--quick] [--dry-run-members N] [--only cpu,dry,data,siblings]\n")
       os.exit(2)
     end
     i = i + 1
@@ -48,6 +48,11 @@ local REPEAT = 3
 -- ones, taken around it (half before, half after), so that a slow drift of
 -- the machine's load weighs on both sides alike.
 local SMALL_RUNS = quick and 3 or 5
+-- Proving a snapshot ours reads every sibling backup of the backups
+-- directory (preflight and retention, every run): SIBLINGS backups of
+-- DRY_MEMBERS members, through their snapshot index vs their manifest and
+-- plan.
+local SIBLINGS = quick and 3 or 5
 
 local function fmt_int(n)
   local s = tostring(math.tointeger(n) or n)
@@ -143,7 +148,83 @@ local function data_path()
   return best_backup, best_raw, window
 end
 
-local cpu, dry, data = {}, nil, nil
+-- SIBLINGS backup directories of n members each, made by the code a
+-- backup's finalize uses (manifest, download journal, plan, index) from a
+-- synthetic inventory: a 10,000-member backup through icp-sim would take
+-- most of an hour. Then ownership.known over them, in this process (CPU
+-- time, every thread), alternately with the indexes and without them
+-- (moved aside), REPEAT times each: the medians.
+local function siblings_run(n)
+  local backup_plan = require "fleetsnap.backup.plan"
+  local manifest_mod = require "fleetsnap.manifest"
+  local ownership = require "fleetsnap.exec.ownership"
+  local principal = require "fleetsnap.principal"
+  local snapshot_index = require "fleetsnap.snapshot_index"
+  local fs = engine.fs
+  local parent = dir .. "/siblings"
+  local connection = { sim = parent }
+  assert(fs.mkdir_private(parent))
+  local root = principal.canister_id(1)
+  local inventory = { root = root, members = { { canister_id = root, role = "root" } } }
+  local targets, artifacts, members = {}, {}, {}
+  for i = 1, n do
+    local cid = principal.canister_id(i + 1)
+    inventory.members[i + 1] = { canister_id = cid, role = "app", parent = root }
+    targets[i] = { canister_id = cid, role = "app", parent = root }
+    local snap = string.format("%016x0101", i)
+    artifacts[cid] = { snapshot_id = snap, artifact_path = cid, digest = ("ab"):rep(32), taken_at = i, total_size = 1 }
+    members[i] = { canister_id = cid, snapshot_id = snap, stopped_at = 1, started_at = 2, downtime_ns = 1,
+      digest = ("ab"):rep(32), bytes = 1, files = json.array({ { path = "a", size = 1, sha256 = ("ab"):rep(32) } }) }
+  end
+  local b = { backup_id = "s0", created_at = "unix:1", tool_version = engine.version, environment = "local",
+    root = root, topology = { hash = ("ab"):rep(32), input = "bench" }, targets = targets, artifacts = artifacts,
+    fleetsnap = { format_version = 1, policy = "consistent", policy_sha256 = ("cd"):rep(32), scope = "fleet",
+      attempt = 1, consistency_window = { first_stop_at = 1, last_start_at = 2, window_ns = 1 },
+      members = json.array(members) } }
+  local first = parent .. "/s0"
+  assert(fs.mkdir_private(first))
+  assert(fs.write_replace(first .. "/inventory.json", json.encode(inventory)))
+  local plan = backup_plan.build({ environment = "local" }, { inventory = first .. "/inventory.json",
+    policy = "consistent", backup_id = "s0" })
+  plan.connection = connection
+  assert(fs.write_replace(first .. "/" .. backup_plan.FILE, json.encode(plan, { pretty = true })))
+  local text = json.encode(manifest_mod.build(b), { pretty = true })
+  assert(fs.write_replace(first .. "/" .. manifest_mod.DOWNLOAD_JOURNAL,
+    json.encode(manifest_mod.download_journal(b), { pretty = true })))
+  assert(fs.write_replace(first .. "/" .. manifest_mod.FILE_036, text))
+  assert(snapshot_index.write(first, snapshot_index.build(json.decode(text), text, connection)))
+  for k = 2, SIBLINGS do run({ "cp", "-r", first, parent .. "/s" .. (k - 1) }) end
+  local function indexes(on)
+    for k = 1, SIBLINGS do
+      local d = parent .. "/s" .. (k - 1) .. "/"
+      local from, to = d .. snapshot_index.FILE .. ".off", d .. snapshot_index.FILE
+      if not on then from, to = to, from end
+      assert(os.rename(from, to))
+    end
+  end
+  local function cpu_of()
+    collectgarbage()
+    local t0 = os.clock()
+    local known = ownership.known(parent, connection)
+    local t = os.clock() - t0
+    assert(known[string.format("%016x0101", n)], "the proof did not find the backups' snapshots")
+    return t
+  end
+  local with, without = {}, {}
+  for _ = 1, REPEAT do
+    with[#with + 1] = cpu_of()
+    indexes(false)
+    without[#without + 1] = cpu_of()
+    indexes(true)
+  end
+  table.sort(with)
+  table.sort(without)
+  local manifest_bytes = #text
+  run({ "rm", "-rf", parent })
+  return with[(REPEAT + 1) // 2], without[(REPEAT + 1) // 2], manifest_bytes
+end
+
+local cpu, dry, data, siblings = {}, nil, nil, nil
 local ok, err = pcall(function()
   local need = (DATA_MEMBERS * DATA_BYTES) * 5 + 512 * MiB
   local avail = engine.fs.free_space(dir)
@@ -168,6 +249,8 @@ local ok, err = pcall(function()
       cpu[SMALL][key].spread = { runs[1].own_ns, runs[#runs].own_ns }
     end
   end
+  -- {=== ownership proof over sibling backups ===}
+  if wanted("siblings") then siblings = table.pack(siblings_run(DRY_MEMBERS)) end
   -- {=== dry run at scale ===}
   if not wanted("dry") then return end
   local home = dir .. "/dry-fleet"
@@ -228,6 +311,14 @@ if data then
     string.format("%.2fx", b / r.total), "<= 1.3x", b / r.total <= 1.3,
     string.format("best of %d: %.2f s (%.2f s of it stopped: stops, snapshots, starts) vs %.2f s = download %.2f "
       .. "(%d at once) + hash %.2f + fsync %.2f", REPEAT, b, window, r.total, r.download, DOWNLOADS, r.hash, r.sync))
+end
+
+if siblings then
+  local with, without, bytes = siblings[1], siblings[2], siblings[3]
+  rows:add(string.format("proof of ownership over %d sibling backups of %s members: manifests + plans vs indexes "
+    .. "(CPU)", SIBLINGS, fmt_int(DRY_MEMBERS)), string.format("%.1fx", without / with), ">= 5x", without / with >= 5,
+    string.format("median of %d: %.3f s vs %.3f s, once each at preflight and retention of every run (%.1f MiB "
+      .. "manifests)", REPEAT, without, with, bytes / MiB))
 end
 
 rows:add("fresh-process hash.file vs openssl dgst", "-", ">= 0.95x", nil, "measured by scripts/bench/engine")

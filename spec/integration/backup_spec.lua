@@ -3,6 +3,7 @@
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
 local executor = require "fleetsnap.exec.executor"
+local snapshot_index = require "fleetsnap.snapshot_index"
 local units = require "fleetsnap.units"
 
 local json, fs = engine.json, engine.fs
@@ -86,6 +87,21 @@ describe("fleetsnap backup create", function()
       assert.equal("Durable", a.state)
       assert.equal(m.fleet.members[i].source_snapshot.checksum, a.checksum)
     end
+  end)
+
+  it("publishes a snapshot index of its manifest: each member's snapshot, and the plan's connection", function()
+    assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
+    local index, why = snapshot_index.read(out)
+    assert.is_table(index, why)
+    assert.equal(engine.hash.sha256(fs.read(out .. "/fleet-backup-manifest.json")), index.manifest_sha256)
+    local m = manifest(out)
+    assert.equal(#m.fleet.members, #index.snapshots)
+    for i, member in ipairs(m.fleet.members) do
+      assert.same({ canister_id = member.canister_id, snapshot_id = member.source_snapshot.snapshot_id },
+        index.snapshots[i])
+    end
+    assert.same(json.decode(fs.read(out .. "/fleetsnap-plan.json")).connection, index.connection)
+    assert.equal(home, index.connection.sim)
   end)
 
   it("keeps one consistency window with the consistent policy", function()
@@ -442,6 +458,28 @@ describe("fleetsnap backup on-canister retention", function()
       assert.same({ m.source_snapshot.snapshot_id }, snapshots(m.canister_id))
     end
   end)
+
+  -- Without its plan, an earlier backup names no network: only its index
+  -- (bound to its manifest by digest) proves its snapshots ours.
+  for _, case in ipairs({ { "with its index", true }, { "without its index", false } }) do
+    it("proves an earlier backup's snapshots ours from its index alone (" .. case[1] .. ")", function()
+      assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/r0" }).status)
+      local first = manifest(dir .. "/r0").fleet.members
+      assert.is_true(os.remove(dir .. "/r0/fleetsnap-plan.json"))
+      if not case[2] then assert.is_true(os.remove(dir .. "/r0/" .. snapshot_index.FILE)) end
+      local r = helpers.fleetsnap(home, { "backup", "create", "--keep-on-canister", "1", "--out", dir .. "/r1" })
+      assert.equal(0, r.status, r.stderr)
+      for i, m in ipairs(manifest(dir .. "/r1").fleet.members) do
+        assert.equal(first[i].canister_id, m.canister_id)
+        local want = { m.source_snapshot.snapshot_id }
+        if not case[2] then want = { first[i].source_snapshot.snapshot_id, m.source_snapshot.snapshot_id } end
+        local have = snapshots(m.canister_id)
+        table.sort(have)
+        table.sort(want)
+        assert.same(want, have)
+      end
+    end)
+  end
 end)
 
 describe("fleetsnap backup inspect and prune", function()

@@ -7,6 +7,7 @@ local download = require "fleetsnap.backup.download"
 local errors = require "fleetsnap.errors"
 local manifest = require "fleetsnap.manifest"
 local ownership = require "fleetsnap.exec.ownership"
+local snapshot_index = require "fleetsnap.snapshot_index"
 local survey = require "fleetsnap.survey"
 
 local json, fs = engine.json, engine.fs
@@ -105,8 +106,14 @@ function M.manifest(x, plan)
   if not ok then raise(errors.engine_code(code), manifest.DOWNLOAD_JOURNAL .. ": " .. err) end
   local text = json.encode(man, { pretty = true })
   -- Never publish a manifest our own reader would refuse.
-  local valid, verr = manifest.validate(json.decode(text), manifest.FILE_036, "0.36")
+  local decoded = json.decode(text)
+  local valid, verr = manifest.validate(decoded, manifest.FILE_036, "0.36")
   if not valid then raise("ECORRUPT", "the manifest built for " .. plan.backup_id .. " is invalid: " .. verr) end
+  -- The index first: a published manifest of this version has one (it is
+  -- derived from these bytes, and ignored unless it names their digest).
+  ok, err, code = snapshot_index.write(x.dir,
+    snapshot_index.build(decoded, text, plan.connection))
+  if not ok then raise(errors.engine_code(code), snapshot_index.FILE .. ": " .. err) end
   local res
   res, err, code = fs.write_create(x.dir .. "/" .. manifest.FILE_036, text)
   if not res then

@@ -11,6 +11,7 @@ local backup_plan = require "fleetsnap.backup.plan"
 local engine = require "fleetsnap.engine"
 local manifest = require "fleetsnap.manifest"
 local schema = require "fleetsnap.schema"
+local snapshot_index = require "fleetsnap.snapshot_index"
 
 local fs, json = engine.fs, engine.json
 
@@ -99,11 +100,22 @@ end
 -- id -> {backup, canister}. A backup whose manifest cannot be read records
 -- nothing (it is listed as corrupt elsewhere); nor does one from another
 -- network, or one whose plan does not say (a backup another tool made).
+--
+-- A backup's snapshot index (snapshot_index.lua) stands for its manifest
+-- and plan while it names the manifest's digest: that costs a hash of the
+-- manifest instead of decoding and checking both documents.
 function M.known(parent, connection)
   local known = {}
   for _, name in ipairs(fs.list(parent) or {}) do
     local dir = parent .. "/" .. name
-    if M.same_network(recorded_connection(dir), connection) then
+    local index = snapshot_index.read(dir)
+    if index then
+      if M.same_network(index.connection, connection) then
+        for _, s in ipairs(index.snapshots) do
+          known[s.snapshot_id] = { backup = dir, canister = s.canister_id }
+        end
+      end
+    elseif M.same_network(recorded_connection(dir), connection) then
       local ok, m = pcall(manifest.read, dir)
       if ok and m then
         for _, member in ipairs(m.members) do
