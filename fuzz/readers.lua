@@ -14,13 +14,16 @@ local engine = require "fleetsnap.engine"
 local operations = require "fleetsnap.restore.operations"
 local verify = require "fleetsnap.verify"
 local snapshot_index = require "fleetsnap.snapshot_index"
+local ownership = require "fleetsnap.exec.ownership"
 
 -- luacheck: read globals FUZZ_TMPDIR
-local DIR = assert(FUZZ_TMPDIR, "FUZZ_TMPDIR is not set") .. "/doc"
+local PARENT = assert(FUZZ_TMPDIR, "FUZZ_TMPDIR is not set")
+local DIR = PARENT .. "/doc"
 local ROOT = principal.canister_id(1)
--- The manifest an index is read beside: its digest is what an index must
--- name to be accepted (the seed does).
+-- The manifest and plan an index is read beside: their digests are what
+-- an index must name to be accepted (the seed does).
 local INDEXED_MANIFEST = '{"backup_id": "b1"}\n'
+local INDEXED_PLAN = '{"connection": {"sim": "/h"}}\n'
 
 -- Plain io, not the engine's durable writes: an fsync per input is time
 -- taken from fuzzing, and the readers are what is under test.
@@ -107,23 +110,34 @@ local READERS = {
   { "candid-registry", read_registry, fleet_then(read_registry) },
   { "inventory", read_inventory, fleet_then(read_inventory) },
   -- Appended (a reader's index is its seeds' first byte): the index of a
-  -- backup directory, beside a fixed manifest, so that an index naming its
-  -- digest is reachable and what the index says is then used.
+  -- backup directory, beside a fixed manifest and plan, so that an index
+  -- naming their digests is reachable; what then uses it is the proof of
+  -- ownership, which must report exactly the index's snapshots.
   { "snapshot-index", function(bytes)
     write(manifest.FILE_036, INDEXED_MANIFEST)
+    write(backup_plan.FILE, INDEXED_PLAN)
     write(snapshot_index.FILE, bytes)
     return snapshot_index.read(DIR)
   end, function(index)
-    for _, s in ipairs(index.snapshots) do
-      if type(s.snapshot_id) ~= "string" or type(s.canister_id) ~= "string" then
-        return false, "an accepted index has a snapshot that is not two strings"
+    local network = index.connection ~= engine.json.null and index.connection or nil
+    local known = ownership.known(PARENT, network)
+    local want, n = {}, 0
+    if network then
+      for _, s in ipairs(index.snapshots) do want[s.snapshot_id] = s.canister_id end
+    end
+    for id, canister in pairs(want) do
+      n = n + 1
+      if not known[id] or known[id].canister ~= canister or known[id].backup ~= DIR then
+        return false, "the proof of ownership does not report the index's snapshot " .. id
       end
     end
+    for _ in pairs(known) do n = n - 1 end
+    if n ~= 0 then return false, "the proof of ownership reports snapshots the index does not list" end
     return true
   end },
 }
 
-local M = { READERS = READERS, INDEXED_MANIFEST = INDEXED_MANIFEST }
+local M = { READERS = READERS, INDEXED_MANIFEST = INDEXED_MANIFEST, INDEXED_PLAN = INDEXED_PLAN }
 
 local function registered(code)
   return type(code) == "string" and (errors.REGISTRY[code] ~= nil or errors.ALIASES[code] ~= nil)

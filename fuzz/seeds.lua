@@ -61,11 +61,11 @@ local OBSERVED = "4449444c096d7b6e006e686c05cbb0d50268f6d6bbdd0471aaacd9d0067881
 put("readers", "candid-observed", string.char(index_of("candid-registry"))
   .. OBSERVED:gsub("..", function(x) return string.char(tonumber(x, 16)) end))
 reader_seed("manifest-0.108", json.encode(d108, { pretty = true }))
--- An index the reader accepts: it names the digest of the manifest the
--- harness writes beside it.
+-- An index the reader accepts: it names the digests of the manifest and
+-- plan the harness writes beside it.
 reader_seed("snapshot-index", json.encode(snapshot_index.build(
   { backup_id = "b1", fleet = { members = { { canister_id = docs.A, source_snapshot = { snapshot_id = "s1" } } } } },
-  readers.INDEXED_MANIFEST, { sim = "/h" }), { pretty = true }))
+  readers.INDEXED_MANIFEST, engine.hash.sha256(readers.INDEXED_PLAN), { sim = "/h" }), { pretty = true }))
 put("json", "manifest", man)
 put("json", "restore-plan", rplan)
 put("json", "scalars", '[0,-0,-0.0,1e-320,1.5e300,9223372036854775807,-9223372036854775808,'

@@ -10,6 +10,7 @@
 -- FLEETSNAP_CRASH_SEED=<n> repeats a printed sample.
 local engine = require "fleetsnap.engine"
 local helpers = require "helpers"
+local snapshot_index = require "fleetsnap.snapshot_index"
 
 local json, fs = engine.json, engine.fs
 
@@ -51,6 +52,10 @@ local function check(home, out, label)
   assert.equal(0, r.status, label .. ": " .. r.stdout .. r.stderr)
   local m = json.decode(fs.read(out .. "/fleet-backup-manifest.json"))
   assert.equal(#fleet.members - 1, #m.fleet.members, label)
+  -- Finished by whichever run, the backup has the index of its manifest.
+  local index, why = snapshot_index.read(out)
+  assert.is_table(index, label .. ": " .. tostring(why))
+  assert.equal(#m.fleet.members, #index.snapshots, label)
   for _, name in ipairs(fs.list(out)) do
     assert.is_nil(name:find("%.tmp$"), label .. ": staging left: " .. name)
     assert.is_nil(name:find("fsn%-tmp"), label .. ": temp file left: " .. name)

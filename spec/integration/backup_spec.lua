@@ -89,11 +89,12 @@ describe("fleetsnap backup create", function()
     end
   end)
 
-  it("publishes a snapshot index of its manifest: each member's snapshot, and the plan's connection", function()
+  it("publishes a snapshot index of its manifest and plan: each member's snapshot, the plan's connection", function()
     assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", out }).status)
     local index, why = snapshot_index.read(out)
     assert.is_table(index, why)
     assert.equal(engine.hash.sha256(fs.read(out .. "/fleet-backup-manifest.json")), index.manifest_sha256)
+    assert.equal(engine.hash.sha256(fs.read(out .. "/fleetsnap-plan.json")), index.plan_sha256)
     local m = manifest(out)
     assert.equal(#m.fleet.members, #index.snapshots)
     for i, member in ipairs(m.fleet.members) do
@@ -459,20 +460,21 @@ describe("fleetsnap backup on-canister retention", function()
     end
   end)
 
-  -- Without its plan, an earlier backup names no network: only its index
-  -- (bound to its manifest by digest) proves its snapshots ours.
-  for _, case in ipairs({ { "with its index", true }, { "without its index", false } }) do
-    it("proves an earlier backup's snapshots ours from its index alone (" .. case[1] .. ")", function()
+  -- An earlier backup's snapshots are proved ours by its manifest and
+  -- plan, through its index or without it; without its plan they are not
+  -- (no network is named), index or not.
+  for _, case in ipairs({ { "its index removed", snapshot_index.FILE, true },
+    { "its plan removed", "fleetsnap-plan.json", false } }) do
+    it("proves an earlier backup's snapshots ours only by its manifest and plan (" .. case[1] .. ")", function()
       assert.equal(0, helpers.fleetsnap(home, { "backup", "create", "--out", dir .. "/r0" }).status)
       local first = manifest(dir .. "/r0").fleet.members
-      assert.is_true(os.remove(dir .. "/r0/fleetsnap-plan.json"))
-      if not case[2] then assert.is_true(os.remove(dir .. "/r0/" .. snapshot_index.FILE)) end
+      assert.is_true(os.remove(dir .. "/r0/" .. case[2]))
       local r = helpers.fleetsnap(home, { "backup", "create", "--keep-on-canister", "1", "--out", dir .. "/r1" })
       assert.equal(0, r.status, r.stderr)
       for i, m in ipairs(manifest(dir .. "/r1").fleet.members) do
         assert.equal(first[i].canister_id, m.canister_id)
         local want = { m.source_snapshot.snapshot_id }
-        if not case[2] then want = { first[i].source_snapshot.snapshot_id, m.source_snapshot.snapshot_id } end
+        if not case[3] then want = { first[i].source_snapshot.snapshot_id, m.source_snapshot.snapshot_id } end
         local have = snapshots(m.canister_id)
         table.sort(have)
         table.sort(want)

@@ -1,6 +1,6 @@
 -- A backup's snapshot index (snapshot_index.lua) and its use by
--- ownership.known: it stands for the manifest and plan only while it names
--- the manifest's digest; otherwise the backup is read as before.
+-- ownership.known: it stands for the manifest and plan only while both are
+-- the bytes it names; otherwise the backup is read from them as before.
 local engine = require "fleetsnap.engine"
 local backup_plan = require "fleetsnap.backup.plan"
 local manifest = require "fleetsnap.manifest"
@@ -13,6 +13,10 @@ local json = engine.json
 
 local CONNECTION = { sim = "/home/a" }
 
+local function plan_sum(dir)
+  return engine.hash.sha256(helpers.read(dir .. "/" .. backup_plan.FILE))
+end
+
 -- A complete backup (docs.backup) in parent/name whose plan recorded
 -- CONNECTION; with its index when `indexed`. Returns the directory and the
 -- manifest's text.
@@ -23,7 +27,7 @@ local function backup(parent, name, indexed)
   helpers.write(dir .. "/" .. backup_plan.FILE, json.encode({ connection = CONNECTION }))
   local text = helpers.read(dir .. "/" .. manifest.FILE_036)
   if indexed then
-    assert(snapshot_index.write(dir, snapshot_index.build(json.decode(text), text, CONNECTION)))
+    assert(snapshot_index.write(dir, snapshot_index.build(json.decode(text), text, plan_sum(dir), CONNECTION)))
   end
   return dir, text
 end
@@ -39,11 +43,12 @@ end
 describe("snapshot_index.build", function()
   after_each(function() helpers.cleanup() end)
 
-  it("lists each member's snapshot id with its canister and names the manifest's digest", function()
-    local _, text = backup(helpers.tmpdir(), "b", false)
+  it("lists each member's snapshot id with its canister and names both documents' digests", function()
+    local dir, text = backup(helpers.tmpdir(), "b", false)
     local man = json.decode(text)
-    local index = snapshot_index.build(man, text, CONNECTION)
+    local index = snapshot_index.build(man, text, plan_sum(dir), CONNECTION)
     assert.equal(engine.hash.sha256(text), index.manifest_sha256)
+    assert.equal(plan_sum(dir), index.plan_sha256)
     assert.equal(manifest.FILE_036, index.manifest_file)
     assert.equal("b1", index.backup_id)
     assert.same(CONNECTION, index.connection)
@@ -55,14 +60,14 @@ describe("snapshot_index.build", function()
 
   it("records an unknown connection as null", function()
     local _, text = backup(helpers.tmpdir(), "b", false)
-    assert.equal(json.null, snapshot_index.build(json.decode(text), text, nil).connection)
+    assert.equal(json.null, snapshot_index.build(json.decode(text), text, ("0"):rep(64), nil).connection)
   end)
 end)
 
 describe("snapshot_index.read", function()
   after_each(function() helpers.cleanup() end)
 
-  it("returns the index while the manifest beside it is the one it names", function()
+  it("returns the index while the manifest and plan beside it are the ones it names", function()
     local dir = backup(helpers.tmpdir(), "b", true)
     local index, why = snapshot_index.read(dir)
     assert.is_table(index, why)
@@ -75,6 +80,22 @@ describe("snapshot_index.read", function()
     local index, why = snapshot_index.read(dir)
     assert.is_nil(index)
     assert.matches("stale", why)
+  end)
+
+  it("ignores an index whose plan changed since (stale)", function()
+    local dir = backup(helpers.tmpdir(), "b", true)
+    helpers.write(dir .. "/" .. backup_plan.FILE, json.encode({ connection = { sim = "/home/other" } }))
+    local index, why = snapshot_index.read(dir)
+    assert.is_nil(index)
+    assert.matches("stale (" .. backup_plan.FILE .. " changed", why, 1, true)
+  end)
+
+  it("ignores an index whose manifest is gone", function()
+    local dir = backup(helpers.tmpdir(), "b", true)
+    assert.is_true(os.remove(dir .. "/" .. manifest.FILE_036))
+    local index, why = snapshot_index.read(dir)
+    assert.is_nil(index)
+    assert.matches(manifest.FILE_036, why, 1, true)
   end)
 
   it("ignores a missing index", function()
@@ -118,22 +139,38 @@ end)
 describe("ownership.known", function()
   after_each(function() helpers.cleanup() end)
 
-  it("reads a backup's snapshots from its index, without its plan", function()
-    local parent = helpers.tmpdir()
-    local dir = backup(parent, "b", true)
-    -- Without the plan, only the index can say which network it was.
-    assert.is_true(os.remove(dir .. "/" .. backup_plan.FILE))
-    local known = ownership.known(parent, CONNECTION)
-    local n = 0
-    for id, k in pairs(known) do
+  -- Counts the manifest reads known makes while f runs (the index path
+  -- reads none).
+  local function manifest_reads(f)
+    local real, n = manifest.read, 0
+    manifest.read = function(...)
       n = n + 1
-      assert.equal(dir, k.backup)
-      assert.is_string(id)
+      return real(...)
     end
-    assert.equal(2, n)
+    local ok, err = pcall(f)
+    manifest.read = real
+    assert(ok, err)
+    return n
+  end
+
+  it("reads a backup's snapshots from its index, reading no manifest", function()
+    local parent = helpers.tmpdir()
+    local dir, text = backup(parent, "b", true)
+    local known
+    assert.equal(0, manifest_reads(function() known = ownership.known(parent, CONNECTION) end))
+    local want = {}
+    for _, m in ipairs(json.decode(text).fleet.members) do
+      want[m.source_snapshot.snapshot_id] = { backup = dir, canister = m.canister_id }
+    end
+    assert.same(want, known)
+    -- The same backup without its index: the manifest is read, with the
+    -- same answer.
+    assert.is_true(os.remove(dir .. "/" .. snapshot_index.FILE))
+    assert.equal(1, manifest_reads(function() known = ownership.known(parent, CONNECTION) end))
+    assert.same(want, known)
   end)
 
-  it("believes the index while it names the manifest's digest", function()
+  it("takes the snapshots the index lists while both documents are the bytes it names", function()
     local parent = helpers.tmpdir()
     local dir = backup(parent, "b", true)
     local doc = index_doc(dir)
@@ -141,6 +178,13 @@ describe("ownership.known", function()
     rewrite_index(dir, doc)
     local known = ownership.known(parent, CONNECTION)
     assert.same({ backup = dir, canister = doc.snapshots[1].canister_id }, known["from-the-index"])
+  end)
+
+  it("proves nothing from an index whose plan is gone, as from the manifest alone", function()
+    local parent = helpers.tmpdir()
+    local dir = backup(parent, "b", true)
+    assert.is_true(os.remove(dir .. "/" .. backup_plan.FILE))
+    assert.same({}, ownership.known(parent, CONNECTION))
   end)
 
   it("reads the manifest and plan when the index is stale", function()
@@ -178,9 +222,11 @@ describe("ownership.known", function()
     end
   end)
 
-  it("knows nothing from an index of another network", function()
+  it("knows nothing from an index of another network, reading no manifest", function()
     local parent = helpers.tmpdir()
     backup(parent, "b", true)
-    assert.same({}, ownership.known(parent, { sim = "/home/other" }))
+    local known
+    assert.equal(0, manifest_reads(function() known = ownership.known(parent, { sim = "/home/other" }) end))
+    assert.same({}, known)
   end)
 end)

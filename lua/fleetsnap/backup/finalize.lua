@@ -2,6 +2,7 @@
 -- once every artifact is durable (each checked against its receipt first),
 -- and on-canister retention afterwards.
 local engine = require "fleetsnap.engine"
+local backup_plan = require "fleetsnap.backup.plan"
 local canister_settings = require "fleetsnap.canister_settings"
 local download = require "fleetsnap.backup.download"
 local errors = require "fleetsnap.errors"
@@ -109,16 +110,18 @@ function M.manifest(x, plan)
   local decoded = json.decode(text)
   local valid, verr = manifest.validate(decoded, manifest.FILE_036, "0.36")
   if not valid then raise("ECORRUPT", "the manifest built for " .. plan.backup_id .. " is invalid: " .. verr) end
-  -- The index first: a published manifest of this version has one (it is
-  -- derived from these bytes, and ignored unless it names their digest).
-  ok, err, code = snapshot_index.write(x.dir,
-    snapshot_index.build(decoded, text, plan.connection))
-  if not ok then raise(errors.engine_code(code), snapshot_index.FILE .. ": " .. err) end
   local res
   res, err, code = fs.write_create(x.dir .. "/" .. manifest.FILE_036, text)
   if not res then
     raise(code == "ECONFLICT" and "ECORRUPT" or errors.engine_code(code), "manifest: " .. err)
   end
+  -- The index of the manifest now published (and adopted, on a retry),
+  -- before the record that ends finalize: a crash in between writes it
+  -- again. It is ignored unless both documents are the bytes it names.
+  local plan_sum, perr, pcode = engine.hash.file(x.dir .. "/" .. backup_plan.FILE)
+  if not plan_sum then raise(errors.engine_code(pcode), backup_plan.FILE .. ": " .. tostring(perr)) end
+  ok, err, code = snapshot_index.write(x.dir, snapshot_index.build(decoded, text, plan_sum, plan.connection))
+  if not ok then raise(errors.engine_code(code), snapshot_index.FILE .. ": " .. err) end
   x:record({ t = "finalized", manifest_sha256 = engine.hash.sha256(text) })
   errors.check("command locks", fs.remove_tree(x.dir .. "/.fleetsnap-commands"))
   return man

@@ -5,7 +5,8 @@
 --     icp printed that is not new there is a failure, never trusted);
 --   * a finished backup's: its manifest, under the same backups
 --     directory, records it for that canister, and its plan says it was
---     taken on the same network as this run.
+--     taken on the same network as this run (read from the backup's
+--     snapshot index while both documents are the bytes it was made from).
 -- Anything else on a canister is foreign and never touched.
 local backup_plan = require "fleetsnap.backup.plan"
 local engine = require "fleetsnap.engine"
@@ -101,9 +102,10 @@ end
 -- nothing (it is listed as corrupt elsewhere); nor does one from another
 -- network, or one whose plan does not say (a backup another tool made).
 --
--- A backup's snapshot index (snapshot_index.lua) stands for its manifest
--- and plan while it names the manifest's digest: that costs a hash of the
--- manifest instead of decoding and checking both documents.
+-- A backup's snapshot index (snapshot_index.lua) is what this tool derived
+-- from its manifest and plan; it stands for them while both are the bytes
+-- it names, which costs a hash of each instead of decoding and checking
+-- both documents.
 function M.known(parent, connection)
   local known = {}
   for _, name in ipairs(fs.list(parent) or {}) do
