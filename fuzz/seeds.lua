@@ -65,7 +65,8 @@ reader_seed("manifest-0.108", json.encode(d108, { pretty = true }))
 -- plan the harness writes beside it.
 reader_seed("snapshot-index", json.encode(snapshot_index.build(
   { backup_id = "b1", fleet = { members = { { canister_id = docs.A, source_snapshot = { snapshot_id = "s1" } } } } },
-  readers.INDEXED_MANIFEST, engine.hash.sha256(readers.INDEXED_PLAN), { sim = "/h" }), { pretty = true }))
+  engine.hash.sha256(readers.INDEXED_MANIFEST), engine.hash.sha256(readers.INDEXED_PLAN), { sim = "/h" }),
+  { pretty = true }))
 put("json", "manifest", man)
 put("json", "restore-plan", rplan)
 put("json", "scalars", '[0,-0,-0.0,1e-320,1.5e300,9223372036854775807,-9223372036854775808,'

@@ -43,17 +43,17 @@ local SCHEMA = S.object({
   { "snapshots", S.array(S.object({ { "canister_id", NONEMPTY }, { "snapshot_id", NONEMPTY } })) },
 })
 
---- The index of a 0.36 manifest: `man` its decoded document, `text` its
--- exact bytes, `plan_sha256` the digest of the plan file beside it and
--- `connection` that plan's (or nil).
-function M.build(man, text, plan_sha256, connection)
+--- The index of a 0.36 manifest: `man` its decoded document,
+-- `manifest_sha256` the digest of its exact bytes, `plan_sha256` the
+-- digest of the plan file beside it and `connection` that plan's (or nil).
+function M.build(man, manifest_sha256, plan_sha256, connection)
   local snapshots = {}
   for i, m in ipairs(man.fleet.members) do
     snapshots[i] = json.ordered({ canister_id = m.canister_id, snapshot_id = m.source_snapshot.snapshot_id },
       { "canister_id", "snapshot_id" })
   end
   return json.ordered({ format = M.FORMAT, format_version = 1, backup_id = man.backup_id,
-    manifest_file = manifest.FILE_036, manifest_sha256 = engine.hash.sha256(text), plan_sha256 = plan_sha256,
+    manifest_file = manifest.FILE_036, manifest_sha256 = manifest_sha256, plan_sha256 = plan_sha256,
     connection = connection or json.null, snapshots = json.array(snapshots) },
     { "format", "format_version", "backup_id", "manifest_file", "manifest_sha256", "plan_sha256", "connection",
       "snapshots" })

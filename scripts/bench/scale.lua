@@ -193,7 +193,8 @@ local function siblings_run(n)
     json.encode(manifest_mod.download_journal(b), { pretty = true })))
   assert(fs.write_replace(first .. "/" .. manifest_mod.FILE_036, text))
   local plan_sum = assert(engine.hash.file(first .. "/" .. backup_plan.FILE))
-  assert(snapshot_index.write(first, snapshot_index.build(json.decode(text), text, plan_sum, connection)))
+  assert(snapshot_index.write(first, snapshot_index.build(json.decode(text), engine.hash.sha256(text), plan_sum,
+    connection)))
   for k = 2, SIBLINGS do run({ "cp", "-r", first, parent .. "/s" .. (k - 1) }) end
   local function indexes(on)
     for k = 1, SIBLINGS do

@@ -27,7 +27,8 @@ local function backup(parent, name, indexed)
   helpers.write(dir .. "/" .. backup_plan.FILE, json.encode({ connection = CONNECTION }))
   local text = helpers.read(dir .. "/" .. manifest.FILE_036)
   if indexed then
-    assert(snapshot_index.write(dir, snapshot_index.build(json.decode(text), text, plan_sum(dir), CONNECTION)))
+    assert(snapshot_index.write(dir, snapshot_index.build(json.decode(text), engine.hash.sha256(text), plan_sum(dir),
+      CONNECTION)))
   end
   return dir, text
 end
@@ -46,7 +47,7 @@ describe("snapshot_index.build", function()
   it("lists each member's snapshot id with its canister and names both documents' digests", function()
     local dir, text = backup(helpers.tmpdir(), "b", false)
     local man = json.decode(text)
-    local index = snapshot_index.build(man, text, plan_sum(dir), CONNECTION)
+    local index = snapshot_index.build(man, engine.hash.sha256(text), plan_sum(dir), CONNECTION)
     assert.equal(engine.hash.sha256(text), index.manifest_sha256)
     assert.equal(plan_sum(dir), index.plan_sha256)
     assert.equal(manifest.FILE_036, index.manifest_file)
@@ -60,7 +61,7 @@ describe("snapshot_index.build", function()
 
   it("records an unknown connection as null", function()
     local _, text = backup(helpers.tmpdir(), "b", false)
-    assert.equal(json.null, snapshot_index.build(json.decode(text), text, ("0"):rep(64), nil).connection)
+    assert.equal(json.null, snapshot_index.build(json.decode(text), ("0"):rep(64), ("0"):rep(64), nil).connection)
   end)
 end)
 

@@ -120,9 +120,11 @@ function M.manifest(x, plan)
   -- again. It is ignored unless both documents are the bytes it names.
   local plan_sum, perr, pcode = engine.hash.file(x.dir .. "/" .. backup_plan.FILE)
   if not plan_sum then raise(errors.engine_code(pcode), backup_plan.FILE .. ": " .. tostring(perr)) end
-  ok, err, code = snapshot_index.write(x.dir, snapshot_index.build(decoded, text, plan_sum, plan.connection))
+  -- One digest of the manifest's bytes, for the index and the record.
+  local manifest_sum = engine.hash.sha256(text)
+  ok, err, code = snapshot_index.write(x.dir, snapshot_index.build(decoded, manifest_sum, plan_sum, plan.connection))
   if not ok then raise(errors.engine_code(code), snapshot_index.FILE .. ": " .. err) end
-  x:record({ t = "finalized", manifest_sha256 = engine.hash.sha256(text) })
+  x:record({ t = "finalized", manifest_sha256 = manifest_sum })
   errors.check("command locks", fs.remove_tree(x.dir .. "/.fleetsnap-commands"))
   return man
 end
